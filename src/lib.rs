@@ -1,0 +1,10 @@
+//! nade: autoregressive density models of binary vectors (FVSBN, MLP, NADE) on candle.
+//!
+//! p(x) = prod_i p(x_i | x_<i) over x in {0,1}^n; every model computes all n conditionals at
+//! once for density evaluation ([`models::Autoregressive::logits`]).
+
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod models;

@@ -1,0 +1,238 @@
+//! Checkpoints: round trip, files written by another tool, and every malformed file.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use nade::checkpoint;
+use nade::models::{ModelConfig, ModelKind, NadePath};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+/// Writes a safetensors file the way numpy / PyTorch users would: just tensors and metadata.
+fn write_by_hand(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)], metadata: &[(&str, &str)]) {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, v)| {
+            (
+                name.to_string(),
+                shape.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(&str, TensorView)> = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            (
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    let meta: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+fn schema_tensors(cfg: &ModelConfig, seed: u64) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
+    let params = random_params(cfg, seed, 1.0);
+    cfg.param_specs()
+        .into_iter()
+        .map(|s| (s.name, s.shape.clone(), params[s.name].clone()))
+        .collect()
+}
+
+fn load_err(path: &Path) -> String {
+    match checkpoint::load(path, &Device::Cpu, NadePath::default()) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn round_trip_keeps_tensors_logits_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::Cpu;
+    for cfg in all_configs(9) {
+        let params = random_params(&cfg, 1, 1.0);
+        let model = model(&cfg, &params, &device);
+        let path = dir.path().join(format!("{}.safetensors", cfg.kind));
+        let extra = BTreeMap::from([("epoch".to_string(), "7".to_string())]);
+        checkpoint::save(&path, model.as_ref(), &extra).unwrap();
+        let loaded = checkpoint::load(&path, &device, cfg.nade_path).unwrap();
+        assert_eq!(loaded.model.config(), &cfg);
+        assert_eq!(loaded.metadata["epoch"], "7");
+        assert_eq!(loaded.metadata["model"], cfg.kind.name());
+        for ((name, a), (_, b)) in model
+            .named_tensors()
+            .iter()
+            .zip(loaded.model.named_tensors())
+        {
+            let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b, "tensor {name}");
+        }
+        let x = Tensor::from_vec(random_binary(4, 9, 0.5, 3), (4, 9), &device).unwrap();
+        let before = model
+            .logits(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let after = loaded
+            .model
+            .logits(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(before, after);
+    }
+    // Atomic writes leave no temporary files behind.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        assert!(name.ends_with(".safetensors"), "left behind: {name}");
+    }
+}
+
+#[test]
+fn a_file_written_by_another_tool_with_three_metadata_keys_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, hidden) in [
+        (ModelKind::Fvsbn, 0),
+        (ModelKind::Mlp, 3),
+        (ModelKind::Nade, 6),
+    ] {
+        let cfg = ModelConfig::new(kind, 8, hidden);
+        let tensors = schema_tensors(&cfg, 4);
+        let path = dir.path().join(format!("{kind}.safetensors"));
+        let hidden_s = hidden.to_string();
+        let mut meta = vec![("model", kind.name()), ("n", "8")];
+        if kind.has_hidden() {
+            meta.push(("hidden", &hidden_s));
+        }
+        write_by_hand(&path, &tensors, &meta);
+        let loaded = checkpoint::load(&path, &Device::Cpu, NadePath::default()).unwrap();
+        assert_eq!(loaded.model.config(), &cfg);
+        // Same numbers as a model built straight from those tensors.
+        let params: HashMap<String, Vec<f32>> = tensors
+            .iter()
+            .map(|(n, _, v)| (n.to_string(), v.clone()))
+            .collect();
+        let reference = model(&cfg, &params, &Device::Cpu);
+        let x = Tensor::from_vec(random_binary(3, 8, 0.5, 1), (3, 8), &Device::Cpu).unwrap();
+        let a = loaded.model.log_prob(&x).unwrap().to_vec1::<f32>().unwrap();
+        let b = reference.log_prob(&x).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn float64_tensors_are_accepted_and_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f64.safetensors");
+    let cfg = ModelConfig::new(ModelKind::Fvsbn, 3, 0);
+    let w: Vec<u8> = (0..9)
+        .flat_map(|i| (i as f64 * 0.5).to_le_bytes())
+        .collect();
+    let b: Vec<u8> = [0.25f64, -0.5, 1.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let views = vec![
+        ("W", TensorView::new(Dtype::F64, vec![3, 3], &w).unwrap()),
+        ("b", TensorView::new(Dtype::F64, vec![3], &b).unwrap()),
+    ];
+    let meta = HashMap::from([
+        ("model".to_string(), "fvsbn".to_string()),
+        ("n".to_string(), "3".to_string()),
+    ]);
+    std::fs::write(&path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    let loaded = checkpoint::load(&path, &Device::Cpu, NadePath::default()).unwrap();
+    assert_eq!(loaded.model.config(), &cfg);
+    let bias = loaded.model.named_tensors()[1].1.to_vec1::<f32>().unwrap();
+    assert_eq!(bias, vec![0.25, -0.5, 1.0]);
+}
+
+#[test]
+fn malformed_checkpoints_give_errors_that_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::new(ModelKind::Nade, 8, 4);
+    let good = schema_tensors(&cfg, 2);
+    let base_meta = [("model", "nade"), ("n", "8"), ("hidden", "4")];
+    let case = |name: &str, tensors: &[(&str, Vec<usize>, Vec<f32>)], meta: &[(&str, &str)]| {
+        let path = dir.path().join(name);
+        write_by_hand(&path, tensors, meta);
+        load_err(&path)
+    };
+
+    let missing: Vec<_> = good.iter().filter(|t| t.0 != "V").cloned().collect();
+    let e = case("missing.safetensors", &missing, &base_meta);
+    assert!(e.contains("missing tensor `V`"), "{e}");
+
+    let mut extra = good.clone();
+    extra.push(("U", vec![2], vec![0.0, 1.0]));
+    let e = case("extra.safetensors", &extra, &base_meta);
+    assert!(e.contains("unexpected tensor `U`"), "{e}");
+
+    let mut transposed = good.clone();
+    transposed[0].1 = vec![8, 4];
+    let e = case("shape.safetensors", &transposed, &base_meta);
+    assert!(
+        e.contains("tensor `W` has shape [8, 4], expected [4, 8]"),
+        "{e}"
+    );
+
+    let e = case(
+        "kind.safetensors",
+        &good,
+        &[("model", "rbm"), ("n", "8"), ("hidden", "4")],
+    );
+    assert!(e.contains("`model`") && e.contains("rbm"), "{e}");
+
+    let e = case(
+        "nohidden.safetensors",
+        &good,
+        &[("model", "nade"), ("n", "8")],
+    );
+    assert!(e.contains("no `hidden`"), "{e}");
+
+    let e = case(
+        "badn.safetensors",
+        &good,
+        &[("model", "nade"), ("n", "eight"), ("hidden", "4")],
+    );
+    assert!(
+        e.contains("`n` = \"eight\" is not a positive integer"),
+        "{e}"
+    );
+
+    let e = case("nometa.safetensors", &good, &[]);
+    assert!(e.contains("no `model`"), "{e}");
+
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a checkpoint").unwrap();
+    let e = load_err(&garbage);
+    assert!(
+        e.contains("garbage.safetensors") && e.contains("not a safetensors file"),
+        "{e}"
+    );
+
+    let e = load_err(&dir.path().join("absent.safetensors"));
+    assert!(
+        e.contains("absent.safetensors") && e.contains("cannot read"),
+        "{e}"
+    );
+
+    // Every message names the file.
+    let e = case("named.safetensors", &missing, &base_meta);
+    assert!(e.contains("named.safetensors"), "{e}");
+}

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests: seeded random models and data.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use nade::models::{self, Autoregressive, ModelConfig, ModelKind, NadePath};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Parameters uniform on [-scale, scale]: large enough that a wrong mask or an off-by-one
+/// changes every number the tests look at (the training init is far smaller).
+pub fn random_params(cfg: &ModelConfig, seed: u64, scale: f32) -> HashMap<String, Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    cfg.param_specs()
+        .into_iter()
+        .map(|spec| {
+            let len = spec.shape.iter().product::<usize>();
+            let values = (0..len).map(|_| rng.random_range(-scale..=scale)).collect();
+            (spec.name.to_string(), values)
+        })
+        .collect()
+}
+
+pub fn config(kind: ModelKind, n: usize, hidden: usize, path: NadePath) -> ModelConfig {
+    let mut cfg = ModelConfig::new(kind, n, hidden);
+    cfg.nade_path = path;
+    cfg
+}
+
+/// A model whose parameters are trainable Vars (for gradient tests), plus the VarMap.
+pub fn model_with_vars(
+    cfg: &ModelConfig,
+    params: &HashMap<String, Vec<f32>>,
+    device: &Device,
+) -> (Box<dyn Autoregressive>, VarMap) {
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().unwrap();
+        for spec in cfg.param_specs() {
+            let t =
+                Tensor::from_vec(params[spec.name].clone(), spec.shape.clone(), device).unwrap();
+            data.insert(spec.name.to_string(), Var::from_tensor(&t).unwrap());
+        }
+    }
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    (models::build(cfg, vb).unwrap(), varmap)
+}
+
+pub fn model(
+    cfg: &ModelConfig,
+    params: &HashMap<String, Vec<f32>>,
+    device: &Device,
+) -> Box<dyn Autoregressive> {
+    model_with_vars(cfg, params, device).0
+}
+
+/// Random binary rows with P(1) = p.
+pub fn random_binary(rows: usize, n: usize, p: f64, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * n)
+        .map(|_| if rng.random_bool(p) { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// Every vector of {0,1}^n, bit j of row r = (r >> j) & 1.
+pub fn all_binary_vectors(n: usize) -> Vec<f32> {
+    (0..1usize << n)
+        .flat_map(|r| (0..n).map(move |j| ((r >> j) & 1) as f32))
+        .collect()
+}
+
+/// The model configurations every math test runs over. Block sizes that do not divide n
+/// exercise the padding of the blocked NADE path.
+pub fn all_configs(n: usize) -> Vec<ModelConfig> {
+    vec![
+        config(ModelKind::Fvsbn, n, 0, NadePath::default()),
+        config(ModelKind::Mlp, n, 3, NadePath::default()),
+        config(ModelKind::Nade, n, 5, NadePath::Plain),
+        config(ModelKind::Nade, n, 5, NadePath::Blocked(3)),
+        config(ModelKind::Nade, n, 5, NadePath::Blocked(4)),
+        config(ModelKind::Nade, n, 5, NadePath::Blocked(n)),
+        config(ModelKind::Nade, n, 5, NadePath::Blocked(1)),
+    ]
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,233 @@
+//! The math of every model: normalization, the autoregressive property, the blocked NADE path
+//! against the plain one, and the parallel logits against a naive per-dimension loop.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use nade::device;
+use nade::models::{self, bernoulli_log_prob, ModelConfig, ModelKind, NadePath};
+use std::collections::HashMap;
+
+fn logits_of(model: &dyn models::Autoregressive, x: &[f32], n: usize, device: &Device) -> Vec<f32> {
+    let x = Tensor::from_vec(x.to_vec(), (x.len() / n, n), device).unwrap();
+    model
+        .logits(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn every_model_sums_to_one_over_all_vectors() {
+    for device in device::available() {
+        for n in [1, 2, 7, 10, 12] {
+            for cfg in all_configs(n) {
+                let model = model(&cfg, &random_params(&cfg, 7, 1.5), &device);
+                let x = Tensor::from_vec(all_binary_vectors(n), (1 << n, n), &device).unwrap();
+                let log_p = model.log_prob(&x).unwrap().to_vec1::<f32>().unwrap();
+                let total: f64 = log_p.iter().map(|&lp| (lp as f64).exp()).sum();
+                assert!(
+                    (total - 1.0).abs() < 1e-4,
+                    "{cfg:?} on {device:?}: sum p(x) = {total}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn logit_i_never_depends_on_x_j_for_j_at_or_after_i() {
+    let n = 11;
+    for device in device::available() {
+        for cfg in all_configs(n) {
+            let model = model(&cfg, &random_params(&cfg, 3, 1.0), &device);
+            let base = random_binary(1, n, 0.5, 11);
+            let before = logits_of(model.as_ref(), &base, n, &device);
+            for j in 0..n {
+                let mut flipped = base.clone();
+                flipped[j] = 1.0 - flipped[j];
+                let after = logits_of(model.as_ref(), &flipped, n, &device);
+                for i in 0..=j {
+                    assert_eq!(
+                        before[i], after[i],
+                        "{cfg:?}: flipping x_{j} changed logit {i}"
+                    );
+                }
+                // And the model is not trivially constant: some later logit must move.
+                if j + 1 < n {
+                    let moved = (j + 1..n).any(|i| (before[i] - after[i]).abs() > 1e-6);
+                    assert!(moved, "{cfg:?}: flipping x_{j} changed no later logit");
+                }
+            }
+        }
+    }
+}
+
+/// The formulas of DESIGN.md written straight, one dimension at a time, in f64.
+fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> Vec<f64> {
+    let (n, d) = (cfg.n, cfg.hidden);
+    let sigmoid = |a: f64| 1.0 / (1.0 + (-a).exp());
+    let g = |name: &str, k: usize| p[name][k] as f64;
+    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    match cfg.kind {
+        ModelKind::Fvsbn => (0..n)
+            .map(|i| g("b", i) + (0..i).map(|j| g("W", i * n + j) * x[j]).sum::<f64>())
+            .collect(),
+        ModelKind::Mlp => (0..n)
+            .map(|i| {
+                let hidden = (0..d).map(|k| {
+                    let a = g("c", i * d + k)
+                        + (0..i)
+                            .map(|j| g("A", (i * d + k) * n + j) * x[j])
+                            .sum::<f64>();
+                    g("alpha", i * d + k) * sigmoid(a)
+                });
+                g("b", i) + hidden.sum::<f64>()
+            })
+            .collect(),
+        ModelKind::Nade => {
+            let mut a: Vec<f64> = (0..d).map(|k| g("c", k)).collect();
+            let mut logits = Vec::with_capacity(n);
+            for i in 0..n {
+                logits.push(
+                    g("b", i)
+                        + (0..d)
+                            .map(|k| g("V", i * d + k) * sigmoid(a[k]))
+                            .sum::<f64>(),
+                );
+                for (k, a_k) in a.iter_mut().enumerate() {
+                    *a_k += g("W", k * n + i) * x[i];
+                }
+            }
+            logits
+        }
+    }
+}
+
+#[test]
+fn parallel_logits_equal_a_naive_loop_over_dimensions() {
+    let (n, rows) = (30, 6);
+    for device in device::available() {
+        let mut cfgs = all_configs(n);
+        cfgs.push(config(ModelKind::Nade, n, 5, NadePath::Blocked(28)));
+        for cfg in cfgs {
+            let params = random_params(&cfg, 5, 1.0);
+            let model = model(&cfg, &params, &device);
+            let x = random_binary(rows, n, 0.3, 9);
+            let got = logits_of(model.as_ref(), &x, n, &device);
+            for r in 0..rows {
+                let want = naive_logits(&cfg, &params, &x[r * n..(r + 1) * n]);
+                for i in 0..n {
+                    let err = (got[r * n + i] as f64 - want[i]).abs();
+                    assert!(
+                        err < 1e-4 * (1.0 + want[i].abs()),
+                        "{cfg:?}: row {r} logit {i}: {} vs {}",
+                        got[r * n + i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn blocked_nade_equals_plain_nade_in_values_and_gradients() {
+    // n = 784, d = 16: the MNIST shape, with blocks that divide n (28), do not (50), and k = 1.
+    let (n, d, rows) = (784, 16, 8);
+    for device in device::available() {
+        let plain_cfg = config(ModelKind::Nade, n, d, NadePath::Plain);
+        let params = random_params(&plain_cfg, 21, 0.2);
+        let x = Tensor::from_vec(random_binary(rows, n, 0.13, 2), (rows, n), &device).unwrap();
+        let (plain, plain_vars) = model_with_vars(&plain_cfg, &params, &device);
+        let plain_loss = models::mean_nll(plain.as_ref(), &x).unwrap();
+        let plain_grads = plain_loss.backward().unwrap();
+        let plain_logits = plain
+            .logits(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for k in [28, 50, 1] {
+            let cfg = config(ModelKind::Nade, n, d, NadePath::Blocked(k));
+            let (blocked, vars) = model_with_vars(&cfg, &params, &device);
+            let logits = blocked
+                .logits(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            // Both sum the same f32 terms in different orders: a few ulps of |a| ~ 10.
+            let diff = max_abs_diff(&plain_logits, &logits);
+            assert!(diff < 1e-4, "k = {k}: logits differ by {diff}");
+            let loss = models::mean_nll(blocked.as_ref(), &x).unwrap();
+            let grads = loss.backward().unwrap();
+            for spec in cfg.param_specs() {
+                let g_plain = plain_grads
+                    .get(plain_vars.data().lock().unwrap()[spec.name].as_tensor())
+                    .unwrap();
+                let g_blocked = grads
+                    .get(vars.data().lock().unwrap()[spec.name].as_tensor())
+                    .unwrap();
+                let a = g_plain.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let b = g_blocked.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = max_abs_diff(&a, &b);
+                assert!(scale > 0.0, "gradient of {} is zero", spec.name);
+                assert!(
+                    diff <= 1e-4 * scale.max(1.0),
+                    "k = {k}: grad {} differs by {diff} (scale {scale})",
+                    spec.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn log_likelihood_is_finite_and_exact_for_huge_logits() {
+    let device = Device::Cpu;
+    let logits = Tensor::new(&[[1e4f32, -1e4, 1e4, -1e4, 0.0, 30.0]], &device).unwrap();
+    let x = Tensor::new(&[[1f32, 0., 0., 1., 1., 0.]], &device).unwrap();
+    let lp = bernoulli_log_prob(&logits, &x)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0];
+    // Terms: 0, 0, -1e4, -1e4, -ln 2, -30 - ln(1 + e^-30).
+    let want = -2e4 - std::f64::consts::LN_2 - 30.0;
+    assert!(lp.is_finite());
+    assert!(((lp as f64) - want).abs() < 1e-2, "{lp} vs {want}");
+}
+
+#[test]
+fn nade_path_names_round_trip() {
+    for path in [NadePath::Plain, NadePath::Blocked(28), NadePath::Blocked(7)] {
+        assert_eq!(path.to_string().parse::<NadePath>().unwrap(), path);
+    }
+    assert_eq!(
+        "blocked".parse::<NadePath>().unwrap(),
+        NadePath::Blocked(28)
+    );
+    for bad in ["fused", "blocked:0", "blocked:x", ""] {
+        assert!(bad.parse::<NadePath>().is_err(), "{bad:?} parsed");
+    }
+}
+
+#[test]
+fn seeded_init_is_reproducible_and_seed_dependent() {
+    let cfg = ModelConfig::new(ModelKind::Nade, 20, 4);
+    let get = |seed| {
+        models::init_params(&cfg, seed, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get(1), get(1));
+    assert_ne!(get(1), get(2));
+}
