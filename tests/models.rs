@@ -91,7 +91,7 @@ fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> 
         ModelKind::Nade => {
             let mut a: Vec<f64> = (0..d).map(|k| g("c", k)).collect();
             let mut logits = Vec::with_capacity(n);
-            for i in 0..n {
+            for (i, &x_i) in x.iter().enumerate() {
                 logits.push(
                     g("b", i)
                         + (0..d)
@@ -99,7 +99,7 @@ fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> 
                             .sum::<f64>(),
                 );
                 for (k, a_k) in a.iter_mut().enumerate() {
-                    *a_k += g("W", k * n + i) * x[i];
+                    *a_k += g("W", k * n + i) * x_i;
                 }
             }
             logits

@@ -222,6 +222,7 @@ pub enum Binarization {
     Bernoulli { seed: u64 },
     /// A fresh draw every epoch (a known regularizer for binarized MNIST); epoch `e` of
     /// seed `s` is always the same draw, so runs are reproducible.
+    /// (Epoch 0 is the same draw as `Bernoulli` with that seed.)
     Dynamic { seed: u64 },
 }
 
