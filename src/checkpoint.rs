@@ -1,7 +1,9 @@
 //! safetensors checkpoints. Tensors are named after the formulas (NADE: W, c, V, b; FVSBN: W, b;
 //! MLP: A, c, alpha, b), f32. `__metadata__` holds `model`, `n` and `hidden`, which suffice to
-//! rebuild the model, plus whatever the writer adds (config, epoch, valid NLL). Files are written
-//! to a temporary name and renamed, so a crash never leaves a half-written checkpoint.
+//! rebuild the model, plus whatever the writer adds (config, epoch, valid NLL). A training
+//! run's `last.safetensors` also carries the optimizer's moments as `optim.*` tensors, which
+//! loaders of the model ignore. Files are written to a temporary name and renamed, so a crash
+//! never leaves a half-written checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -14,17 +16,30 @@ use candle_nn::VarBuilder;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::models::{self, Autoregressive, ModelConfig, ModelKind, NadePath};
+use crate::optim::STATE_PREFIX;
 
 /// A model read back from disk, with all the metadata the file carried.
 pub struct Loaded {
     pub model: Box<dyn Autoregressive>,
     pub metadata: BTreeMap<String, String>,
+    /// The `optim.*` tensors of a training checkpoint (empty for a plain model file).
+    pub optimizer_state: HashMap<String, Tensor>,
 }
 
 /// Writes `model` to `path` atomically. `extra` metadata is stored beside model / n / hidden.
 pub fn save(
     path: &Path,
     model: &dyn Autoregressive,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    save_with_state(path, model, &[], extra)
+}
+
+/// [`save`] plus optimizer tensors, whose names must start with `optim.`.
+pub fn save_with_state(
+    path: &Path,
+    model: &dyn Autoregressive,
+    state: &[(String, Tensor)],
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
     let cfg = model.config();
@@ -34,8 +49,12 @@ pub fn save(
     if cfg.kind.has_hidden() {
         metadata.insert("hidden".into(), cfg.hidden.to_string());
     }
+    let named = model
+        .named_tensors()
+        .into_iter()
+        .map(|(name, t)| (name.to_string(), t));
     let mut tensors = Vec::new();
-    for (name, tensor) in model.named_tensors() {
+    for (name, tensor) in named.chain(state.iter().cloned()) {
         let host = tensor
             .to_dtype(DType::F32)?
             .to_device(&Device::Cpu)?
@@ -47,17 +66,36 @@ pub fn save(
             .collect();
         tensors.push((name, tensor.dims().to_vec(), bytes));
     }
-    let views = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((
-                *name,
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let buffer = safetensors::serialize(views, Some(metadata))?;
+    let buffer = encode(&tensors, &metadata)?;
     write_atomically(path, &buffer)
+}
+
+/// The safetensors bytes of f32 tensors: an 8-byte little-endian header length, a JSON header
+/// (padded with spaces to a multiple of 8), then the data. Written here rather than by
+/// `safetensors::serialize` because that one emits `__metadata__` in HashMap order, and
+/// identical runs must give byte-identical files. The safetensors crate reads it back.
+fn encode(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let mut header = serde_json::Map::new();
+    let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
+    header.insert("__metadata__".into(), serde_json::to_value(sorted)?);
+    let mut offset = 0usize;
+    for (name, shape, bytes) in tensors {
+        let info = serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes.len()]});
+        header.insert(name.clone(), info);
+        offset += bytes.len();
+    }
+    let mut json = serde_json::to_vec(&header)?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, _, bytes) in tensors {
+        out.extend_from_slice(bytes);
+    }
+    Ok(out)
 }
 
 /// Writes the bytes to a sibling temporary file, syncs it and renames it over `path`.
@@ -97,11 +135,23 @@ pub fn load(path: &Path, device: &Device, nade_path: NadePath) -> Result<Loaded>
     let (metadata, tensors) = parse(&bytes, &origin)?;
     let mut cfg = config_from_metadata(&metadata, &origin)?;
     cfg.nade_path = nade_path;
-    let tensors = check_against_schema(&cfg, &tensors, &origin, device)?;
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let (model_tensors, state_tensors): (RawTensors, RawTensors) = tensors
+        .into_iter()
+        .partition(|(name, ..)| !name.starts_with(STATE_PREFIX));
+    let params = check_against_schema(&cfg, &model_tensors, &origin, device)?;
+    let vb = VarBuilder::from_tensors(params, DType::F32, device);
     let model = models::build(&cfg, vb)
         .with_context(|| format!("{origin}: cannot build the {} model", cfg.kind))?;
-    Ok(Loaded { model, metadata })
+    let mut optimizer_state = HashMap::new();
+    for (name, dtype, shape, data) in state_tensors {
+        let tensor = float_tensor(&name, dtype, &shape, &data, &origin)?.to_device(device)?;
+        optimizer_state.insert(name, tensor);
+    }
+    Ok(Loaded {
+        model,
+        metadata,
+        optimizer_state,
+    })
 }
 
 type RawTensors = Vec<(String, Dtype, Vec<usize>, Vec<u8>)>;
@@ -191,20 +241,36 @@ fn check_against_schema(
                 cfg.hidden
             );
         }
-        let dtype = match dtype {
-            Dtype::F32 => DType::F32,
-            Dtype::F64 => DType::F64,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            other => bail!(
-                "{origin}: tensor `{}` has dtype {other:?}, expected a float type (F32)",
-                spec.name
-            ),
-        };
-        let tensor = Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .to_device(device)?;
-        out.insert(spec.name.to_string(), tensor);
+        let tensor = float_tensor(spec.name, *dtype, shape, data, origin)?;
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{origin}: tensor `{}` holds {} at flat index {at}",
+                spec.name,
+                values[at]
+            );
+        }
+        out.insert(spec.name.to_string(), tensor.to_device(device)?);
     }
     Ok(out)
+}
+
+/// An f32 host tensor from the raw bytes of any float dtype.
+fn float_tensor(
+    name: &str,
+    dtype: Dtype,
+    shape: &[usize],
+    data: &[u8],
+    origin: &str,
+) -> Result<Tensor> {
+    let dtype = match dtype {
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        other => {
+            bail!("{origin}: tensor `{name}` has dtype {other:?}, expected a float type (F32)")
+        }
+    };
+    Ok(Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)?.to_dtype(DType::F32)?)
 }

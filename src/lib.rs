@@ -4,7 +4,13 @@
 //! once for density evaluation ([`models::Autoregressive::logits`]).
 
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod image_grid;
 pub mod models;
+pub mod optim;
+pub mod plot;
+pub mod sample;
+pub mod train;

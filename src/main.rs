@@ -8,11 +8,15 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use nade::checkpoint;
+use nade::config::Config;
 use nade::data::source::{load_split, DataSource};
 use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
+use nade::image_grid;
 use nade::models::NadePath;
+use nade::sample;
+use nade::train;
 
 #[derive(Parser)]
 #[command(
@@ -27,8 +31,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model by maximum likelihood as a TOML config says.
+    Train(TrainArgs),
     /// Exact average negative log-likelihood of a checkpoint on a data split.
     Eval(EvalArgs),
+    /// Draw images from a checkpoint, one pixel at a time, as a PNG grid.
+    Sample(SampleArgs),
+    /// Keep the top rows of test images and let a checkpoint draw the rest.
+    Complete(CompleteArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run's TOML config (optional with --resume: the interrupted run's is used).
+    config: Option<PathBuf>,
+    /// Continue the run in DIR from DIR/last.safetensors.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Override train.epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override train.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override train.device.
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// Override output.dir.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Override data.dir.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -77,8 +111,54 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Train(args) => run_train(args),
         Command::Eval(args) => run_eval(args),
+        Command::Sample(args) => run_sample(args),
+        Command::Complete(args) => run_complete(args),
     }
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let mut config = match (&args.config, &args.resume) {
+        (Some(path), _) => Config::from_file(path)?,
+        (None, Some(dir)) => train::config_of_run(dir)?,
+        (None, None) => anyhow::bail!("train: give a CONFIG file, or --resume DIR"),
+    };
+    if let Some(dir) = &args.resume {
+        config.output.dir = dir.clone();
+    }
+    if let Some(epochs) = args.epochs {
+        config.train.epochs = epochs;
+    }
+    if let Some(seed) = args.seed {
+        config.train.seed = seed;
+    }
+    if let Some(device) = args.device {
+        config.train.device = device;
+    }
+    if let Some(out) = args.out {
+        config.output.dir = out;
+    }
+    if let Some(data) = args.data {
+        config.data.dir = Some(data);
+    }
+    config.validate()?;
+    let opts = train::Options {
+        resume: args.resume.is_some(),
+        ..Default::default()
+    };
+    let s = train::run(&config, &opts)?;
+    println!(
+        "test NLL {:.4} ± {:.4} nats, {:.5} bits/dim: {} (epoch {} of {}, valid {:.4})",
+        s.test_nll,
+        s.test_nll_std_err,
+        s.test_bits_per_dim,
+        s.best_checkpoint.display(),
+        s.best_epoch,
+        s.epochs_run,
+        s.valid_nll
+    );
+    Ok(())
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
@@ -128,6 +208,139 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             summary.images_per_s()
         );
     }
+    Ok(())
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A safetensors checkpoint.
+    checkpoint: PathBuf,
+    /// Number of images.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// Seed of the Bernoulli draws: the same seed gives the same images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The PNG grid to write.
+    #[arg(long, default_value = "samples.png")]
+    out: PathBuf,
+    /// Also write the images as .amat text (one 0/1 vector per line).
+    #[arg(long)]
+    amat: Option<PathBuf>,
+    /// Show the Bernoulli means p(x_i = 1 | x_<i) as gray levels instead of the binary pixels.
+    #[arg(long)]
+    probs: bool,
+    /// Upscale every pixel to K x K.
+    #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
+    scale: u32,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Images sampled together.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+}
+
+#[derive(Args)]
+struct CompleteArgs {
+    /// A safetensors checkpoint.
+    checkpoint: PathBuf,
+    /// Rows of each test image kept as given (28 pixels each for MNIST).
+    #[arg(long)]
+    rows: usize,
+    /// Number of test images, from --index on.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// First test image.
+    #[arg(long, default_value_t = 0)]
+    index: usize,
+    /// Completions per image.
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    samples: u64,
+    /// Seed of the Bernoulli draws: the same seed gives the same completions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The PNG grid to write: per image the original, the kept part, the completions.
+    #[arg(long, default_value = "completions.png")]
+    out: PathBuf,
+    /// Also write the completions as .amat text, image by image (the K of --index first).
+    #[arg(long)]
+    amat: Option<PathBuf>,
+    /// Upscale every pixel to K x K.
+    #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
+    scale: u32,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Images completed together.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+}
+
+fn run_sample(args: SampleArgs) -> Result<()> {
+    let device = device::select(args.device)?;
+    let loaded = checkpoint::load(&args.checkpoint, &device, NadePath::default())?;
+    let model = loaded.model.as_ref();
+    let samples = sample::sample(
+        model,
+        args.count as usize,
+        args.batch as usize,
+        args.seed,
+        &device,
+    )?;
+    image_grid::write_png(
+        &args.out,
+        &sample::samples_image(&samples, args.probs, args.scale)?,
+    )?;
+    if let Some(path) = &args.amat {
+        sample::write_amat(path, &samples.images)?;
+    }
+    println!(
+        "{} samples in {:.2} s ({:.0} samples/s on {}): {}",
+        samples.count(),
+        samples.seconds,
+        samples.per_second(),
+        device::name(&device),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn run_complete(args: CompleteArgs) -> Result<()> {
+    let device = device::select(args.device)?;
+    let loaded = checkpoint::load(&args.checkpoint, &device, NadePath::default())?;
+    let model = loaded.model.as_ref();
+    let keep = sample::kept_values(model.config().n, args.rows)?;
+    let source = DataSource {
+        path: args.data.data,
+        dataset: args.data.dataset,
+    };
+    let test = load_split(&source, Split::Test)?;
+    let given = sample::select_rows(&test, args.index, args.count as usize)?;
+    let completions = sample::complete(
+        model,
+        &given,
+        keep,
+        args.samples as usize,
+        args.batch as usize,
+        args.seed,
+        &device,
+    )?;
+    image_grid::write_png(
+        &args.out,
+        &sample::completions_image(&given, keep, &completions, args.scale)?,
+    )?;
+    if let Some(path) = &args.amat {
+        sample::write_amat(path, &completions)?;
+    }
+    println!(
+        "{} completions of test images {}..{} from {} rows: {}",
+        completions.len(),
+        args.index,
+        args.index + given.len(),
+        args.rows,
+        args.out.display()
+    );
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{masks, Autoregressive, Init, ModelConfig, ParamSpec};
+use super::{check_step, masks, Autoregressive, Init, ModelConfig, ParamSpec, SamplerState};
 
 pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let n = cfg.n;
@@ -45,5 +45,60 @@ impl Autoregressive for Fvsbn {
 
     fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
         vec![("W", self.w.clone()), ("b", self.b.clone())]
+    }
+
+    fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
+        let n = self.cfg.n;
+        let pre = self
+            .b
+            .detach()
+            .reshape((1, n))?
+            .broadcast_as((batch, n))?
+            .contiguous()?;
+        Ok(Box::new(FvsbnSampler {
+            w_masked_t: self.w.detach().t()?.contiguous()?,
+            pre,
+            i: 0,
+        }))
+    }
+}
+
+/// Running pre-activations of every dimension, pre = b + sum_{j<i} x_j (masked W)[:, j];
+/// column i is read at step i, and x_i adds the masked column i (W[k, i] for k > i only).
+struct FvsbnSampler {
+    /// (W * mask)^T, (n, n) contiguous: row i is the masked column i.
+    w_masked_t: Tensor,
+    /// (B, n).
+    pre: Tensor,
+    i: usize,
+}
+
+impl SamplerState for FvsbnSampler {
+    fn position(&self) -> usize {
+        self.i
+    }
+
+    fn logits(&mut self) -> Result<Tensor> {
+        check_step(self.i, 1, self.pre.dim(1)?)?;
+        self.pre.narrow(1, self.i, 1)?.contiguous()
+    }
+
+    fn observe(&mut self, x_i: &Tensor) -> Result<()> {
+        check_step(self.i, 1, self.pre.dim(1)?)?;
+        let w_i = self.w_masked_t.narrow(0, self.i, 1)?; // (1, n)
+        self.pre = (&self.pre + x_i.broadcast_mul(&w_i)?)?;
+        self.i += 1;
+        Ok(())
+    }
+
+    fn observe_many(&mut self, xs: &Tensor) -> Result<()> {
+        let k = xs.dim(1)?;
+        check_step(self.i, k, self.pre.dim(1)?)?;
+        if k > 0 {
+            let w = self.w_masked_t.narrow(0, self.i, k)?; // (k, n)
+            self.pre = (&self.pre + xs.matmul(&w)?)?;
+            self.i += k;
+        }
+        Ok(())
     }
 }

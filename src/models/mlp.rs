@@ -4,7 +4,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
-use super::{masks, readout, Autoregressive, Init, ModelConfig, ParamSpec};
+use super::{
+    check_step, masks, readout, Autoregressive, Init, ModelConfig, ParamSpec, SamplerState,
+};
 
 pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let (n, d) = (cfg.n, cfg.hidden);
@@ -62,5 +64,83 @@ impl Autoregressive for Mlp {
             ("alpha", self.alpha.clone()),
             ("b", self.b.clone()),
         ]
+    }
+
+    fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
+        Ok(Box::new(MlpSampler {
+            a: self.a.detach(),
+            c: self.c.detach(),
+            alpha: self.alpha.detach(),
+            b: self.b.detach(),
+            batch,
+            prefix: None,
+        }))
+    }
+}
+
+/// Step i computes h_i = sigmoid(A[i, :, :i] x_<i + c_i) from the values fed so far: the
+/// hidden layers share nothing, so there is no running sum to keep (O(i d) per step).
+struct MlpSampler {
+    a: Tensor,
+    c: Tensor,
+    alpha: Tensor,
+    b: Tensor,
+    batch: usize,
+    /// (B, i): x_<i; None at position 0.
+    prefix: Option<Tensor>,
+}
+
+impl MlpSampler {
+    fn n(&self) -> Result<usize> {
+        self.b.dim(0)
+    }
+}
+
+impl SamplerState for MlpSampler {
+    fn position(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |p| p.dims()[1])
+    }
+
+    fn logits(&mut self) -> Result<Tensor> {
+        let i = self.position();
+        check_step(i, 1, self.n()?)?;
+        let c_i = self.c.narrow(0, i, 1)?; // (1, d)
+        let pre = match &self.prefix {
+            None => c_i.broadcast_as((self.batch, c_i.dim(1)?))?.contiguous()?,
+            Some(prefix) => {
+                // A[i, :, :i] is the unmasked part of row i: (d, i), copied contiguous so
+                // its transpose is a plain matmul operand on every backend.
+                let a_i = self.a.get(i)?.narrow(1, 0, i)?.contiguous()?;
+                prefix.matmul(&a_i.t()?)?.broadcast_add(&c_i)?
+            }
+        };
+        let alpha_i = self.alpha.narrow(0, i, 1)?; // (1, d)
+        sigmoid(&pre)?
+            .matmul(&alpha_i.t()?)?
+            .broadcast_add(&self.b.narrow(0, i, 1)?)
+    }
+
+    fn observe(&mut self, x_i: &Tensor) -> Result<()> {
+        self.observe_many(x_i)
+    }
+
+    fn observe_many(&mut self, xs: &Tensor) -> Result<()> {
+        let k = xs.dim(1)?;
+        check_step(self.position(), k, self.n()?)?;
+        if xs.dim(0)? != self.batch {
+            candle_core::bail!(
+                "sampler: fed {} rows to a sampler of batch {}",
+                xs.dim(0)?,
+                self.batch
+            );
+        }
+        if k == 0 {
+            return Ok(());
+        }
+        self.prefix = Some(match &self.prefix {
+            None => xs.contiguous()?,
+            Some(prefix) => Tensor::cat(&[prefix, xs], 1)?,
+        });
+        Ok(())
     }
 }

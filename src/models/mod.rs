@@ -139,10 +139,50 @@ pub trait Autoregressive: Send + Sync {
     /// The parameters under their checkpoint names, in schema order.
     fn named_tensors(&self) -> Vec<(&'static str, Tensor)>;
 
+    /// A fresh sequential sampling state for `batch` vectors at position 0 (nothing fed yet),
+    /// on the model's device. Each step costs one conditional, not a whole `logits(x)`.
+    fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>>;
+
     /// log p(x) per row, (B,).
     fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
         bernoulli_log_prob(&self.logits(x)?, x)
     }
+}
+
+/// Sequential sampling (or completion) of a batch of B vectors, one dimension at a time.
+///
+/// The state sits at a position i, starting at 0: [`SamplerState::logits`] gives the logits of
+/// p(x_i = 1 | x_<i) for the x_<i fed so far, [`SamplerState::observe`] feeds the chosen x_i
+/// and moves to i + 1. Every tensor lives on the model's device; parameters are detached, so
+/// sampling from a model under training builds no autograd graph.
+pub trait SamplerState {
+    /// The dimension the next `logits` call is about; n once every dimension has been fed.
+    fn position(&self) -> usize;
+
+    /// Logits of p(x_i = 1 | x_<i) at the current position i, shape (B, 1).
+    fn logits(&mut self) -> Result<Tensor>;
+
+    /// Feeds x_i, (B, 1) f32 in {0, 1}, and moves to i + 1.
+    fn observe(&mut self, x_i: &Tensor) -> Result<()>;
+
+    /// Feeds the next k values at once, (B, k): the kept pixels of a completion. The default
+    /// feeds them one column at a time; models override it with one matmul.
+    fn observe_many(&mut self, xs: &Tensor) -> Result<()> {
+        for j in 0..xs.dim(1)? {
+            self.observe(&xs.narrow(1, j, 1)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The error of a sampler asked for a step past the last dimension (or fed too many values).
+pub(crate) fn check_step(position: usize, k: usize, n: usize) -> Result<()> {
+    if position + k > n {
+        candle_core::bail!(
+            "sampler: cannot feed {k} value(s) at position {position} of a model with n = {n}"
+        );
+    }
+    Ok(())
 }
 
 /// Builds the model described by `cfg` from the tensors in `vb` (a checkpoint or a VarMap).

@@ -14,7 +14,9 @@ use std::str::FromStr;
 use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
-use super::{masks, readout, Autoregressive, Init, ModelConfig, ParamSpec};
+use super::{
+    check_step, masks, readout, Autoregressive, Init, ModelConfig, ParamSpec, SamplerState,
+};
 
 /// How NADE computes A = c + (exclusive prefix of x_j W[:, j]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,5 +207,67 @@ impl Autoregressive for Nade {
             ("V", self.v.clone()),
             ("b", self.b.clone()),
         ]
+    }
+
+    fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
+        let d = self.cfg.hidden;
+        let a = self
+            .c
+            .detach()
+            .reshape((1, d))?
+            .broadcast_as((batch, d))?
+            .contiguous()?;
+        Ok(Box::new(NadeSampler {
+            w_t: self.w.detach().t()?.contiguous()?,
+            v: self.v.detach(),
+            b: self.b.detach(),
+            a,
+            i: 0,
+        }))
+    }
+}
+
+/// The O(d)-per-pixel recurrence: a = c + sum_{j<i} W[:, j] x_j is kept for the batch and
+/// grows by W[:, i] x_i after each step (Larochelle & Murray 2011).
+struct NadeSampler {
+    /// W^T, (n, d) contiguous: row i is the column W[:, i] added after x_i.
+    w_t: Tensor,
+    v: Tensor,
+    b: Tensor,
+    /// (B, d) pre-activations of the current position.
+    a: Tensor,
+    i: usize,
+}
+
+impl SamplerState for NadeSampler {
+    fn position(&self) -> usize {
+        self.i
+    }
+
+    fn logits(&mut self) -> Result<Tensor> {
+        check_step(self.i, 1, self.b.dim(0)?)?;
+        let h = sigmoid(&self.a)?; // (B, d)
+        let v_i = self.v.narrow(0, self.i, 1)?; // (1, d)
+        h.matmul(&v_i.t()?)?
+            .broadcast_add(&self.b.narrow(0, self.i, 1)?)
+    }
+
+    fn observe(&mut self, x_i: &Tensor) -> Result<()> {
+        check_step(self.i, 1, self.b.dim(0)?)?;
+        let w_i = self.w_t.narrow(0, self.i, 1)?; // (1, d)
+        self.a = (&self.a + x_i.broadcast_mul(&w_i)?)?;
+        self.i += 1;
+        Ok(())
+    }
+
+    fn observe_many(&mut self, xs: &Tensor) -> Result<()> {
+        let k = xs.dim(1)?;
+        check_step(self.i, k, self.b.dim(0)?)?;
+        if k > 0 {
+            let w = self.w_t.narrow(0, self.i, k)?; // (k, d)
+            self.a = (&self.a + xs.matmul(&w)?)?;
+            self.i += k;
+        }
+        Ok(())
     }
 }

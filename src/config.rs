@@ -1,0 +1,240 @@
+//! Training configuration: TOML -> typed, validated structs. Unknown keys are rejected by
+//! serde (the message names the key); bad values by [`Config::validate`], naming `section.key`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::source::DataSource;
+use crate::device::DeviceChoice;
+use crate::models::{ModelConfig, ModelKind, NadePath};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelSection,
+    #[serde(default)]
+    pub data: DataSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    pub output: OutputSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub kind: ModelKind,
+    /// Hidden units: shared by NADE, per dimension for MLP; not used by FVSBN.
+    #[serde(default)]
+    pub hidden: usize,
+    /// NADE's parallel path: "plain", "blocked" or "blocked:K".
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_path() -> String {
+    NadePath::default().to_string()
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Folder of `{dataset}_{split}.amat`; default $NADE_DATA_DIR, then data/binarized_mnist.
+    pub dir: Option<PathBuf>,
+    /// File prefix; default binarized_mnist.
+    pub dataset: Option<String>,
+}
+
+impl DataSection {
+    pub fn source(&self) -> DataSource {
+        let mut source = DataSource {
+            path: self.dir.clone(),
+            ..DataSource::default()
+        };
+        if let Some(name) = &self.dataset {
+            source.dataset = name.clone();
+        }
+        source
+    }
+}
+
+/// How the learning rate moves over epochs.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// lr * lr_decay^epoch.
+    Exponential,
+    /// From lr down to lr_min over `epochs` along a half cosine.
+    Cosine,
+    /// Multiply by lr_decay after `plateau_patience` epochs without a new best validation NLL.
+    Plateau,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub lr_schedule: Schedule,
+    pub lr_decay: f64,
+    pub lr_min: f64,
+    pub plateau_patience: usize,
+    /// Decoupled (AdamW) weight decay.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; 0 = off.
+    pub clip_norm: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    pub seed: u64,
+    /// Stop after this many epochs without a new best validation NLL.
+    pub patience: usize,
+    /// Batch size for the validation / test passes (no gradients, so it can be larger).
+    pub eval_batch_size: usize,
+    /// Write samples.png every k epochs; 0 = never.
+    pub sample_every: usize,
+    /// Start the output biases at the logits of the training data's pixel means.
+    pub init_bias_from_data: bool,
+    pub device: DeviceChoice,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 100,
+            lr: 1e-3,
+            lr_schedule: Schedule::Constant,
+            lr_decay: 0.5,
+            lr_min: 0.0,
+            plateau_patience: 10,
+            weight_decay: 0.0,
+            clip_norm: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            seed: 1234,
+            patience: 30,
+            eval_batch_size: 500,
+            sample_every: 10,
+            init_bias_from_data: true,
+            device: DeviceChoice::Auto,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// best.safetensors, last.safetensors, metrics.jsonl, curve.png, samples.png.
+    pub dir: PathBuf,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read config", path.display()))?;
+        Self::from_toml(&text).with_context(|| path.display().to_string())
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self> {
+        // toml's message spans several lines (it quotes the offending line); keep it to one.
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let (number, line) = line_at(text, span.start);
+                    anyhow::anyhow!("line {number} ({line}): {message}")
+                }
+                None => anyhow::anyhow!("{message}"),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a validated config serializes")
+    }
+
+    /// Checks every value a run cannot start with, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.train;
+        let positive_f = |key: &str, v: f64| -> Result<()> {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("train.{key} = {v}: must be a positive number");
+            }
+            Ok(())
+        };
+        let positive_u = |key: &str, v: usize| -> Result<()> {
+            if v == 0 {
+                bail!("train.{key} = 0: must be at least 1");
+            }
+            Ok(())
+        };
+        if self.model.kind.has_hidden() && self.model.hidden == 0 {
+            bail!(
+                "model.hidden: a {} model needs hidden >= 1",
+                self.model.kind
+            );
+        }
+        self.model
+            .path
+            .parse::<NadePath>()
+            .map_err(|e| anyhow::anyhow!("model.path: {e}"))?;
+        positive_u("epochs", t.epochs)?;
+        positive_u("batch_size", t.batch_size)?;
+        positive_u("eval_batch_size", t.eval_batch_size)?;
+        positive_u("patience", t.patience)?;
+        positive_f("lr", t.lr)?;
+        positive_f("adam_eps", t.adam_eps)?;
+        for (key, v) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                bail!("train.{key} = {v}: must be in [0, 1)");
+            }
+        }
+        for (key, v) in [
+            ("weight_decay", t.weight_decay),
+            ("clip_norm", t.clip_norm),
+            ("lr_min", t.lr_min),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("train.{key} = {v}: must be a number >= 0");
+            }
+        }
+        if matches!(t.lr_schedule, Schedule::Exponential | Schedule::Plateau)
+            && !(t.lr_decay > 0.0 && t.lr_decay <= 1.0)
+        {
+            bail!("train.lr_decay = {}: must be in (0, 1]", t.lr_decay);
+        }
+        if t.lr_schedule == Schedule::Plateau {
+            positive_u("plateau_patience", t.plateau_patience)?;
+        }
+        if t.lr_schedule == Schedule::Cosine && t.lr_min > t.lr {
+            bail!(
+                "train.lr_min = {}: must not exceed train.lr = {}",
+                t.lr_min,
+                t.lr
+            );
+        }
+        Ok(())
+    }
+
+    /// The model structure; `n` comes from the data.
+    pub fn model_config(&self, n: usize) -> ModelConfig {
+        let mut cfg = ModelConfig::new(self.model.kind, n, self.model.hidden);
+        cfg.nade_path = self.model.path.parse().expect("validated");
+        cfg
+    }
+}
+
+/// The 1-based number and the trimmed text of the line holding byte `byte`.
+fn line_at(text: &str, byte: usize) -> (usize, &str) {
+    let byte = byte.min(text.len());
+    let number = text[..byte].matches('\n').count() + 1;
+    (number, text.lines().nth(number - 1).unwrap_or("").trim())
+}

@@ -1,0 +1,137 @@
+//! Pictures of binary vectors: each vector is a gray tile (28 x 28 for MNIST), tiles are laid
+//! out in a grid with white gutters and scaled up by an integer factor, and the grid is
+//! written as an 8-bit grayscale PNG.
+//!
+//! Gray levels: a 1 is white ink, a 0 black background (the MNIST convention), a Bernoulli
+//! mean p is the gray round(255 p), and a pixel that is not shown (the part of a digit a
+//! completion had to fill in) is [`HIDDEN`] mid-gray, so the cut is visible.
+
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use image::{codecs::png::PngEncoder, ExtendedColorType, GrayImage, ImageEncoder, Luma};
+
+use crate::checkpoint::write_atomically;
+
+/// Gray of a pixel that is 1.
+pub const INK: u8 = 255;
+/// Gray of a pixel that is 0.
+pub const BACKGROUND: u8 = 0;
+/// Gray of a pixel that is not shown.
+pub const HIDDEN: u8 = 128;
+/// Gray of the gutters between tiles and around the grid.
+pub const GUTTER_GRAY: u8 = 255;
+/// Gutter width in output pixels (not scaled), also the outer border.
+pub const GUTTER: u32 = 2;
+
+/// (rows, columns) of the picture of a vector of length n: 28 x 28 for n = 784, and in
+/// general the most nearly square h x w = n with h <= w (a single row when n is prime).
+pub fn tile_shape(n: usize) -> (usize, usize) {
+    let h = (1..=n)
+        .take_while(|h| h * h <= n)
+        .filter(|h| n.is_multiple_of(*h))
+        .last()
+        .unwrap_or(1);
+    (h, n / h)
+}
+
+/// Columns of a near-square grid of `count` tiles: ceil(sqrt(count)).
+pub fn near_square_columns(count: usize) -> usize {
+    (1..=count.max(1)).find(|c| c * c >= count).unwrap_or(1)
+}
+
+/// Gray tile of a 0/1 vector.
+pub fn binary_tile(values: &[u8]) -> Vec<u8> {
+    values
+        .iter()
+        .map(|&v| if v != 0 { INK } else { BACKGROUND })
+        .collect()
+}
+
+/// Gray tile of Bernoulli means in [0, 1].
+pub fn prob_tile(probs: &[f32]) -> Vec<u8> {
+    probs
+        .iter()
+        .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
+}
+
+/// Gray tile of a 0/1 vector of which only the first `keep` values are shown.
+pub fn kept_tile(values: &[u8], keep: usize) -> Vec<u8> {
+    let mut tile = binary_tile(values);
+    for v in tile.iter_mut().skip(keep) {
+        *v = HIDDEN;
+    }
+    tile
+}
+
+/// Width and height in pixels of a grid of `rows` x `columns` tiles of `shape` scaled by
+/// `scale`: columns * (w * scale) + (columns + 1) * GUTTER wide, likewise high.
+pub fn grid_size(rows: usize, columns: usize, shape: (usize, usize), scale: u32) -> (u32, u32) {
+    let (th, tw) = (shape.0 as u32 * scale, shape.1 as u32 * scale);
+    let (rows, columns) = (rows as u32, columns as u32);
+    (
+        columns * tw + (columns + 1) * GUTTER,
+        rows * th + (rows + 1) * GUTTER,
+    )
+}
+
+/// Lays `tiles` (each `shape.0 * shape.1` grays, row-major) out row by row, `columns` per
+/// grid row; cells past the last tile stay gutter-colored.
+pub fn render(
+    tiles: &[Vec<u8>],
+    shape: (usize, usize),
+    columns: usize,
+    scale: u32,
+) -> Result<GrayImage> {
+    ensure!(columns > 0, "image grid: columns must be positive");
+    ensure!(scale > 0, "image grid: scale must be positive");
+    let (th, tw) = shape;
+    if let Some((i, t)) = tiles.iter().enumerate().find(|(_, t)| t.len() != th * tw) {
+        anyhow::bail!(
+            "image grid: tile {i} has {} values, expected {th} x {tw}",
+            t.len()
+        );
+    }
+    let rows = tiles.len().div_ceil(columns).max(1);
+    let (width, height) = grid_size(rows, columns, shape, scale);
+    let mut img = GrayImage::from_pixel(width, height, Luma([GUTTER_GRAY]));
+    let s = scale as usize;
+    for (index, tile) in tiles.iter().enumerate() {
+        let x0 = GUTTER as usize + (index % columns) * (tw * s + GUTTER as usize);
+        let y0 = GUTTER as usize + (index / columns) * (th * s + GUTTER as usize);
+        for (k, &gray) in tile.iter().enumerate() {
+            let (r, c) = (k / tw, k % tw);
+            for dy in 0..s {
+                for dx in 0..s {
+                    img.put_pixel(
+                        (x0 + c * s + dx) as u32,
+                        (y0 + r * s + dy) as u32,
+                        Luma([gray]),
+                    );
+                }
+            }
+        }
+    }
+    Ok(img)
+}
+
+/// PNG bytes of a grayscale image (deterministic: same pixels, same bytes).
+pub fn encode_png(img: &GrayImage) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    PngEncoder::new(&mut bytes)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            ExtendedColorType::L8,
+        )
+        .context("cannot encode PNG")?;
+    Ok(bytes)
+}
+
+/// Encodes `img` and writes it to `path` atomically (temporary file + rename).
+pub fn write_png(path: &Path, img: &GrayImage) -> Result<()> {
+    let bytes = encode_png(img).with_context(|| path.display().to_string())?;
+    write_atomically(path, &bytes)
+}

@@ -1,0 +1,485 @@
+//! Maximum-likelihood training by minibatch Adam with validation-based model selection:
+//! the exact validation NLL after every epoch, the best model kept, early stopping after
+//! `patience` epochs without improvement, and the exact test NLL of the best model at the end.
+//!
+//! Everything random derives from `train.seed`: the initial weights from stream 0 of a ChaCha8
+//! generator, the shuffle of epoch e from stream e + 1. A run resumed from last.safetensors
+//! therefore continues with exactly the numbers an uninterrupted run would have used.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::data::source::load_split;
+use crate::data::{BinaryDataset, Split};
+use crate::device;
+use crate::eval::{self, NllSummary};
+use crate::models::{self, Autoregressive, ModelConfig};
+use crate::optim::{Adam, AdamConfig, LrSchedule};
+use crate::plot;
+
+/// One line of metrics.jsonl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean minibatch NLL over the epoch (the weights move while it is measured).
+    pub train_nll: f64,
+    /// Exact NLL of the whole validation set after the epoch.
+    pub valid_nll: f64,
+    pub best_valid: f64,
+    pub best_epoch: usize,
+    pub lr: f64,
+    pub mean_grad_norm: f64,
+    /// Wall time of the epoch's training passes (validation excluded).
+    pub train_seconds: f64,
+    pub train_images_per_s: f64,
+    pub valid_seconds: f64,
+}
+
+/// Where a run stands after its last completed epoch; stored in last.safetensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Completed epochs.
+    pub epoch: usize,
+    pub best_valid: f64,
+    pub best_epoch: usize,
+    pub since_best: usize,
+    pub adam_steps: u64,
+    pub schedule: LrSchedule,
+    pub history: Vec<EpochRecord>,
+}
+
+impl TrainState {
+    fn fresh(config: &Config) -> Self {
+        Self {
+            epoch: 0,
+            best_valid: f64::INFINITY,
+            best_epoch: 0,
+            since_best: 0,
+            adam_steps: 0,
+            schedule: LrSchedule::new(&config.train),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub model: String,
+    pub n: usize,
+    pub hidden: usize,
+    pub parameters: usize,
+    pub best_checkpoint: PathBuf,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub valid_nll: f64,
+    pub test_nll: f64,
+    pub test_nll_std_err: f64,
+    pub test_bits_per_dim: f64,
+    pub train_seconds: f64,
+    pub device: String,
+}
+
+pub struct Options {
+    /// Continue from `output.dir/last.safetensors`.
+    pub resume: bool,
+    /// Progress bars (only sensible on a terminal).
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+pub const BEST: &str = "best.safetensors";
+pub const LAST: &str = "last.safetensors";
+
+/// Loads the data, builds or restores the model and trains it as `config` says.
+pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
+    let device = device::select(config.train.device)?;
+    let source = config.data.source();
+    let train = load_split(&source, Split::Train)?;
+    let valid = load_split(&source, Split::Valid)?;
+    if train.n() != valid.n() {
+        bail!(
+            "train vectors have {} values but valid vectors {}",
+            train.n(),
+            valid.n()
+        );
+    }
+    let model_cfg = config.model_config(train.n());
+    let out = &config.output.dir;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create output folder", out.display()))?;
+
+    let (params, optimizer_state, state) = if opts.resume {
+        restore(config, &model_cfg, &out.join(LAST), &device)?
+    } else {
+        let mut params = models::init_params(&model_cfg, config.train.seed, &device)?;
+        if config.train.init_bias_from_data {
+            set_output_bias_to_data_logits(&mut params, &train, &device)?;
+        }
+        (params, Default::default(), TrainState::fresh(config))
+    };
+    let (model, vars) = trainable(&model_cfg, params, &device)?;
+    let mut adam = Adam::new(vars, AdamConfig::from_train(&config.train))?;
+    if opts.resume {
+        adam.restore(&optimizer_state, state.adam_steps)?;
+    }
+    fit(
+        config,
+        model.as_ref(),
+        &mut adam,
+        state,
+        &train,
+        &valid,
+        &device,
+        opts,
+    )?;
+
+    // The selected model, on the test set, once.
+    let best_path = out.join(BEST);
+    let best = checkpoint::load(&best_path, &device, model_cfg.nade_path)?;
+    let test = load_split(&source, Split::Test)?;
+    let test_nll = eval::nll(
+        best.model.as_ref(),
+        &test,
+        config.train.eval_batch_size,
+        &device,
+        opts.progress,
+    )?;
+    let mut metadata = best.metadata.clone();
+    metadata.insert("test_nll".into(), test_nll.nll_nats.to_string());
+    checkpoint::save(&best_path, best.model.as_ref(), &metadata)?;
+    let state = read_state(&out.join(LAST))?;
+    let summary = Summary {
+        model: model_cfg.kind.to_string(),
+        n: model_cfg.n,
+        hidden: model_cfg.hidden,
+        parameters: model_cfg.num_params(),
+        best_checkpoint: best_path,
+        best_epoch: state.best_epoch,
+        epochs_run: state.epoch,
+        stopped_early: state.epoch < config.train.epochs,
+        valid_nll: state.best_valid,
+        test_nll: test_nll.nll_nats,
+        test_nll_std_err: test_nll.std_err,
+        test_bits_per_dim: test_nll.bits_per_dim,
+        train_seconds: state
+            .history
+            .iter()
+            .map(|r| r.train_seconds + r.valid_seconds)
+            .sum(),
+        device: device::name(&device).into(),
+    };
+    let json = serde_json::to_string_pretty(&summary)?;
+    checkpoint::write_atomically(&out.join("summary.json"), json.as_bytes())?;
+    Ok(summary)
+}
+
+/// The epoch loop. The model's parameters are the Vars `adam` updates.
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    config: &Config,
+    model: &dyn Autoregressive,
+    adam: &mut Adam,
+    mut state: TrainState,
+    train: &BinaryDataset,
+    valid: &BinaryDataset,
+    device: &Device,
+    opts: &Options,
+) -> Result<()> {
+    let t = &config.train;
+    let out = &config.output.dir;
+    let config_toml = config.to_toml();
+    // Adam moves each weight by about lr per step whatever the gradient, so a far too large
+    // rate drives the logits to +-1e9 without ever producing a NaN: the stable softplus keeps
+    // the loss finite. A loss 100x that of the uniform model (n ln 2) is divergence too.
+    let uniform_nll = train.n() as f64 * std::f64::consts::LN_2;
+    let diverged_above = 100.0 * uniform_nll;
+    while state.epoch < t.epochs && (state.epoch == 0 || state.since_best < t.patience) {
+        let epoch = state.epoch; // 0-based here, 1-based for people
+        let lr = state.schedule.lr_for(t, epoch);
+        let order = epoch_order(train.len(), t.seed, epoch);
+        let batches = order.len().div_ceil(t.batch_size);
+        let bar = epoch_bar(opts.progress, batches, epoch + 1);
+        let start = Instant::now();
+        let (mut loss_sum, mut grad_norm_sum, mut seen) = (0f64, 0f64, 0usize);
+        for (b, rows) in order.chunks(t.batch_size).enumerate() {
+            let x = train.tensor_rows(rows, device)?;
+            let loss = models::mean_nll(model, &x)?;
+            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() || value > diverged_above {
+                bar.abandon();
+                bail!(
+                    "epoch {}, batch {}: the training loss is {value:.4e} nats per image \
+                     (non-finite, or over 100x the uniform model's {:.1}): the run diverged and \
+                     stopped; {} is intact (epoch {}); try a smaller train.lr or set train.clip_norm",
+                    epoch + 1,
+                    b + 1,
+                    uniform_nll,
+                    out.join(BEST).display(),
+                    state.best_epoch
+                );
+            }
+            grad_norm_sum += adam.step(&loss.backward()?, lr)?;
+            loss_sum += value * rows.len() as f64;
+            seen += rows.len();
+            bar.inc(1);
+            if b % 10 == 0 {
+                let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "NLL {:.3}  {rate:.0} images/s",
+                    loss_sum / seen as f64
+                ));
+            }
+        }
+        bar.finish_and_clear();
+        let train_seconds = start.elapsed().as_secs_f64();
+        let valid_nll = eval::nll(model, valid, t.eval_batch_size, device, false)
+            .with_context(|| format!("epoch {}: validation", epoch + 1))?;
+        let valid_seconds = valid_nll.seconds;
+        let improved = valid_nll.nll_nats < state.best_valid;
+        state.schedule.observe(t, improved);
+        state.epoch = epoch + 1;
+        state.adam_steps = adam.steps_taken();
+        if improved {
+            state.best_valid = valid_nll.nll_nats;
+            state.best_epoch = epoch + 1;
+            state.since_best = 0;
+        } else {
+            state.since_best += 1;
+        }
+        state.history.push(EpochRecord {
+            epoch: epoch + 1,
+            train_nll: loss_sum / seen as f64,
+            valid_nll: valid_nll.nll_nats,
+            best_valid: state.best_valid,
+            best_epoch: state.best_epoch,
+            lr,
+            mean_grad_norm: grad_norm_sum / batches as f64,
+            train_seconds,
+            train_images_per_s: seen as f64 / train_seconds.max(1e-9),
+            valid_seconds,
+        });
+
+        let mut metadata = BTreeMap::from([
+            ("config".to_string(), config_toml.clone()),
+            ("epoch".to_string(), (epoch + 1).to_string()),
+            ("valid_nll".to_string(), valid_nll.nll_nats.to_string()),
+        ]);
+        if improved {
+            checkpoint::save(&out.join(BEST), model, &metadata)?;
+        }
+        metadata.insert("train_state".into(), serde_json::to_string(&state)?);
+        checkpoint::save_with_state(&out.join(LAST), model, &adam.state_tensors(), &metadata)?;
+        write_metrics(out, &state.history, &model.config().kind.to_string())?;
+        println!(
+            "{}",
+            epoch_line(state.history.last().expect("just pushed"), &valid_nll)
+        );
+    }
+    Ok(())
+}
+
+/// The permutation of the training rows for `epoch`: stream epoch + 1 of the seed.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64 + 1);
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+fn epoch_bar(progress: bool, batches: usize, epoch: usize) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(batches as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix:>4} {bar:30} {pos}/{len} batches [{elapsed}<{eta}] {msg}",
+        )
+        .expect("static template"),
+    );
+    bar.set_prefix(epoch.to_string());
+    bar
+}
+
+fn epoch_line(r: &EpochRecord, valid: &NllSummary) -> String {
+    format!(
+        "epoch {:4}  train {:8.3}  valid {:8.3}  best {:8.3} (epoch {})  lr {:.2e}  {:6.1} s  {:6.0} images/s  (valid {:.1} s)",
+        r.epoch, r.train_nll, r.valid_nll, r.best_valid, r.best_epoch, r.lr, r.train_seconds, r.train_images_per_s, valid.seconds
+    )
+}
+
+/// metrics.jsonl and curve.png, rewritten whole from the history each epoch so that a resumed
+/// run's files hold exactly its completed epochs.
+fn write_metrics(out: &Path, history: &[EpochRecord], kind: &str) -> Result<()> {
+    let mut lines = String::new();
+    for record in history {
+        lines.push_str(&serde_json::to_string(record)?);
+        lines.push('\n');
+    }
+    checkpoint::write_atomically(&out.join("metrics.jsonl"), lines.as_bytes())?;
+    let points: Vec<_> = history
+        .iter()
+        .map(|r| (r.epoch, r.train_nll, r.valid_nll))
+        .collect();
+    plot::write_curve(
+        &out.join("curve.png"),
+        &points,
+        &format!("{kind}: NLL per epoch"),
+    )
+}
+
+/// Vars holding `params`, and the model built on them.
+fn trainable(
+    cfg: &ModelConfig,
+    params: Vec<(String, Tensor)>,
+    device: &Device,
+) -> Result<(Box<dyn Autoregressive>, Vec<(String, Var)>)> {
+    let varmap = VarMap::new();
+    let mut vars = Vec::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| anyhow!("VarMap lock poisoned"))?;
+        for (name, tensor) in params {
+            let var = Var::from_tensor(&tensor)?;
+            data.insert(name.clone(), var.clone());
+            vars.push((name, var));
+        }
+    }
+    let model = models::build(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    Ok((model, vars))
+}
+
+/// b_i = logit of pixel i's smoothed training mean (k + 1) / (N + 2): the best model that
+/// ignores x_<i, a much better start than b = 0 (543 nats on MNIST versus ~206).
+fn set_output_bias_to_data_logits(
+    params: &mut [(String, Tensor)],
+    train: &BinaryDataset,
+    device: &Device,
+) -> Result<()> {
+    let n = train.n();
+    let mut ones = vec![0u64; n];
+    for row in train.rows() {
+        for (count, &v) in ones.iter_mut().zip(row) {
+            *count += v as u64;
+        }
+    }
+    let total = train.len() as f64;
+    let logits: Vec<f32> = ones
+        .iter()
+        .map(|&k| ((k as f64 + 1.0) / (total - k as f64 + 1.0)).ln() as f32)
+        .collect();
+    let slot = params
+        .iter_mut()
+        .find(|(name, _)| name == "b")
+        .ok_or_else(|| anyhow!("model has no `b`"))?;
+    slot.1 = Tensor::from_vec(logits, n, device)?;
+    Ok(())
+}
+
+/// The config an interrupted run in `dir` was started with (stored in its last.safetensors).
+pub fn config_of_run(dir: &Path) -> Result<Config> {
+    let last = dir.join(LAST);
+    let raw = metadata_value(&last, "config")?;
+    Config::from_toml(&raw).with_context(|| format!("{}: stored config", last.display()))
+}
+
+fn read_state(last: &Path) -> Result<TrainState> {
+    let raw = metadata_value(last, "train_state")?;
+    serde_json::from_str(&raw).with_context(|| format!("{}: `train_state`", last.display()))
+}
+
+/// One `__metadata__` entry of a training checkpoint.
+fn metadata_value(path: &Path, key: &str) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("{}: not a safetensors file ({e})", path.display()))?;
+    header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(key).cloned())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no `{key}` in __metadata__: not a training checkpoint",
+                path.display()
+            )
+        })
+}
+
+type Restored = (
+    Vec<(String, Tensor)>,
+    std::collections::HashMap<String, Tensor>,
+    TrainState,
+);
+
+/// Weights, optimizer moments and progress of an interrupted run.
+fn restore(
+    config: &Config,
+    model_cfg: &ModelConfig,
+    last: &Path,
+    device: &Device,
+) -> Result<Restored> {
+    if !last.exists() {
+        bail!(
+            "--resume: {} does not exist (nothing to resume)",
+            last.display()
+        );
+    }
+    let loaded = checkpoint::load(last, device, model_cfg.nade_path)?;
+    let stored = loaded.model.config();
+    if (stored.kind, stored.n, stored.hidden) != (model_cfg.kind, model_cfg.n, model_cfg.hidden) {
+        bail!(
+            "--resume: {} holds a {} with n = {}, hidden = {}, but the config asks for a {} with n = {}, hidden = {}",
+            last.display(),
+            stored.kind,
+            stored.n,
+            stored.hidden,
+            model_cfg.kind,
+            model_cfg.n,
+            model_cfg.hidden
+        );
+    }
+    let state = read_state(last)?;
+    if let Some(stored_toml) = loaded.metadata.get("config") {
+        let stored: Config = toml::from_str(stored_toml)
+            .with_context(|| format!("{}: stored config", last.display()))?;
+        if stored.train.seed != config.train.seed
+            || stored.train.batch_size != config.train.batch_size
+        {
+            bail!("--resume: train.seed and train.batch_size must match the interrupted run's ({} and {})", stored.train.seed, stored.train.batch_size);
+        }
+    }
+    let params = loaded
+        .model
+        .named_tensors()
+        .into_iter()
+        .map(|(name, t)| (name.to_string(), t))
+        .collect();
+    Ok((params, loaded.optimizer_state, state))
+}

@@ -1,0 +1,302 @@
+//! Training end to end on small synthetic data with a known entropy: convergence, resume,
+//! determinism, divergence handling and config errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use nade::checkpoint;
+use nade::config::Config;
+use nade::models::NadePath;
+use nade::train::{self, Options};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const N: usize = 10;
+const P_FIRST: f64 = 0.7;
+const P_STAY: f64 = 0.9;
+
+/// A binary Markov chain: x_1 ~ Bern(0.7), x_i = x_{i-1} with probability 0.9. Every model
+/// here can represent it exactly; its entropy is H(0.7) + (n - 1) H(0.9) nats.
+fn markov_rows(rows: usize, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut text = String::new();
+    for _ in 0..rows {
+        let mut x = rng.random_bool(P_FIRST);
+        let mut row = Vec::with_capacity(N);
+        for i in 0..N {
+            if i > 0 && !rng.random_bool(P_STAY) {
+                x = !x;
+            }
+            row.push(if x { "1" } else { "0" });
+        }
+        text.push_str(&row.join(" "));
+        text.push('\n');
+    }
+    text
+}
+
+fn entropy() -> f64 {
+    let h = |p: f64| -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
+    h(P_FIRST) + (N - 1) as f64 * h(P_STAY)
+}
+
+/// A data folder with toy_{train,valid,test}.amat.
+fn toy_data(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (split, rows, seed) in [("train", 4000, 1), ("valid", 1000, 2), ("test", 4000, 3)] {
+        std::fs::write(
+            data.join(format!("toy_{split}.amat")),
+            markov_rows(rows, seed),
+        )
+        .unwrap();
+    }
+    data
+}
+
+fn config(dir: &Path, kind: &str, hidden: usize, epochs: usize, extra_train: &str) -> Config {
+    let data = toy_data(dir);
+    let text = format!(
+        r#"
+[model]
+kind = "{kind}"
+hidden = {hidden}
+[data]
+dir = "{}"
+dataset = "toy"
+[train]
+epochs = {epochs}
+batch_size = 50
+lr = 1e-2
+seed = 7
+patience = 100
+sample_every = 0
+device = "cpu"
+{extra_train}
+[output]
+dir = "{}"
+"#,
+        data.display(),
+        dir.join("out").display()
+    );
+    Config::from_toml(&text).unwrap()
+}
+
+fn quiet() -> Options {
+    Options {
+        resume: false,
+        progress: false,
+    }
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let loaded = checkpoint::load(path, &Device::Cpu, NadePath::default()).unwrap();
+    let mut out: Vec<_> = loaded
+        .model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n.to_string(),
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect();
+    let mut state: Vec<_> = loaded
+        .optimizer_state
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    state.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(state);
+    out
+}
+
+/// metrics.jsonl without the wall-clock fields.
+fn metrics_without_timing(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for key in ["train_seconds", "train_images_per_s", "valid_seconds"] {
+                v.as_object_mut().unwrap().remove(key);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn training_brings_the_nll_to_the_entropy() {
+    let h = entropy();
+    for (kind, hidden) in [("fvsbn", 0), ("nade", 16), ("mlp", 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), kind, hidden, 12, "");
+        let s = train::run(&cfg, &quiet()).unwrap();
+        // 4000 test rows: the standard error of the mean NLL is ~0.02 nats.
+        assert!(
+            (s.test_nll - h).abs() < 0.08,
+            "{kind}: test NLL {} vs entropy {h}",
+            s.test_nll
+        );
+        assert!(s.test_nll_std_err < 0.05);
+        for file in [
+            "best.safetensors",
+            "last.safetensors",
+            "metrics.jsonl",
+            "curve.png",
+            "summary.json",
+        ] {
+            assert!(
+                dir.path().join("out").join(file).is_file(),
+                "{kind}: no {file}"
+            );
+        }
+        assert_eq!(metrics_without_timing(&dir.path().join("out")).len(), 12);
+    }
+}
+
+#[test]
+fn resumed_run_ends_where_an_uninterrupted_one_does() {
+    let whole = tempfile::tempdir().unwrap();
+    let cfg = config(
+        whole.path(),
+        "nade",
+        8,
+        4,
+        r#"lr_schedule = "plateau"
+plateau_patience = 1
+lr_decay = 0.7"#,
+    );
+    train::run(&cfg, &quiet()).unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let mut first = config(
+        split.path(),
+        "nade",
+        8,
+        2,
+        r#"lr_schedule = "plateau"
+plateau_patience = 1
+lr_decay = 0.7"#,
+    );
+    train::run(&first, &quiet()).unwrap();
+    first.train.epochs = 4;
+    train::run(
+        &first,
+        &Options {
+            resume: true,
+            progress: false,
+        },
+    )
+    .unwrap();
+
+    let (a, b) = (whole.path().join("out"), split.path().join("out"));
+    assert_eq!(
+        tensors(&a.join("last.safetensors")),
+        tensors(&b.join("last.safetensors"))
+    );
+    assert_eq!(
+        tensors(&a.join("best.safetensors")),
+        tensors(&b.join("best.safetensors"))
+    );
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+}
+
+#[test]
+fn one_seed_gives_identical_checkpoints_and_another_seed_does_not() {
+    // One folder for all runs: the stored config names it, and must be the same.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |seed: u64| {
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        let mut cfg = config(dir.path(), "nade", 8, 2, "");
+        cfg.train.seed = seed;
+        train::run(&cfg, &quiet()).unwrap();
+        let out = dir.path().join("out");
+        (
+            std::fs::read(out.join("best.safetensors")).unwrap(),
+            tensors(&out.join("last.safetensors")),
+        )
+    };
+    let (best_a, last_a) = run(3);
+    let (best_b, last_b) = run(3);
+    assert!(
+        best_a == best_b,
+        "best.safetensors differs between two runs of one seed"
+    );
+    assert_eq!(last_a, last_b);
+    let (best_c, _) = run(4);
+    assert!(best_a != best_c);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_best_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "nade", 8, 3, "");
+    train::run(&cfg, &quiet()).unwrap();
+    let best = dir.path().join("out/best.safetensors");
+    let before = std::fs::read(&best).unwrap();
+
+    // Continue the same run with an absurd learning rate.
+    cfg.train.lr = 1e9;
+    cfg.train.epochs = 10;
+    let err = format!(
+        "{:#}",
+        train::run(
+            &cfg,
+            &Options {
+                resume: true,
+                progress: false
+            }
+        )
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("epoch 4, batch") && err.contains("training loss"),
+        "{err}"
+    );
+    assert!(err.contains("best.safetensors is intact"), "{err}");
+    assert_eq!(
+        std::fs::read(&best).unwrap(),
+        before,
+        "best.safetensors changed"
+    );
+    checkpoint::load(&best, &Device::Cpu, NadePath::default()).unwrap();
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let base = "[model]\nkind = \"nade\"\nhidden = 8\n[output]\ndir = \"x\"\n";
+    let err = |text: &str| format!("{:#}", Config::from_toml(text).unwrap_err());
+    assert!(Config::from_toml(base).is_ok());
+
+    let e = err(&format!("{base}[train]\nlr = -1.0\n"));
+    assert!(e.contains("train.lr"), "{e}");
+    let e = err(&format!("{base}[train]\nbatch_size = 0\n"));
+    assert!(e.contains("train.batch_size"), "{e}");
+    let e = err(&format!("{base}[train]\nlearning_rate = 0.1\n"));
+    assert!(e.contains("learning_rate") && e.contains("line 7"), "{e}");
+    let e = err("[model]\nkind = \"rbm\"\n[output]\ndir = \"x\"\n");
+    assert!(e.contains("rbm") && e.contains("kind"), "{e}");
+    let e = err("[model]\nkind = \"mlp\"\n[output]\ndir = \"x\"\n");
+    assert!(e.contains("model.hidden"), "{e}");
+    let e = err(&format!("{base}[train]\nlr = \"fast\"\n"));
+    assert!(e.contains("lr = \"fast\""), "{e}");
+    let e = err("[model]\nkind = \"nade\"\nhidden = 8\npath = \"fused\"\n[output]\ndir = \"x\"\n");
+    assert!(e.contains("model.path"), "{e}");
+    for line in e.lines().skip(1) {
+        panic!("multi-line error: {line}");
+    }
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    }
+}
