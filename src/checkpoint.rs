@@ -121,7 +121,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("{}: cannot write checkpoint", path.display()));
+        return Err(e).with_context(|| format!("{}: cannot write", path.display()));
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub struct ModelSection {
     /// Hidden units: shared by NADE, per dimension for MLP; not used by FVSBN.
     #[serde(default)]
     pub hidden: usize,
-    /// NADE's parallel path: "plain", "blocked" or "blocked:K".
+    /// NADE's parallel path: "auto", "fused", "plain", "blocked" or "blocked:K".
     #[serde(default = "default_path")]
     pub path: String,
 }

@@ -13,4 +13,5 @@ pub mod models;
 pub mod optim;
 pub mod plot;
 pub mod sample;
+pub mod simd;
 pub mod train;

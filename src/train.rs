@@ -29,6 +29,7 @@ use crate::eval::{self, NllSummary};
 use crate::models::{self, Autoregressive, ModelConfig};
 use crate::optim::{Adam, AdamConfig, LrSchedule};
 use crate::plot;
+use crate::sample;
 
 /// One line of metrics.jsonl.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,6 +295,11 @@ fn fit(
         metadata.insert("train_state".into(), serde_json::to_string(&state)?);
         checkpoint::save_with_state(&out.join(LAST), model, &adam.state_tensors(), &metadata)?;
         write_metrics(out, &state.history, &model.config().kind.to_string())?;
+        if t.sample_every > 0 && (epoch + 1) % t.sample_every == 0 {
+            // Seeded by the run's seed alone: the grids of successive epochs use the same
+            // uniforms, so changes between them are the model's, not the draw's.
+            sample::write_sample_grid(model, 100, t.seed, device, &out.join("samples.png"))?;
+        }
         println!(
             "{}",
             epoch_line(state.history.last().expect("just pushed"), &valid_nll)
@@ -353,12 +359,14 @@ fn write_metrics(out: &Path, history: &[EpochRecord], kind: &str) -> Result<()> 
     )
 }
 
+type NamedVars = Vec<(String, Var)>;
+
 /// Vars holding `params`, and the model built on them.
 fn trainable(
     cfg: &ModelConfig,
     params: Vec<(String, Tensor)>,
     device: &Device,
-) -> Result<(Box<dyn Autoregressive>, Vec<(String, Var)>)> {
+) -> Result<(Box<dyn Autoregressive>, NamedVars)> {
     let varmap = VarMap::new();
     let mut vars = Vec::new();
     {

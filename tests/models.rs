@@ -135,7 +135,7 @@ fn parallel_logits_equal_a_naive_loop_over_dimensions() {
 }
 
 #[test]
-fn blocked_nade_equals_plain_nade_in_values_and_gradients() {
+fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
     // n = 784, d = 16: the MNIST shape, with blocks that divide n (28), do not (50), and k = 1.
     let (n, d, rows) = (784, 16, 8);
     for device in device::available() {
@@ -152,8 +152,17 @@ fn blocked_nade_equals_plain_nade_in_values_and_gradients() {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        for k in [28, 50, 1] {
-            let cfg = config(ModelKind::Nade, n, d, NadePath::Blocked(k));
+        let mut paths = vec![
+            NadePath::Blocked(28),
+            NadePath::Blocked(50),
+            NadePath::Blocked(1),
+        ];
+        if device.is_cpu() {
+            paths.push(NadePath::Fused);
+        }
+        for path in paths {
+            let k = path;
+            let cfg = config(ModelKind::Nade, n, d, path);
             let (blocked, vars) = model_with_vars(&cfg, &params, &device);
             let logits = blocked
                 .logits(&x)
@@ -162,9 +171,10 @@ fn blocked_nade_equals_plain_nade_in_values_and_gradients() {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-            // Both sum the same f32 terms in different orders: a few ulps of |a| ~ 10.
+            // Both sum the same f32 terms in different orders (and fused uses its own exp,
+            // within 3 ulp): a few ulps of |l| ~ 10.
             let diff = max_abs_diff(&plain_logits, &logits);
-            assert!(diff < 1e-4, "k = {k}: logits differ by {diff}");
+            assert!(diff < 1e-4, "{k}: logits differ by {diff}");
             let loss = models::mean_nll(blocked.as_ref(), &x).unwrap();
             let grads = loss.backward().unwrap();
             for spec in cfg.param_specs() {
@@ -181,7 +191,7 @@ fn blocked_nade_equals_plain_nade_in_values_and_gradients() {
                 assert!(scale > 0.0, "gradient of {} is zero", spec.name);
                 assert!(
                     diff <= 1e-4 * scale.max(1.0),
-                    "k = {k}: grad {} differs by {diff} (scale {scale})",
+                    "{k}: grad {} differs by {diff} (scale {scale})",
                     spec.name
                 );
             }
@@ -206,14 +216,20 @@ fn log_likelihood_is_finite_and_exact_for_huge_logits() {
 
 #[test]
 fn nade_path_names_round_trip() {
-    for path in [NadePath::Plain, NadePath::Blocked(28), NadePath::Blocked(7)] {
+    for path in [
+        NadePath::Auto,
+        NadePath::Fused,
+        NadePath::Plain,
+        NadePath::Blocked(28),
+        NadePath::Blocked(7),
+    ] {
         assert_eq!(path.to_string().parse::<NadePath>().unwrap(), path);
     }
     assert_eq!(
         "blocked".parse::<NadePath>().unwrap(),
         NadePath::Blocked(28)
     );
-    for bad in ["fused", "blocked:0", "blocked:x", ""] {
+    for bad in ["fast", "blocked:0", "blocked:x", ""] {
         assert!(bad.parse::<NadePath>().is_err(), "{bad:?} parsed");
     }
 }

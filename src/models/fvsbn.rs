@@ -56,7 +56,7 @@ impl Autoregressive for Fvsbn {
             .broadcast_as((batch, n))?
             .contiguous()?;
         Ok(Box::new(FvsbnSampler {
-            w_masked_t: self.w.detach().t()?.contiguous()?,
+            w_masked_t: (self.w.detach() * &self.mask)?.t()?.contiguous()?,
             pre,
             i: 0,
         }))
@@ -65,6 +65,8 @@ impl Autoregressive for Fvsbn {
 
 /// Running pre-activations of every dimension, pre = b + sum_{j<i} x_j (masked W)[:, j];
 /// column i is read at step i, and x_i adds the masked column i (W[k, i] for k > i only).
+/// Columns k <= i are never read again, so the mask does not change any sampled value; it
+/// keeps pre[:, k] equal to logit k of the values fed so far (pre = logits(x) after n steps).
 struct FvsbnSampler {
     /// (W * mask)^T, (n, n) contiguous: row i is the masked column i.
     w_masked_t: Tensor,

@@ -5,6 +5,7 @@ pub mod fvsbn;
 mod masks;
 pub mod mlp;
 pub mod nade;
+pub mod nade_fused;
 
 use std::fmt;
 use std::str::FromStr;

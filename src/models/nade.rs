@@ -6,7 +6,10 @@
 //! * plain: one (B, n, n) strictly-lower masked copy of x times W^T: 2 B n^2 d flops;
 //! * blocked: cut the n positions into blocks of k; a (k x k) masked matmul inside each block
 //!   plus an exclusive prefix of block totals ((n/k) x (n/k) masked matmul): about
-//!   2 B d (n k + n^2 / k^2) flops, 25-45x fewer at n = 784, and still autograd-friendly.
+//!   2 B d (n k + n^2 / k^2) flops, 25-45x fewer at n = 784, and still autograd-friendly;
+//! * fused (CPU only): the O(nd) recurrence itself, forward and backward, in `nade_fused`.
+//!
+//! `auto` (the default) picks fused on the CPU and blocked elsewhere.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,31 +18,33 @@ use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
 use super::{
-    check_step, masks, readout, Autoregressive, Init, ModelConfig, ParamSpec, SamplerState,
+    check_step, masks, nade_fused, readout, Autoregressive, Init, ModelConfig, ParamSpec,
+    SamplerState,
 };
 
 /// How NADE computes A = c + (exclusive prefix of x_j W[:, j]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NadePath {
+    /// Fused on the CPU, blocked:28 on CUDA / Metal.
+    #[default]
+    Auto,
     /// (B, n, n) masked matmul: the reference.
     Plain,
     /// Blocks of `k` positions: in-block masked matmul + prefix of block totals.
     Blocked(usize),
+    /// The O(nd) recurrence as a CPU kernel with a hand-written backward.
+    Fused,
 }
 
 /// One MNIST row per block.
 pub const DEFAULT_BLOCK: usize = 28;
 
-impl Default for NadePath {
-    fn default() -> Self {
-        NadePath::Blocked(DEFAULT_BLOCK)
-    }
-}
-
 impl fmt::Display for NadePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            NadePath::Auto => f.write_str("auto"),
             NadePath::Plain => f.write_str("plain"),
+            NadePath::Fused => f.write_str("fused"),
             NadePath::Blocked(k) => write!(f, "blocked:{k}"),
         }
     }
@@ -49,12 +54,14 @@ impl FromStr for NadePath {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
+            "auto" => Ok(NadePath::Auto),
             "plain" => Ok(NadePath::Plain),
+            "fused" => Ok(NadePath::Fused),
             "blocked" => Ok(NadePath::Blocked(DEFAULT_BLOCK)),
             _ => match s.strip_prefix("blocked:").map(str::parse::<usize>) {
                 Some(Ok(k)) if k > 0 => Ok(NadePath::Blocked(k)),
                 _ => Err(format!(
-                    "unknown NADE path {s:?} (expected plain, blocked or blocked:K with K > 0)"
+                    "unknown NADE path {s:?} (expected auto, fused, plain, blocked or blocked:K with K > 0)"
                 )),
             },
         }
@@ -90,13 +97,26 @@ enum PathState {
         in_block: Tensor,
         across: Tensor,
     },
+    Fused,
 }
 
 impl Nade {
     pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let (n, d) = (cfg.n, cfg.hidden);
         let device = vb.device().clone();
-        let path = match cfg.nade_path {
+        let resolved = match cfg.nade_path {
+            NadePath::Auto if device.is_cpu() => NadePath::Fused,
+            NadePath::Auto => NadePath::Blocked(DEFAULT_BLOCK),
+            other => other,
+        };
+        let path = match resolved {
+            NadePath::Auto => unreachable!("resolved above"),
+            NadePath::Fused if !device.is_cpu() => {
+                candle_core::bail!(
+                    "the fused NADE path runs on the CPU only; use blocked on this device"
+                )
+            }
+            NadePath::Fused => PathState::Fused,
             NadePath::Plain => PathState::Plain {
                 mask: masks::strictly_lower(n, &device)?,
             },
@@ -197,6 +217,10 @@ impl Autoregressive for Nade {
                 in_block,
                 across,
             } => self.logits_blocked(x, *k, in_block, across),
+            PathState::Fused => {
+                let packed = nade_fused::pack(&self.w, &self.c, &self.v)?;
+                nade_fused::logits(x, &packed)?.broadcast_add(&self.b)
+            }
         }
     }
 

@@ -83,6 +83,8 @@ pub fn all_configs(n: usize) -> Vec<ModelConfig> {
         config(ModelKind::Nade, n, 5, NadePath::Blocked(4)),
         config(ModelKind::Nade, n, 5, NadePath::Blocked(n)),
         config(ModelKind::Nade, n, 5, NadePath::Blocked(1)),
+        config(ModelKind::Nade, n, 5, NadePath::Fused),
+        config(ModelKind::Nade, n, 17, NadePath::Fused),
     ]
 }
 
