@@ -295,7 +295,7 @@ fn fit(
         metadata.insert("train_state".into(), serde_json::to_string(&state)?);
         checkpoint::save_with_state(&out.join(LAST), model, &adam.state_tensors(), &metadata)?;
         write_metrics(out, &state.history, &model.config().kind.to_string())?;
-        if t.sample_every > 0 && (epoch + 1) % t.sample_every == 0 {
+        if t.sample_every > 0 && (epoch + 1).is_multiple_of(t.sample_every) {
             // Seeded by the run's seed alone: the grids of successive epochs use the same
             // uniforms, so changes between them are the model's, not the draw's.
             sample::write_sample_grid(model, 100, t.seed, device, &out.join("samples.png"))?;
