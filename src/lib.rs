@@ -3,6 +3,7 @@
 //! p(x) = prod_i p(x_i | x_<i) over x in {0,1}^n; every model computes all n conditionals at
 //! once for density evaluation ([`models::Autoregressive::logits`]).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use nade::bench;
 use nade::checkpoint;
 use nade::config::Config;
 use nade::data::source::{load_split, DataSource};
@@ -14,7 +15,7 @@ use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
 use nade::image_grid;
-use nade::models::NadePath;
+use nade::models::{ModelKind, NadePath};
 use nade::sample;
 use nade::train;
 
@@ -39,6 +40,40 @@ enum Command {
     Sample(SampleArgs),
     /// Keep the top rows of test images and let a checkpoint draw the rest.
     Complete(CompleteArgs),
+    /// Throughput of eval, training and sampling (images/s) and peak memory.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = ModelKind::Nade)]
+    model: ModelKind,
+    #[arg(long, default_value_t = 500)]
+    hidden: usize,
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// NADE paths, comma-separated: auto, fused, blocked[:K], plain.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    path: Vec<NadePath>,
+    /// Phases, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "eval,train,sample"
+    )]
+    phase: Vec<bench::Phase>,
+    /// Timed seconds per (path, phase) after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Data folder for real binarized MNIST batches (synthetic ones if absent; no download).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -115,7 +150,31 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => run_eval(args),
         Command::Sample(args) => run_sample(args),
         Command::Complete(args) => run_complete(args),
+        Command::Bench(args) => run_bench(args),
     }
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let device = device::select(args.device)?;
+    let spec = bench::BenchSpec {
+        kind: args.model,
+        hidden: args.hidden,
+        batch: args.batch,
+        paths: args.path,
+        phases: args.phase,
+        seconds: args.seconds,
+        data: args.data,
+    };
+    bench::run(&spec, &device, |r| {
+        if args.json {
+            println!("{}", serde_json::to_string(r).expect("plain struct"));
+        } else {
+            println!(
+                "{:5} {:10} {:6} hidden {:4} batch {:4} on {} ({} data): {:9.0} images/s, peak RSS {:.0} MB",
+                r.model, r.path, r.phase, r.hidden, r.batch, r.device, r.data, r.images_per_s, r.peak_rss_mb
+            );
+        }
+    })
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {

@@ -68,7 +68,12 @@ pub fn sample(
     let n = model.config().n;
     let start = Instant::now();
     let batches = batched(count, batch, device, |first, end| {
-        let u = uniforms(seed, first, end, n, device)?;
+        let u = uniforms(seed, first, end, n);
+        if let Some(fused) = model.sample_fused(&[], 0, &u) {
+            let fused = fused?;
+            return Ok((fused.values, fused.probs));
+        }
+        let u = Tensor::from_vec(u, (end - first, n), device)?;
         let (x, p) = run_batch(model, None, &u)?;
         Ok((to_binary(&x)?, p.flatten_all()?.to_vec1::<f32>()?))
     })?;
@@ -112,10 +117,21 @@ pub fn complete(
     let batches = batched(total, batch, device, |first, end| {
         let rows: Vec<usize> = (first..end).map(|r| r / samples_per_image).collect();
         let sampled = if keep < n {
-            let u = uniforms(seed, first, end, n, device)?;
-            let kept = given.tensor_rows(&rows, device)?.narrow(1, 0, keep)?;
-            let (x, _) = run_batch(model, Some(&kept), &u)?;
-            to_binary(&x)?
+            let u = uniforms(seed, first, end, n);
+            let kept: Vec<u8> = rows
+                .iter()
+                .flat_map(|&r| &given.row(r)[..keep])
+                .copied()
+                .collect();
+            match model.sample_fused(&kept, keep, &u) {
+                Some(fused) => fused?.values,
+                None => {
+                    let u = Tensor::from_vec(u, (end - first, n), device)?;
+                    let kept = given.tensor_rows(&rows, device)?.narrow(1, 0, keep)?;
+                    let (x, _) = run_batch(model, Some(&kept), &u)?;
+                    to_binary(&x)?
+                }
+            }
         } else {
             Vec::new()
         };
@@ -179,16 +195,15 @@ fn batched<T: Send>(
     Ok(out)
 }
 
-/// Uniforms on [0, 1) for rows [first, end) of the seed's stream, (end - first, n) on
-/// `device`. Value j of row r is the 32-bit word r n + j of ChaCha8(seed), top 24 bits,
+/// Uniforms on [0, 1) for rows [first, end) of the seed's stream, (end - first) * n
+/// row-major. Value j of row r is the 32-bit word r n + j of ChaCha8(seed), top 24 bits,
 /// so any batch can be drawn on its own and a row's numbers never depend on the batching.
-fn uniforms(seed: u64, first: usize, end: usize, n: usize, device: &Device) -> Result<Tensor> {
+fn uniforms(seed: u64, first: usize, end: usize, n: usize) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_word_pos((first as u128) * (n as u128));
-    let values: Vec<f32> = (0..(end - first) * n)
+    (0..(end - first) * n)
         .map(|_| (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32))
-        .collect();
-    Ok(Tensor::from_vec(values, (end - first, n), device)?)
+        .collect()
 }
 
 /// One batch: feeds `kept` (B, k) if any, then samples dimensions k..n with the uniforms

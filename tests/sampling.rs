@@ -589,3 +589,33 @@ fn cli_complete_on_the_real_test_split() {
     let top = (0..56).map(|dx| img.get_pixel(GUTTER + 56 + GUTTER + dx, GUTTER + 10).0[0]);
     assert!(top.clone().all(|v| v == 0 || v == 255));
 }
+
+/// The fused CPU sampler of NADE (no SamplerState, no tensors): the Bernoulli means it
+/// reports for the images it drew equal sigmoid of the plain masked-matmul logits of those
+/// images, for sampling and for completion.
+#[test]
+fn fused_nade_sampler_probabilities_equal_the_plain_parallel_path() {
+    let device = Device::Cpu;
+    for (n, d) in [(11, 7), (784, 20)] {
+        let fused_cfg = config(ModelKind::Nade, n, d, NadePath::Fused);
+        let plain_cfg = config(ModelKind::Nade, n, d, NadePath::Plain);
+        let scale = if n > 100 { 0.3 } else { 1.5 };
+        let params = random_params(&fused_cfg, 12, scale);
+        let fused = model(&fused_cfg, &params, &device);
+        let plain = model(&plain_cfg, &params, &device);
+        let drawn = sample(fused.as_ref(), 40, 16, 5, &device).unwrap();
+        let want: Vec<f32> = host(&plain.logits(&tensor_of(&drawn.images, &device)).unwrap())
+            .iter()
+            .map(|&l| 1.0 / (1.0 + (-l).exp()))
+            .collect();
+        let diff = max_abs_diff(&drawn.probs, &want);
+        // Probabilities in [0, 1]: the logit tolerance TOL times the sigmoid's slope <= 1/4.
+        assert!(diff < TOL, "n = {n}: fused probabilities differ by {diff}");
+        // Something was drawn: neither all zeros nor all ones.
+        let ones = drawn.images.pixels().iter().filter(|&&v| v == 1).count();
+        assert!(
+            ones > 0 && ones < drawn.images.pixels().len(),
+            "n = {n}: degenerate samples"
+        );
+    }
+}

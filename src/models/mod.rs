@@ -144,10 +144,30 @@ pub trait Autoregressive: Send + Sync {
     /// on the model's device. Each step costs one conditional, not a whole `logits(x)`.
     fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>>;
 
+    /// Samples a whole batch in one fused host pass, for a model that has one on its device
+    /// (NADE on the CPU); `None` means: use [`Autoregressive::sampler`]. `kept` holds the first
+    /// `k` values of each of the B rows (B * k, row-major), `uniforms` B * n draws on [0, 1);
+    /// x_i = 1 exactly when u_i < p(x_i = 1 | x_<i). Returns the sampled values of dimensions
+    /// k..n and their Bernoulli means, each B * (n - k) row-major.
+    fn sample_fused(
+        &self,
+        _kept: &[u8],
+        _k: usize,
+        _uniforms: &[f32],
+    ) -> Option<Result<FusedSamples>> {
+        None
+    }
+
     /// log p(x) per row, (B,).
     fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
         bernoulli_log_prob(&self.logits(x)?, x)
     }
+}
+
+/// What [`Autoregressive::sample_fused`] returns: sampled values and their Bernoulli means.
+pub struct FusedSamples {
+    pub values: Vec<u8>,
+    pub probs: Vec<f32>,
 }
 
 /// Sequential sampling (or completion) of a batch of B vectors, one dimension at a time.

@@ -18,8 +18,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
 use super::{
-    check_step, masks, nade_fused, readout, Autoregressive, Init, ModelConfig, ParamSpec,
-    SamplerState,
+    check_step, masks, nade_fused, readout, Autoregressive, FusedSamples, Init, ModelConfig,
+    ParamSpec, SamplerState,
 };
 
 /// How NADE computes A = c + (exclusive prefix of x_j W[:, j]).
@@ -231,6 +231,23 @@ impl Autoregressive for Nade {
             ("V", self.v.clone()),
             ("b", self.b.clone()),
         ]
+    }
+
+    fn sample_fused(
+        &self,
+        kept: &[u8],
+        k: usize,
+        uniforms: &[f32],
+    ) -> Option<Result<FusedSamples>> {
+        if !matches!(self.path, PathState::Fused) {
+            return None;
+        }
+        let host = |t: &Tensor| t.detach().flatten_all()?.to_vec1::<f32>();
+        Some((|| {
+            let packed = host(&nade_fused::pack(&self.w, &self.c, &self.v)?)?;
+            let bias = host(&self.b)?;
+            Ok(nade_fused::sample(&packed, &bias, kept, k, uniforms))
+        })())
     }
 
     fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {

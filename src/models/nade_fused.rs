@@ -12,12 +12,13 @@
 //!   dV_i += g_i h_i,   da_i = g_i V_i * h_i * (1 - h_i),
 //!   dW[:, j] += x_j * sum_{i > j} da_i  (a running sum s, walked from i = n - 1 down),
 //!   dc += sum_i da_i.
-//! The h_i are recomputed by a forward walk into a per-thread (n, d) scratch (1.6 MB at MNIST
-//! size), so memory stays O(threads * n * d), not O(B * n * d).
+//! The h_i are recomputed block by block from activations saved every BLOCK pixels, so the
+//! memory is O(threads * n * d) for the gradient accumulators, never O(B * n * d).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::FusedSamples;
 use crate::dispatch_isa;
 use crate::simd;
 
@@ -121,12 +122,12 @@ impl CustomOp2 for FusedLogits {
 
 dispatch_isa! {
     fn forward_image(p: &[f32], n: usize, d: usize, x: &[f32], logits: &mut [f32], a: &mut [f32]) {
-        forward_image_inline(p, n, d, x, logits, a)
+        forward_image_inline::<FMA>(p, n, d, x, logits, a)
     }
 }
 
 #[inline(always)]
-fn forward_image_inline(
+fn forward_image_inline<const FMA: bool>(
     p: &[f32],
     n: usize,
     d: usize,
@@ -137,9 +138,75 @@ fn forward_image_inline(
     let p = Params::new(p, n, d);
     a.copy_from_slice(p.c);
     for i in 0..n {
-        logits[i] = simd::dot_sigmoid(p.v_row(i), a);
+        logits[i] = simd::dot_sigmoid::<FMA>(p.v_row(i), a);
         if x[i] != 0.0 {
             simd::add_assign(a, p.w_col(i));
+        }
+    }
+}
+
+/// Samples (or completes) B images on the host: the recurrence with a Bernoulli draw per
+/// pixel, O(d) per pixel, no tensors. `packed` as [`pack`] makes it, `kept` B * k values,
+/// `uniforms` B * n. Parallel over images; each image's result depends only on its own inputs.
+pub fn sample(
+    packed: &[f32],
+    bias: &[f32],
+    kept: &[u8],
+    k: usize,
+    uniforms: &[f32],
+) -> FusedSamples {
+    let n = bias.len();
+    let d = packed.len() / (2 * n + 1);
+    let batch = uniforms.len() / n;
+    let width = n - k;
+    let mut values = vec![0u8; batch * width];
+    let mut probs = vec![0f32; batch * width];
+    values
+        .par_chunks_mut(width.max(1))
+        .zip(probs.par_chunks_mut(width.max(1)))
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; d],
+            |a, (r, (x, p))| {
+                let kept = &kept[r * k..(r + 1) * k];
+                let u = &uniforms[r * n..(r + 1) * n];
+                sample_image(packed, bias, kept, u, x, p, a)
+            },
+        );
+    FusedSamples { values, probs }
+}
+
+dispatch_isa! {
+    fn sample_image(packed: &[f32], bias: &[f32], kept: &[u8], u: &[f32], x: &mut [u8], p: &mut [f32], a: &mut [f32]) {
+        sample_image_inline::<FMA>(packed, bias, kept, u, x, p, a)
+    }
+}
+
+#[inline(always)]
+fn sample_image_inline<const FMA: bool>(
+    packed: &[f32],
+    bias: &[f32],
+    kept: &[u8],
+    u: &[f32],
+    x: &mut [u8],
+    p: &mut [f32],
+    a: &mut [f32],
+) {
+    let (n, k) = (bias.len(), kept.len());
+    let params = Params::new(packed, n, a.len());
+    a.copy_from_slice(params.c);
+    for (i, &kept_i) in kept.iter().enumerate() {
+        if kept_i != 0 {
+            simd::add_assign(a, params.w_col(i));
+        }
+    }
+    for i in k..n {
+        let logit = bias[i] + simd::dot_sigmoid::<FMA>(params.v_row(i), a);
+        let prob = simd::sigmoid::<FMA>(logit);
+        p[i - k] = prob;
+        if u[i] < prob {
+            x[i - k] = 1;
+            simd::add_assign(a, params.w_col(i));
         }
     }
 }
@@ -147,11 +214,33 @@ fn forward_image_inline(
 /// d(loss)/d(packed parameters) from x, the packed parameters and d(loss)/d(logits).
 struct FusedGrad;
 
-/// Per-thread gradient accumulators and the scratch of recomputed hidden units.
+/// Pixels per block of the backward walk: the hidden units of one block are recomputed from
+/// the activation saved at its start, so the scratch is BLOCK x d (56 KB at d = 500, in L2)
+/// instead of n x d.
+const BLOCK: usize = 28;
+
+/// Per-thread gradient accumulators and scratch.
 struct Accumulator {
     grad: Vec<f32>,
+    /// a at the start of every block, (n / BLOCK, d).
+    checkpoints: Vec<f32>,
+    /// h of the pixels of the current block, (BLOCK, d).
     hidden: Vec<f32>,
+    /// The activation while recomputing, then s = sum_{k > i} da_k.
     running: Vec<f32>,
+    a: Vec<f32>,
+}
+
+impl Accumulator {
+    fn new(n: usize, d: usize) -> Self {
+        Self {
+            grad: vec![0f32; (2 * n + 1) * d],
+            checkpoints: vec![0f32; n.div_ceil(BLOCK) * d],
+            hidden: vec![0f32; BLOCK * d],
+            running: vec![0f32; d],
+            a: vec![0f32; d],
+        }
+    }
 }
 
 impl CustomOp3 for FusedGrad {
@@ -181,11 +270,7 @@ impl CustomOp3 for FusedGrad {
         let partials: Vec<Vec<f32>> = (0..chunks)
             .into_par_iter()
             .map(|chunk| {
-                let mut acc = Accumulator {
-                    grad: vec![0f32; (2 * n + 1) * d],
-                    hidden: vec![0f32; n * d],
-                    running: vec![0f32; d],
-                };
+                let mut acc = Accumulator::new(n, d);
                 let rows = chunk * per_chunk..((chunk + 1) * per_chunk).min(batch);
                 for r in rows {
                     backward_image(
@@ -210,12 +295,12 @@ impl CustomOp3 for FusedGrad {
 
 dispatch_isa! {
     fn backward_image(p: &[f32], n: usize, d: usize, x: &[f32], g: &[f32], acc: &mut Accumulator) {
-        backward_image_inline(p, n, d, x, g, acc)
+        backward_image_inline::<FMA>(p, n, d, x, g, acc)
     }
 }
 
 #[inline(always)]
-fn backward_image_inline(
+fn backward_image_inline<const FMA: bool>(
     p: &[f32],
     n: usize,
     d: usize,
@@ -224,34 +309,41 @@ fn backward_image_inline(
     acc: &mut Accumulator,
 ) {
     let p = Params::new(p, n, d);
-    // Forward walk: h_i into the scratch, row i. `running` holds a_i here.
-    let a = &mut acc.running;
+    // Forward walk without sigmoids: remember a at the start of each block.
+    let a = &mut acc.a;
     a.copy_from_slice(p.c);
-    for (i, hidden) in acc.hidden.chunks_exact_mut(d).enumerate() {
-        simd::sigmoid_into(a, hidden);
-        if x[i] != 0.0 {
+    for (i, &x_i) in x.iter().enumerate() {
+        if i % BLOCK == 0 {
+            acc.checkpoints[(i / BLOCK) * d..(i / BLOCK + 1) * d].copy_from_slice(a);
+        }
+        if x_i != 0.0 {
             simd::add_assign(a, p.w_col(i));
         }
     }
-    // Backward walk: `running` becomes s = sum_{k > i} da_k.
+    // Backward walk, block by block from the end; s = sum_{k > i} da_k.
     let s = &mut acc.running;
     s.fill(0.0);
     let (dwt, rest) = acc.grad.split_at_mut(n * d);
     let (dc, dv) = rest.split_at_mut(d);
-    for i in (0..n).rev() {
-        if x[i] != 0.0 {
-            simd::add_assign(&mut dwt[i * d..(i + 1) * d], s);
+    for block in (0..n.div_ceil(BLOCK)).rev() {
+        let pixels = block * BLOCK..((block + 1) * BLOCK).min(n);
+        a.copy_from_slice(&acc.checkpoints[block * d..(block + 1) * d]);
+        for (i, hidden) in pixels.clone().zip(acc.hidden.chunks_exact_mut(d)) {
+            simd::sigmoid_into::<FMA>(a, hidden);
+            if x[i] != 0.0 {
+                simd::add_assign(a, p.w_col(i));
+            }
         }
-        let gi = g[i];
-        if gi == 0.0 {
-            continue;
-        }
-        let h = &acc.hidden[i * d..(i + 1) * d];
-        let v = p.v_row(i);
-        let dv_i = &mut dv[i * d..(i + 1) * d];
-        for (((dv_k, s_k), &h_k), &v_k) in dv_i.iter_mut().zip(s.iter_mut()).zip(h).zip(v) {
-            *dv_k += gi * h_k;
-            *s_k += gi * v_k * h_k * (1.0 - h_k);
+        for i in pixels.clone().rev() {
+            if x[i] != 0.0 {
+                simd::add_assign(&mut dwt[i * d..(i + 1) * d], s);
+            }
+            let gi = g[i];
+            if gi == 0.0 {
+                continue;
+            }
+            let h = &acc.hidden[(i - pixels.start) * d..(i - pixels.start + 1) * d];
+            simd::hidden_grads::<FMA>(gi, h, p.v_row(i), &mut dv[i * d..(i + 1) * d], s);
         }
     }
     simd::add_assign(dc, s);

@@ -1,0 +1,195 @@
+//! `nade bench`: throughput of density evaluation, training steps and sampling, in images per
+//! second after a warm-up, with the process's peak resident memory per phase.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::data::source::{resolve_dir, split_file};
+use crate::data::{amat, BinaryDataset};
+use crate::device;
+use crate::models::{self, ModelConfig, ModelKind, NadePath};
+use crate::optim::{Adam, AdamConfig};
+use crate::sample;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    Eval,
+    Train,
+    Sample,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Eval => "eval",
+            Phase::Train => "train",
+            Phase::Sample => "sample",
+        }
+    }
+}
+
+pub struct BenchSpec {
+    pub kind: ModelKind,
+    pub hidden: usize,
+    pub batch: usize,
+    pub paths: Vec<NadePath>,
+    pub phases: Vec<Phase>,
+    /// Timed seconds per (path, phase), after the warm-up.
+    pub seconds: f64,
+    pub data: Option<PathBuf>,
+}
+
+/// One line of output.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub path: String,
+    pub phase: String,
+    pub hidden: usize,
+    pub batch: usize,
+    pub device: String,
+    pub data: String,
+    pub iterations: usize,
+    pub images_per_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs every (path, phase) of `spec`, calling `report` after each.
+pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResult)) -> Result<()> {
+    if spec.batch == 0 {
+        bail!("--batch must be positive");
+    }
+    let (data, data_name) = bench_data(spec.data.clone(), spec.batch * 20)?;
+    let paths = if spec.kind == ModelKind::Nade {
+        spec.paths.clone()
+    } else {
+        vec![NadePath::Auto]
+    };
+    for &path in &paths {
+        let mut cfg = ModelConfig::new(spec.kind, data.n(), spec.hidden);
+        cfg.nade_path = path;
+        for &phase in &spec.phases {
+            reset_peak_rss();
+            let varmap = VarMap::new();
+            {
+                let mut vars = varmap.data().lock().expect("fresh VarMap");
+                for (name, t) in models::init_params(&cfg, 1, device)? {
+                    vars.insert(name, candle_core::Var::from_tensor(&t)?);
+                }
+            }
+            let model = models::build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+            let batches = data.len() / spec.batch;
+            let mut adam = Adam::new(
+                varmap
+                    .all_vars()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                AdamConfig {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 0.0,
+                    clip_norm: 0.0,
+                },
+            )?;
+            let mut step = |k: usize| -> Result<()> {
+                let first = (k % batches) * spec.batch;
+                match phase {
+                    Phase::Eval => {
+                        let x = data.tensor_range(first, first + spec.batch, device)?;
+                        model.log_prob(&x)?.to_vec1::<f32>()?;
+                    }
+                    Phase::Train => {
+                        let x = data.tensor_range(first, first + spec.batch, device)?;
+                        let loss = models::mean_nll(model.as_ref(), &x)?;
+                        adam.step(&loss.backward()?, 1e-4)?;
+                    }
+                    Phase::Sample => {
+                        sample::sample(model.as_ref(), spec.batch, spec.batch, k as u64, device)?;
+                    }
+                }
+                Ok(())
+            };
+            // Warm-up: caches, allocator pools, lazily compiled GPU kernels.
+            let warm = Instant::now();
+            let mut k = 0;
+            while k < 2 || warm.elapsed().as_secs_f64() < (spec.seconds * 0.1).min(2.0) {
+                step(k)?;
+                k += 1;
+            }
+            device.synchronize()?;
+            let start = Instant::now();
+            let mut iterations = 0;
+            while iterations < 3 || start.elapsed().as_secs_f64() < spec.seconds {
+                step(k + iterations)?;
+                iterations += 1;
+            }
+            device.synchronize()?;
+            let elapsed = start.elapsed().as_secs_f64();
+            report(&BenchResult {
+                model: spec.kind.to_string(),
+                path: if spec.kind == ModelKind::Nade {
+                    path.to_string()
+                } else {
+                    "-".into()
+                },
+                phase: phase.name().into(),
+                hidden: cfg.hidden,
+                batch: spec.batch,
+                device: device::name(device).into(),
+                data: data_name.clone(),
+                iterations,
+                images_per_s: (iterations * spec.batch) as f64 / elapsed,
+                peak_rss_mb: peak_rss_mb(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Real binarized MNIST training images when the data folder has them (no download), else
+/// synthetic images with MNIST's pixel mean (0.13): the fused kernel's speed depends on it.
+fn bench_data(dir: Option<PathBuf>, rows: usize) -> Result<(BinaryDataset, String)> {
+    let file = split_file(
+        &resolve_dir(dir.as_deref()),
+        "binarized_mnist",
+        crate::data::Split::Train,
+    );
+    if file.is_file() {
+        let mut data = amat::read_amat(&file)?;
+        data.truncate(rows);
+        if data.len() == rows {
+            return Ok((data, "binarized_mnist".into()));
+        }
+    }
+    let n = 784;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let pixels = (0..rows * n)
+        .map(|_| u8::from(rng.random_bool(0.13)))
+        .collect();
+    Ok((BinaryDataset::new(n, pixels)?, "synthetic".into()))
+}
+
+/// Peak resident set (VmHWM) of this process in MB; 0 where /proc is missing.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets VmHWM to the current RSS (Linux >= 4.0), so each phase reports its own peak.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
