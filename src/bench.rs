@@ -106,7 +106,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                 match phase {
                     Phase::Eval => {
                         let x = data.tensor_range(first, first + spec.batch, device)?;
-                        model.log_prob(&x)?.to_vec1::<f32>()?;
+                        model.log_prob_inference(&x)?.to_vec1::<f32>()?;
                     }
                     Phase::Train => {
                         let x = data.tensor_range(first, first + spec.batch, device)?;

@@ -67,7 +67,7 @@ pub fn nll(
         let last = (first + batch).min(data.len());
         let x = data.tensor_range(first, last, device)?;
         let log_p = model
-            .log_prob(&x)?
+            .log_prob_inference(&x)?
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?;
         for (offset, lp) in log_p.into_iter().enumerate() {

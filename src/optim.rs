@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 
 use crate::config::{Schedule, TrainSection};
 
@@ -35,8 +35,8 @@ impl AdamConfig {
 pub struct Adam {
     cfg: AdamConfig,
     params: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    /// Per parameter, its moments stacked as (2, numel): row 0 the first (m), row 1 the second (v).
+    moments: Vec<Tensor>,
     step: u64,
 }
 
@@ -45,16 +45,14 @@ pub const STATE_PREFIX: &str = "optim.";
 
 impl Adam {
     pub fn new(params: Vec<(String, Var)>, cfg: AdamConfig) -> Result<Self> {
-        let m = params
+        let moments = params
             .iter()
-            .map(|(_, p)| p.zeros_like())
+            .map(|(_, p)| Tensor::zeros((2, p.elem_count()), p.dtype(), p.device()))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let v = m.clone();
         Ok(Self {
             cfg,
             params,
-            m,
-            v,
+            moments,
             step: 0,
         })
     }
@@ -70,8 +68,8 @@ impl Adam {
         for (name, p) in &self.params {
             let g = grads
                 .get(p.as_tensor())
-                .ok_or_else(|| anyhow!("no gradient for `{name}`"))?
-                .clone();
+                .ok_or_else(|| anyhow!("no gradient for `{name}`"))?;
+            let g = g.flatten_all()?.contiguous()?;
             sum_sq += g
                 .sqr()?
                 .sum_all()?
@@ -87,23 +85,28 @@ impl Adam {
         };
 
         self.step += 1;
-        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let correction1 = 1.0 - b1.powi(self.step as i32);
-        let correction2 = 1.0 - b2.powi(self.step as i32);
-        for (k, g) in grad_list.into_iter().enumerate() {
-            let g = if scale != 1.0 { (g * scale)? } else { g };
-            self.m[k] = ((&self.m[k] * b1)? + (&g * (1.0 - b1))?)?;
-            self.v[k] = ((&self.v[k] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let m_hat = (&self.m[k] / correction1)?;
-            let v_hat = (&self.v[k] / correction2)?;
-            let update = (m_hat / (v_hat.sqrt()? + self.cfg.eps)?)?;
-            let p = &self.params[k].1;
-            let decayed = if self.cfg.weight_decay > 0.0 {
-                (p.as_tensor() * (1.0 - lr * self.cfg.weight_decay))?
+        let update = Update {
+            beta1: self.cfg.beta1 as f32,
+            beta2: self.cfg.beta2 as f32,
+            grad_scale: scale as f32,
+            lr: lr as f32,
+            decay: (1.0 - lr * self.cfg.weight_decay) as f32,
+            correction1: (1.0 - self.cfg.beta1.powi(self.step as i32)) as f32,
+            correction2: (1.0 - self.cfg.beta2.powi(self.step as i32)) as f32,
+            eps: self.cfg.eps as f32,
+        };
+        for ((_, p), (g, moments)) in self
+            .params
+            .iter()
+            .zip(grad_list.iter().zip(self.moments.iter_mut()))
+        {
+            if p.device().is_cpu() && p.is_contiguous() {
+                // One pass over the moments and one over the weights, in place: no temporaries.
+                moments.inplace_op2(g, &update)?;
+                p.as_tensor().inplace_op2(moments, &ApplyAdam(update))?;
             } else {
-                p.as_tensor().clone()
-            };
-            p.set(&(decayed - (update * lr)?)?)?;
+                update.with_tensors(p, g, moments)?;
+            }
         }
         Ok(norm)
     }
@@ -111,17 +114,26 @@ impl Adam {
     /// The moment estimates under `optim.m.NAME` / `optim.v.NAME`.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for (k, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("{STATE_PREFIX}m.{name}"), self.m[k].clone()));
-            out.push((format!("{STATE_PREFIX}v.{name}"), self.v[k].clone()));
+        for ((name, p), moments) in self.params.iter().zip(&self.moments) {
+            for (row, moment) in ["m", "v"].into_iter().enumerate() {
+                // A fresh copy: the moments change in place at the next step.
+                let t = moments
+                    .get(row)
+                    .and_then(|t| t.reshape(p.dims()))
+                    .and_then(|t| t.copy());
+                if let Ok(t) = t {
+                    out.push((format!("{STATE_PREFIX}{moment}.{name}"), t));
+                }
+            }
         }
         out
     }
 
     /// Restores what [`Adam::state_tensors`] saved, after `step` updates.
     pub fn restore(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for (k, (name, p)) in self.params.iter().enumerate() {
-            for (moment, slot) in [("m", &mut self.m[k]), ("v", &mut self.v[k])] {
+        for ((name, p), moments) in self.params.iter().zip(self.moments.iter_mut()) {
+            let mut rows = Vec::with_capacity(2);
+            for moment in ["m", "v"] {
                 let key = format!("{STATE_PREFIX}{moment}.{name}");
                 let t = tensors
                     .get(&key)
@@ -133,10 +145,108 @@ impl Adam {
                         p.dims()
                     );
                 }
-                *slot = t.to_device(p.device())?;
+                rows.push(t.flatten_all()?.to_device(p.device())?);
             }
+            *moments = Tensor::stack(&rows, 0)?.contiguous()?;
         }
         self.step = step;
+        Ok(())
+    }
+}
+
+/// The numbers of one Adam step.
+#[derive(Clone, Copy, Debug)]
+struct Update {
+    beta1: f32,
+    beta2: f32,
+    /// Gradient clipping factor (1 without clipping).
+    grad_scale: f32,
+    lr: f32,
+    /// 1 - lr * weight_decay.
+    decay: f32,
+    correction1: f32,
+    correction2: f32,
+    eps: f32,
+}
+
+impl Update {
+    /// The same step with tensor ops, for devices without the in-place kernels.
+    fn with_tensors(&self, p: &Var, g: &Tensor, moments: &mut Tensor) -> candle_core::Result<()> {
+        let g = (g * self.grad_scale as f64)?;
+        let m = ((moments.get(0)? * self.beta1 as f64)? + (&g * (1.0 - self.beta1 as f64))?)?;
+        let v = ((moments.get(1)? * self.beta2 as f64)? + (g.sqr()? * (1.0 - self.beta2 as f64))?)?;
+        let m_hat = (&m / self.correction1 as f64)?;
+        let v_hat = (&v / self.correction2 as f64)?;
+        let step = (m_hat / (v_hat.sqrt()? + self.eps as f64)?)?;
+        let next =
+            ((p.as_tensor().flatten_all()? * self.decay as f64)? - (step * self.lr as f64)?)?;
+        p.set(&next.reshape(p.dims())?)?;
+        *moments = Tensor::stack(&[m, v], 0)?;
+        Ok(())
+    }
+}
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
+        _ => candle_core::bail!("Adam: expected contiguous f32 tensors"),
+    }
+}
+
+fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(data), Some((start, end))) => Ok(&mut data[start..end]),
+        _ => candle_core::bail!("Adam: expected contiguous f32 tensors"),
+    }
+}
+
+/// moments (2, numel) <- decayed moments plus the (clipped) gradient and its square.
+impl InplaceOp2 for Update {
+    fn name(&self) -> &'static str {
+        "adam-moments"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let g = cpu_f32(s2, l2)?;
+        let (m, v) = cpu_f32_mut(s1, l1)?.split_at_mut(g.len());
+        let (b1, b2) = (self.beta1, self.beta2);
+        for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
+            let g = g * self.grad_scale;
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+        }
+        Ok(())
+    }
+}
+
+/// weights <- decay * weights - lr * m_hat / (sqrt(v_hat) + eps).
+struct ApplyAdam(Update);
+
+impl InplaceOp2 for ApplyAdam {
+    fn name(&self) -> &'static str {
+        "adam-apply"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let u = &self.0;
+        let w = cpu_f32_mut(s1, l1)?;
+        let (m, v) = cpu_f32(s2, l2)?.split_at(w.len());
+        for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+            let step = (m / u.correction1) / ((v / u.correction2).sqrt() + u.eps);
+            *w = u.decay * *w - u.lr * step;
+        }
         Ok(())
     }
 }

@@ -173,7 +173,8 @@ pub fn isa() -> Isa {
 /// available there, to pass on to the kernels of this module.
 #[macro_export]
 macro_rules! dispatch_isa {
-    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {

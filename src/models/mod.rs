@@ -6,6 +6,7 @@ mod masks;
 pub mod mlp;
 pub mod nade;
 pub mod nade_fused;
+pub mod nade_fused_loss;
 
 use std::fmt;
 use std::str::FromStr;
@@ -161,6 +162,13 @@ pub trait Autoregressive: Send + Sync {
     /// log p(x) per row, (B,).
     fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
         bernoulli_log_prob(&self.logits(x)?, x)
+    }
+
+    /// log p(x) for evaluation: no gradient will be asked for, so a model may skip the work
+    /// it does for one (NADE's fused pass computes the gradient along with log p when its
+    /// parameters are being trained).
+    fn log_prob_inference(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.log_prob(x)?.detach())
     }
 }
 

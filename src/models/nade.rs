@@ -18,8 +18,8 @@ use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
 use super::{
-    check_step, masks, nade_fused, readout, Autoregressive, FusedSamples, Init, ModelConfig,
-    ParamSpec, SamplerState,
+    check_step, masks, nade_fused, nade_fused_loss, readout, Autoregressive, FusedSamples, Init,
+    ModelConfig, ParamSpec, SamplerState,
 };
 
 /// How NADE computes A = c + (exclusive prefix of x_j W[:, j]).
@@ -88,6 +88,7 @@ pub struct Nade {
 }
 
 /// The constant masks each path needs, made once.
+#[derive(Clone)]
 enum PathState {
     Plain {
         mask: Tensor,
@@ -222,6 +223,29 @@ impl Autoregressive for Nade {
                 nade_fused::logits(x, &packed)?.broadcast_add(&self.b)
             }
         }
+    }
+
+    fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
+        match self.path {
+            PathState::Fused if self.w.track_op() || self.b.track_op() => {
+                // Training: the likelihood and its gradient in one pass.
+                let packed = nade_fused::pack(&self.w, &self.c, &self.v)?;
+                nade_fused_loss::log_prob(x, &packed, &self.b)
+            }
+            _ => super::bernoulli_log_prob(&self.logits(x)?, x),
+        }
+    }
+
+    fn log_prob_inference(&self, x: &Tensor) -> Result<Tensor> {
+        let detached = Nade {
+            cfg: self.cfg.clone(),
+            w: self.w.detach(),
+            c: self.c.detach(),
+            v: self.v.detach(),
+            b: self.b.detach(),
+            path: self.path.clone(),
+        };
+        super::bernoulli_log_prob(&detached.logits(x)?, x)
     }
 
     fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {

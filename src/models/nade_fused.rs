@@ -35,15 +35,15 @@ pub fn logits(x: &Tensor, packed: &Tensor) -> Result<Tensor> {
 struct FusedLogits;
 
 /// The three parts of a packed (2n + 1, d) parameter slice.
-struct Params<'a> {
+pub(super) struct Params<'a> {
     d: usize,
     wt: &'a [f32],
-    c: &'a [f32],
+    pub(super) c: &'a [f32],
     v: &'a [f32],
 }
 
 impl<'a> Params<'a> {
-    fn new(p: &'a [f32], n: usize, d: usize) -> Self {
+    pub(super) fn new(p: &'a [f32], n: usize, d: usize) -> Self {
         Self {
             d,
             wt: &p[..n * d],
@@ -52,16 +52,16 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn w_col(&self, i: usize) -> &'a [f32] {
+    pub(super) fn w_col(&self, i: usize) -> &'a [f32] {
         &self.wt[i * self.d..(i + 1) * self.d]
     }
 
-    fn v_row(&self, i: usize) -> &'a [f32] {
+    pub(super) fn v_row(&self, i: usize) -> &'a [f32] {
         &self.v[i * self.d..(i + 1) * self.d]
     }
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(data) => data,
         _ => candle_core::bail!("fused NADE: {what} must be f32"),
@@ -73,7 +73,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
 }
 
 /// (B, n) and (2n + 1, d) shapes, checked.
-fn dims(x: &Layout, p: &Layout) -> Result<(usize, usize, usize)> {
+pub(super) fn dims(x: &Layout, p: &Layout) -> Result<(usize, usize, usize)> {
     let (batch, n) = x.shape().dims2()?;
     let (rows, d) = p.shape().dims2()?;
     if rows != 2 * n + 1 {
@@ -98,7 +98,7 @@ impl CustomOp2 for FusedLogits {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, n, d) = dims(xl, pl)?;
-        let (x, p) = (f32_slice(xs, xl, "x")?, f32_slice(ps, pl, "parameters")?);
+        let (x, p) = (cpu_f32(xs, xl, "x")?, cpu_f32(ps, pl, "parameters")?);
         let mut out = vec![0f32; batch * n];
         out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each_init(
             || vec![0f32; d],
@@ -259,9 +259,9 @@ impl CustomOp3 for FusedGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, n, d) = dims(xl, pl)?;
         let (x, p, g) = (
-            f32_slice(xs, xl, "x")?,
-            f32_slice(ps, pl, "parameters")?,
-            f32_slice(gs, gl, "grad")?,
+            cpu_f32(xs, xl, "x")?,
+            cpu_f32(ps, pl, "parameters")?,
+            cpu_f32(gs, gl, "grad")?,
         );
         // A fixed split into contiguous chunks, summed in chunk order: the same thread count
         // gives bit-identical gradients run after run.
