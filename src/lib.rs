@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu_storage;
 pub mod data;
 pub mod device;
 pub mod eval;

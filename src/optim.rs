@@ -9,6 +9,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 
 use crate::config::{Schedule, TrainSection};
+use crate::cpu_storage::{f32_slice, f32_slice_mut};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
@@ -186,20 +187,6 @@ impl Update {
     }
 }
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&data[start..end]),
-        _ => candle_core::bail!("Adam: expected contiguous f32 tensors"),
-    }
-}
-
-fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(data), Some((start, end))) => Ok(&mut data[start..end]),
-        _ => candle_core::bail!("Adam: expected contiguous f32 tensors"),
-    }
-}
-
 /// moments (2, numel) <- decayed moments plus the (clipped) gradient and its square.
 impl InplaceOp2 for Update {
     fn name(&self) -> &'static str {
@@ -213,8 +200,8 @@ impl InplaceOp2 for Update {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let g = cpu_f32(s2, l2)?;
-        let (m, v) = cpu_f32_mut(s1, l1)?.split_at_mut(g.len());
+        let g = f32_slice(s2, l2, "Adam operand")?;
+        let (m, v) = f32_slice_mut(s1, l1, "Adam state")?.split_at_mut(g.len());
         let (b1, b2) = (self.beta1, self.beta2);
         for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
             let g = g * self.grad_scale;
@@ -241,8 +228,8 @@ impl InplaceOp2 for ApplyAdam {
         l2: &Layout,
     ) -> candle_core::Result<()> {
         let u = &self.0;
-        let w = cpu_f32_mut(s1, l1)?;
-        let (m, v) = cpu_f32(s2, l2)?.split_at(w.len());
+        let w = f32_slice_mut(s1, l1, "Adam state")?;
+        let (m, v) = f32_slice(s2, l2, "Adam operand")?.split_at(w.len());
         for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
             let step = (m / u.correction1) / ((v / u.correction2).sqrt() + u.eps);
             *w = u.decay * *w - u.lr * step;

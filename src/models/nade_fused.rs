@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::FusedSamples;
+use crate::cpu_storage::f32_slice;
 use crate::dispatch_isa;
 use crate::simd;
 
@@ -35,8 +36,10 @@ pub fn logits(x: &Tensor, packed: &Tensor) -> Result<Tensor> {
 struct FusedLogits;
 
 /// The three parts of a packed (2n + 1, d) parameter slice.
+#[derive(Clone, Copy)]
 pub(super) struct Params<'a> {
-    d: usize,
+    pub(super) n: usize,
+    pub(super) d: usize,
     wt: &'a [f32],
     pub(super) c: &'a [f32],
     v: &'a [f32],
@@ -45,6 +48,7 @@ pub(super) struct Params<'a> {
 impl<'a> Params<'a> {
     pub(super) fn new(p: &'a [f32], n: usize, d: usize) -> Self {
         Self {
+            n,
             d,
             wt: &p[..n * d],
             c: &p[n * d..(n + 1) * d],
@@ -61,15 +65,35 @@ impl<'a> Params<'a> {
     }
 }
 
-pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(data) => data,
-        _ => candle_core::bail!("fused NADE: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused NADE: {what} must be contiguous"),
+/// Runs `per_image(r, sums, scratch)` for every image r < batch, one chunk of images per
+/// thread, each chunk with its own zeroed `sums` of `len` values and its own scratch, then adds
+/// the chunks' sums in chunk order: for a given thread count the result is the same to the bit
+/// every time. Returns what `per_image` returned for each image, and the sums.
+pub(super) fn sum_over_images<S>(
+    batch: usize,
+    len: usize,
+    scratch: impl Fn() -> S + Sync,
+    per_image: impl Fn(usize, &mut [f32], &mut S) -> f32 + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let chunks = rayon::current_num_threads().clamp(1, batch.max(1));
+    let per_chunk = batch.div_ceil(chunks).max(1);
+    let mut results = vec![0f32; batch];
+    let partials: Vec<Vec<f32>> = results
+        .par_chunks_mut(per_chunk)
+        .enumerate()
+        .map(|(chunk, results)| {
+            let (mut sums, mut s) = (vec![0f32; len], scratch());
+            for (j, result) in results.iter_mut().enumerate() {
+                *result = per_image(chunk * per_chunk + j, &mut sums, &mut s);
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![0f32; len];
+    for partial in &partials {
+        simd::add_assign(&mut total, partial);
     }
+    (results, total)
 }
 
 /// (B, n) and (2n + 1, d) shapes, checked.
@@ -98,7 +122,7 @@ impl CustomOp2 for FusedLogits {
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, n, d) = dims(xl, pl)?;
-        let (x, p) = (cpu_f32(xs, xl, "x")?, cpu_f32(ps, pl, "parameters")?);
+        let (x, p) = (f32_slice(xs, xl, "x")?, f32_slice(ps, pl, "parameters")?);
         let mut out = vec![0f32; batch * n];
         out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each_init(
             || vec![0f32; d],
@@ -219,9 +243,8 @@ struct FusedGrad;
 /// instead of n x d.
 const BLOCK: usize = 28;
 
-/// Per-thread gradient accumulators and scratch.
-struct Accumulator {
-    grad: Vec<f32>,
+/// Per-thread scratch of the backward walk.
+struct Scratch {
     /// a at the start of every block, (n / BLOCK, d).
     checkpoints: Vec<f32>,
     /// h of the pixels of the current block, (BLOCK, d).
@@ -231,10 +254,9 @@ struct Accumulator {
     a: Vec<f32>,
 }
 
-impl Accumulator {
+impl Scratch {
     fn new(n: usize, d: usize) -> Self {
         Self {
-            grad: vec![0f32; (2 * n + 1) * d],
             checkpoints: vec![0f32; n.div_ceil(BLOCK) * d],
             hidden: vec![0f32; BLOCK * d],
             running: vec![0f32; d],
@@ -259,43 +281,27 @@ impl CustomOp3 for FusedGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, n, d) = dims(xl, pl)?;
         let (x, p, g) = (
-            cpu_f32(xs, xl, "x")?,
-            cpu_f32(ps, pl, "parameters")?,
-            cpu_f32(gs, gl, "grad")?,
+            f32_slice(xs, xl, "x")?,
+            f32_slice(ps, pl, "parameters")?,
+            f32_slice(gs, gl, "grad")?,
         );
-        // A fixed split into contiguous chunks, summed in chunk order: the same thread count
-        // gives bit-identical gradients run after run.
-        let chunks = rayon::current_num_threads().clamp(1, batch.max(1));
-        let per_chunk = batch.div_ceil(chunks);
-        let partials: Vec<Vec<f32>> = (0..chunks)
-            .into_par_iter()
-            .map(|chunk| {
-                let mut acc = Accumulator::new(n, d);
-                let rows = chunk * per_chunk..((chunk + 1) * per_chunk).min(batch);
-                for r in rows {
-                    backward_image(
-                        p,
-                        n,
-                        d,
-                        &x[r * n..(r + 1) * n],
-                        &g[r * n..(r + 1) * n],
-                        &mut acc,
-                    );
-                }
-                acc.grad
-            })
-            .collect();
-        let mut total = vec![0f32; (2 * n + 1) * d];
-        for partial in &partials {
-            simd::add_assign(&mut total, partial);
-        }
+        let (_, total) = sum_over_images(
+            batch,
+            (2 * n + 1) * d,
+            || Scratch::new(n, d),
+            |r, grad, scratch| {
+                let (x, g) = (&x[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
+                backward_image(p, n, d, x, g, grad, scratch);
+                0.0
+            },
+        );
         Ok((CpuStorage::F32(total), Shape::from((2 * n + 1, d))))
     }
 }
 
 dispatch_isa! {
-    fn backward_image(p: &[f32], n: usize, d: usize, x: &[f32], g: &[f32], acc: &mut Accumulator) {
-        backward_image_inline::<FMA>(p, n, d, x, g, acc)
+    fn backward_image(p: &[f32], n: usize, d: usize, x: &[f32], g: &[f32], grad: &mut [f32], scratch: &mut Scratch) {
+        backward_image_inline::<FMA>(p, n, d, x, g, grad, scratch)
     }
 }
 
@@ -306,7 +312,8 @@ fn backward_image_inline<const FMA: bool>(
     d: usize,
     x: &[f32],
     g: &[f32],
-    acc: &mut Accumulator,
+    grad: &mut [f32],
+    acc: &mut Scratch,
 ) {
     let p = Params::new(p, n, d);
     // Forward walk without sigmoids: remember a at the start of each block.
@@ -323,7 +330,7 @@ fn backward_image_inline<const FMA: bool>(
     // Backward walk, block by block from the end; s = sum_{k > i} da_k.
     let s = &mut acc.running;
     s.fill(0.0);
-    let (dwt, rest) = acc.grad.split_at_mut(n * d);
+    let (dwt, rest) = grad.split_at_mut(n * d);
     let (dc, dv) = rest.split_at_mut(d);
     for block in (0..n.div_ceil(BLOCK)).rev() {
         let pixels = block * BLOCK..((block + 1) * BLOCK).min(n);

@@ -15,9 +15,9 @@
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::nade_fused::{cpu_f32, dims, Params};
+use super::nade_fused::{dims, sum_over_images, Params};
+use crate::cpu_storage::f32_slice;
 use crate::dispatch_isa;
 use crate::simd;
 
@@ -42,40 +42,28 @@ struct FusedLogProb {
     stored: Mutex<Option<Grads>>,
 }
 
-/// Runs the pass over every image: log p into `out` and the gradient of
-/// sum_b weights[b] log p(x_b), summed in a fixed chunk order so that a given thread count
-/// always gives the same bits.
-fn run(
-    x: &[f32],
-    p: &[f32],
-    b: &[f32],
-    n: usize,
-    d: usize,
-    out: &mut [f32],
-    weights: &[f32],
-) -> Grads {
-    let batch = out.len();
-    let chunks = rayon::current_num_threads().clamp(1, batch.max(1));
-    let per_chunk = batch.div_ceil(chunks).max(1);
-    let partials: Vec<Grads> = out
-        .par_chunks_mut(per_chunk)
-        .enumerate()
-        .map(|(chunk, out)| {
-            let mut scratch = Scratch::new(n, d);
-            for (j, log_p) in out.iter_mut().enumerate() {
-                let r = chunk * per_chunk + j;
-                *log_p = image(p, b, n, d, &x[r * n..(r + 1) * n], weights[r], &mut scratch);
-            }
-            (scratch.d_packed, scratch.d_b)
-        })
-        .collect();
-    let mut d_packed = vec![0f32; (2 * n + 1) * d];
-    let mut d_b = vec![0f32; n];
-    for (dp, db) in &partials {
-        simd::add_assign(&mut d_packed, dp);
-        simd::add_assign(&mut d_b, db);
-    }
-    (d_packed, d_b)
+/// Runs the pass over every image: log p of each and the gradient of
+/// sum_b weights[b] log p(x_b) as [d packed | d b].
+fn run(x: &[f32], p: &[f32], b: &[f32], n: usize, d: usize, weights: &[f32]) -> (Vec<f32>, Grads) {
+    let len = (2 * n + 1) * d;
+    let params = Params::new(p, n, d);
+    let (log_p, mut sums) = sum_over_images(
+        weights.len(),
+        len + n,
+        || Scratch::new(n, d),
+        |r, sums, scratch| {
+            image(
+                &params,
+                b,
+                &x[r * n..(r + 1) * n],
+                weights[r],
+                sums,
+                scratch,
+            )
+        },
+    );
+    let d_b = sums.split_off(len);
+    (log_p, (sums, d_b))
 }
 
 fn poisoned<T>(_: T) -> candle_core::Error {
@@ -98,14 +86,13 @@ impl CustomOp3 for FusedLogProb {
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, n, d) = dims(xl, pl)?;
         let (x, p, b) = (
-            cpu_f32(xs, xl, "x")?,
-            cpu_f32(ps, pl, "parameters")?,
-            cpu_f32(bs, bl, "b")?,
+            f32_slice(xs, xl, "x")?,
+            f32_slice(ps, pl, "parameters")?,
+            f32_slice(bs, bl, "b")?,
         );
-        let mut out = vec![0f32; batch];
-        let grads = run(x, p, b, n, d, &mut out, &vec![1f32; batch]);
+        let (log_p, grads) = run(x, p, b, n, d, &vec![1f32; batch]);
         *self.stored.lock().map_err(poisoned)? = Some(grads);
-        Ok((CpuStorage::F32(out), Shape::from(batch)))
+        Ok((CpuStorage::F32(log_p), Shape::from(batch)))
     }
 
     fn bwd(
@@ -128,11 +115,10 @@ impl CustomOp3 for FusedLogProb {
                 )
             }
             _ => {
-                let (batch, n) = x.dims2()?;
+                let n = x.dim(1)?;
                 let d = packed.dim(1)?;
                 let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-                let mut out = vec![0f32; batch];
-                run(&host(x)?, &host(packed)?, &host(b)?, n, d, &mut out, &g)
+                run(&host(x)?, &host(packed)?, &host(b)?, n, d, &g).1
             }
         };
         let device = packed.device();
@@ -151,8 +137,6 @@ struct Scratch {
     prefix: Vec<f32>,
     /// Pixels with x_j = 1, whose W^T rows get P_n at the end.
     ones: Vec<usize>,
-    d_packed: Vec<f32>,
-    d_b: Vec<f32>,
 }
 
 impl Scratch {
@@ -162,35 +146,33 @@ impl Scratch {
             h: vec![0f32; d],
             prefix: vec![0f32; d],
             ones: Vec::with_capacity(n),
-            d_packed: vec![0f32; (2 * n + 1) * d],
-            d_b: vec![0f32; n],
         }
     }
 }
 
 dispatch_isa! {
-    /// log p(x) of one image; adds w * d log p / d(params) to the scratch sums.
-    fn image(p: &[f32], b: &[f32], n: usize, d: usize, x: &[f32], w: f32, s: &mut Scratch) -> f32 {
-        image_inline::<FMA>(p, b, n, d, x, w, s)
+    /// log p(x) of one image; adds w * d log p / d(params) to `sums` ([d packed | d b]).
+    fn image(params: &Params, b: &[f32], x: &[f32], w: f32, sums: &mut [f32], s: &mut Scratch) -> f32 {
+        image_inline::<FMA>(params, b, x, w, sums, s)
     }
 }
 
 #[inline(always)]
 fn image_inline<const FMA: bool>(
-    p: &[f32],
+    params: &Params,
     b: &[f32],
-    n: usize,
-    d: usize,
     x: &[f32],
     w: f32,
+    sums: &mut [f32],
     s: &mut Scratch,
 ) -> f32 {
-    let params = Params::new(p, n, d);
+    let (n, d) = (params.n, params.d);
     s.a.copy_from_slice(params.c);
     s.prefix.fill(0.0);
     s.ones.clear();
-    let (dwt, rest) = s.d_packed.split_at_mut(n * d);
-    let (dc, dv) = rest.split_at_mut(d);
+    let (dwt, rest) = sums.split_at_mut(n * d);
+    let (dc, rest) = rest.split_at_mut(d);
+    let (dv, d_b) = rest.split_at_mut(n * d);
     // The image's log-likelihood is a sum of n terms of either sign: f64 keeps it exact to
     // f32 precision whatever n is.
     let mut log_p = 0f64;
@@ -201,7 +183,7 @@ fn image_inline<const FMA: bool>(
         // x l - softplus(l), softplus(l) = max(l, 0) + ln(1 + e^-|l|).
         log_p += (x_i * l - l.max(0.0)) as f64 - ((-l.abs()).exp().ln_1p()) as f64;
         let g = w * (x_i - simd::sigmoid::<FMA>(l));
-        s.d_b[i] += g;
+        d_b[i] += g;
         simd::hidden_grads::<FMA>(
             g,
             &s.h,
