@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Retrains every row of the README's results table from scratch and regenerates the shipped
+# checkpoints, the table and the pictures. Resumable: a run that was cut off continues from its
+# last.safetensors (`nade train --resume`), a finished run (summary.json present) is kept.
+#
+#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade)
+
+cargo build --release
+nade=target/release/nade
+mkdir -p runs docs checkpoints
+
+for model in "${models[@]}"; do
+  out="runs/$model"
+  if [ -f "$out/summary.json" ]; then
+    echo "== $model: finished run in $out, kept"
+  elif [ -f "$out/last.safetensors" ]; then
+    echo "== $model: resuming $out"
+    "$nade" train --resume "$out" 2>&1 | tee -a "runs/$model.log"
+  else
+    echo "== $model: training configs/$model.toml into $out"
+    "$nade" train "configs/$model.toml" --out "$out" 2>&1 | tee "runs/$model.log"
+  fi
+
+  cp "$out/best.safetensors" "checkpoints/$model.safetensors"
+  cp "$out/curve.png" "docs/$model-curve.png"
+  "$nade" eval "checkpoints/$model.safetensors" --split test --json > "docs/$model-test.json"
+  "$nade" eval "checkpoints/$model.safetensors" --split valid --json > "docs/$model-valid.json"
+  "$nade" sample "checkpoints/$model.safetensors" --count 100 --seed 1 --scale 2 \
+    --out "docs/$model-samples.png"
+  "$nade" complete "checkpoints/$model.safetensors" --rows 14 --count 10 --samples 5 --seed 1 \
+    --scale 2 --out "docs/$model-completions.png"
+done
+
+python3 scripts/results_table.py > docs/results.md
+cat docs/results.md
