@@ -32,7 +32,7 @@ for model in "${models[@]}"; do
   "$nade" eval "checkpoints/$model.safetensors" --split valid --json > "docs/$model-valid.json"
   "$nade" sample "checkpoints/$model.safetensors" --count 100 --seed 1 --scale 2 \
     --out "docs/$model-samples.png"
-  "$nade" complete "checkpoints/$model.safetensors" --rows 14 --count 10 --samples 5 --seed 1 \
+  "$nade" complete "checkpoints/$model.safetensors" --rows 14 --count 10 --stride 1000 --samples 5 --seed 1 \
     --scale 2 --out "docs/$model-completions.png"
 done
 

@@ -312,6 +312,10 @@ struct CompleteArgs {
     /// First test image.
     #[arg(long, default_value_t = 0)]
     index: usize,
+    /// Take every S-th test image from --index on (the split is sorted by digit: 1000 shows
+    /// one of each).
+    #[arg(long, value_name = "S", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    stride: u64,
     /// Completions per image.
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     samples: u64,
@@ -375,7 +379,7 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
         dataset: args.data.dataset,
     };
     let test = load_split(&source, Split::Test)?;
-    let given = sample::select_rows(&test, args.index, args.count as usize)?;
+    let given = sample::select_rows(&test, args.index, args.count as usize, args.stride as usize)?;
     let completions = sample::complete(
         model,
         &given,

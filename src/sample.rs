@@ -249,25 +249,32 @@ pub fn kept_values(n: usize, rows: usize) -> Result<usize> {
     Ok(rows * width)
 }
 
-/// Rows `index..index + count` of the test split, with errors naming the flags.
-pub fn select_rows(data: &BinaryDataset, index: usize, count: usize) -> Result<BinaryDataset> {
+/// Rows index, index + stride, ... (count of them) of the test split, with errors naming
+/// the flags.
+pub fn select_rows(
+    data: &BinaryDataset,
+    index: usize,
+    count: usize,
+    stride: usize,
+) -> Result<BinaryDataset> {
     let len = data.len();
+    ensure!(stride > 0, "--stride must be positive");
     if index >= len {
         bail!(
             "--index {index}: the test split has {len} images (indices 0..={})",
             len.saturating_sub(1)
         );
     }
-    if count > len - index {
+    let last = index + (count - 1) * stride;
+    if count == 0 || last >= len {
         bail!(
-            "--index {index} --count {count}: the test split has only {len} images, so at most {} from index {index}",
-            len - index
+            "--index {index} --count {count} --stride {stride}: the test split has only {len} images, so at most {} from index {index}",
+            (len - index).div_ceil(stride)
         );
     }
-    BinaryDataset::new(
-        data.n(),
-        data.pixels()[index * data.n()..(index + count) * data.n()].to_vec(),
-    )
+    let n = data.n();
+    let rows = (0..count).flat_map(|k| data.row(index + k * stride).iter().copied());
+    BinaryDataset::new(n, rows.collect())
 }
 
 /// The grid of sampled images: binary pixels, or with `probs` their Bernoulli means.
