@@ -397,10 +397,11 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
         sample::write_amat(path, &completions)?;
     }
     println!(
-        "{} completions of test images {}..{} from {} rows: {}",
+        "{} completions of {} test images from index {} (stride {}) from {} rows: {}",
         completions.len(),
+        given.len(),
         args.index,
-        args.index + given.len(),
+        args.stride,
         args.rows,
         args.out.display()
     );
