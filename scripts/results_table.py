@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""The README's results table, from runs/*/summary.json and docs/*-{test,valid}.json.
-
-Every number comes from a file a run or `nade eval` wrote; nothing is typed in by hand.
+"""The README's results table, from runs/*/ (summary.json of a finished run, else the
+metrics.jsonl of one still going) and docs/*-{test,valid}.json (`nade eval` of the shipped
+checkpoint). Every number comes from a file a run or `nade eval` wrote.
 """
 import json
 import os
@@ -23,16 +23,32 @@ print("| model | parameters | test NLL (nats) | bits/dim | valid NLL | epochs (b
 print("|---|---|---|---|---|---|---|---|")
 for model in ["fvsbn", "mlp", "nade"]:
     try:
-        summary = load(f"runs/{model}/summary.json")
         test = load(f"docs/{model}-test.json")
         valid = load(f"docs/{model}-valid.json")
+        with open(os.path.join(ROOT, f"runs/{model}/metrics.jsonl")) as f:
+            history = [json.loads(line) for line in f]
     except FileNotFoundError:
         continue
-    hidden = f", d = {summary['hidden']}" if summary["hidden"] else ""
-    minutes = summary["train_seconds"] / 60
+    try:
+        summary = load(f"runs/{model}/summary.json")
+        epochs = f"{summary['best_epoch']} / {summary['epochs_run']}"
+    except FileNotFoundError:
+        best = min(history, key=lambda r: r["valid_nll"])
+        epochs = f"{best['epoch']} / {history[-1]['epoch']} (run not finished)"
+    params = 0
+    with open(os.path.join(ROOT, f"checkpoints/{model}.safetensors"), "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    for name, info in header.items():
+        if name != "__metadata__":
+            size = 1
+            for dim in info["shape"]:
+                size *= dim
+            params += size
+    minutes = sum(r["train_seconds"] + r["valid_seconds"] for r in history) / 60
+    hidden = f", d = {test['hidden']}" if test["hidden"] else ""
+    name = "MLP" if model == "mlp" else model.upper()
     print(
-        f"| {model.upper() if model != 'mlp' else 'MLP'}{hidden} | {summary['parameters']:,} "
-        f"| {test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} | {test['bits_per_dim']:.4f} "
-        f"| {valid['nll_nats']:.2f} | {summary['best_epoch']} / {summary['epochs_run']} "
-        f"| {minutes:.0f} min ({summary['device']}, 2 cores) | {ANCHORS[model]} |"
+        f"| {name}{hidden} | {params:,} | {test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} "
+        f"| {test['bits_per_dim']:.4f} | {valid['nll_nats']:.2f} | {epochs} "
+        f"| {minutes:.0f} min ({test['device']}, 2 cores) | {ANCHORS[model]} |"
     )

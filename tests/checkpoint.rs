@@ -232,6 +232,11 @@ fn malformed_checkpoints_give_errors_that_name_the_problem() {
         "{e}"
     );
 
+    let mut poisoned = good.clone();
+    poisoned[2].2[5] = f32::NAN;
+    let e = case("nan.safetensors", &poisoned, &base_meta);
+    assert!(e.contains("tensor `V` holds NaN at flat index 5"), "{e}");
+
     // Every message names the file.
     let e = case("named.safetensors", &missing, &base_meta);
     assert!(e.contains("named.safetensors"), "{e}");
