@@ -4,6 +4,9 @@
 # last.safetensors (`nade train --resume`), a finished run (summary.json present) is kept.
 #
 #   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade]
+#
+# NADE_SKIP_TRAINING=1 regenerates checkpoints, table and pictures from the runs' current
+# best.safetensors without training (for a run that is still going).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +19,9 @@ mkdir -p runs docs checkpoints
 
 for model in "${models[@]}"; do
   out="runs/$model"
-  if [ -f "$out/summary.json" ]; then
+  if [ -n "${NADE_SKIP_TRAINING:-}" ]; then
+    echo "== $model: using the current best of $out"
+  elif [ -f "$out/summary.json" ]; then
     echo "== $model: finished run in $out, kept"
   elif [ -f "$out/last.safetensors" ]; then
     echo "== $model: resuming $out"

@@ -19,7 +19,7 @@ def load(path):
         return json.load(f)
 
 
-print("| model | parameters | test NLL (nats) | bits/dim | valid NLL | epochs (best / run) | training time | published anchor |")
+print("| model | parameters (used) | test NLL (nats) | bits/dim | valid NLL | epochs (best / run) | training time | published anchor |")
 print("|---|---|---|---|---|---|---|---|")
 for model in ["fvsbn", "mlp", "nade"]:
     try:
@@ -35,13 +35,21 @@ for model in ["fvsbn", "mlp", "nade"]:
     except FileNotFoundError:
         best = min(history, key=lambda r: r["valid_nll"])
         epochs = f"{best['epoch']} / {history[-1]['epoch']} (run not finished)"
+    # Parameters the model uses: FVSBN's W and MLP's A are stored whole, but only their
+    # entries j < i (the strict lower triangle) enter the model.
     params = 0
     with open(os.path.join(ROOT, f"checkpoints/{model}.safetensors"), "rb") as f:
         header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
     for name, info in header.items():
-        if name != "__metadata__":
+        if name == "__metadata__":
+            continue
+        shape = info["shape"]
+        if (model, name) in (("fvsbn", "W"), ("mlp", "A")):
+            n = shape[0]
+            params += n * (n - 1) // 2 * (shape[1] if model == "mlp" else 1)
+        else:
             size = 1
-            for dim in info["shape"]:
+            for dim in shape:
                 size *= dim
             params += size
     minutes = sum(r["train_seconds"] + r["valid_seconds"] for r in history) / 60
