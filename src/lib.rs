@@ -17,3 +17,4 @@ pub mod plot;
 pub mod sample;
 pub mod simd;
 pub mod train;
+pub mod train_state;

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::checkpoint;
 use crate::config::Config;
@@ -27,55 +27,11 @@ use crate::data::{BinaryDataset, Split};
 use crate::device;
 use crate::eval::{self, NllSummary};
 use crate::models::{self, Autoregressive, ModelConfig};
-use crate::optim::{Adam, AdamConfig, LrSchedule};
+use crate::optim::{Adam, AdamConfig};
 use crate::plot;
 use crate::sample;
-
-/// One line of metrics.jsonl.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: usize,
-    /// Mean minibatch NLL over the epoch (the weights move while it is measured).
-    pub train_nll: f64,
-    /// Exact NLL of the whole validation set after the epoch.
-    pub valid_nll: f64,
-    pub best_valid: f64,
-    pub best_epoch: usize,
-    pub lr: f64,
-    pub mean_grad_norm: f64,
-    /// Wall time of the epoch's training passes (validation excluded).
-    pub train_seconds: f64,
-    pub train_images_per_s: f64,
-    pub valid_seconds: f64,
-}
-
-/// Where a run stands after its last completed epoch; stored in last.safetensors.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    /// Completed epochs.
-    pub epoch: usize,
-    pub best_valid: f64,
-    pub best_epoch: usize,
-    pub since_best: usize,
-    pub adam_steps: u64,
-    pub schedule: LrSchedule,
-    pub history: Vec<EpochRecord>,
-}
-
-impl TrainState {
-    fn fresh(config: &Config) -> Self {
-        Self {
-            epoch: 0,
-            best_valid: f64::INFINITY,
-            best_epoch: 0,
-            since_best: 0,
-            adam_steps: 0,
-            schedule: LrSchedule::new(&config.train),
-            history: Vec::new(),
-        }
-    }
-}
+pub use crate::train_state::{config_of_run, EpochRecord, TrainState, LAST};
+use crate::train_state::{read_state, restore};
 
 /// What a finished run reports.
 #[derive(Clone, Debug, Serialize)]
@@ -113,7 +69,6 @@ impl Default for Options {
 }
 
 pub const BEST: &str = "best.safetensors";
-pub const LAST: &str = "last.safetensors";
 
 /// Loads the data, builds or restores the model and trains it as `config` says.
 pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
@@ -409,85 +364,4 @@ fn set_output_bias_to_data_logits(
         .ok_or_else(|| anyhow!("model has no `b`"))?;
     slot.1 = Tensor::from_vec(logits, n, device)?;
     Ok(())
-}
-
-/// The config an interrupted run in `dir` was started with (stored in its last.safetensors).
-pub fn config_of_run(dir: &Path) -> Result<Config> {
-    let last = dir.join(LAST);
-    let raw = metadata_value(&last, "config")?;
-    Config::from_toml(&raw).with_context(|| format!("{}: stored config", last.display()))
-}
-
-fn read_state(last: &Path) -> Result<TrainState> {
-    let raw = metadata_value(last, "train_state")?;
-    serde_json::from_str(&raw).with_context(|| format!("{}: `train_state`", last.display()))
-}
-
-/// One `__metadata__` entry of a training checkpoint.
-fn metadata_value(path: &Path, key: &str) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow!("{}: not a safetensors file ({e})", path.display()))?;
-    header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(key).cloned())
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: no `{key}` in __metadata__: not a training checkpoint",
-                path.display()
-            )
-        })
-}
-
-type Restored = (
-    Vec<(String, Tensor)>,
-    std::collections::HashMap<String, Tensor>,
-    TrainState,
-);
-
-/// Weights, optimizer moments and progress of an interrupted run.
-fn restore(
-    config: &Config,
-    model_cfg: &ModelConfig,
-    last: &Path,
-    device: &Device,
-) -> Result<Restored> {
-    if !last.exists() {
-        bail!(
-            "--resume: {} does not exist (nothing to resume)",
-            last.display()
-        );
-    }
-    let loaded = checkpoint::load(last, device, model_cfg.nade_path)?;
-    let stored = loaded.model.config();
-    if (stored.kind, stored.n, stored.hidden) != (model_cfg.kind, model_cfg.n, model_cfg.hidden) {
-        bail!(
-            "--resume: {} holds a {} with n = {}, hidden = {}, but the config asks for a {} with n = {}, hidden = {}",
-            last.display(),
-            stored.kind,
-            stored.n,
-            stored.hidden,
-            model_cfg.kind,
-            model_cfg.n,
-            model_cfg.hidden
-        );
-    }
-    let state = read_state(last)?;
-    if let Some(stored_toml) = loaded.metadata.get("config") {
-        let stored: Config = toml::from_str(stored_toml)
-            .with_context(|| format!("{}: stored config", last.display()))?;
-        if stored.train.seed != config.train.seed
-            || stored.train.batch_size != config.train.batch_size
-        {
-            bail!("--resume: train.seed and train.batch_size must match the interrupted run's ({} and {})", stored.train.seed, stored.train.batch_size);
-        }
-    }
-    let params = loaded
-        .model
-        .named_tensors()
-        .into_iter()
-        .map(|(name, t)| (name.to_string(), t))
-        .collect();
-    Ok((params, loaded.optimizer_state, state))
 }
