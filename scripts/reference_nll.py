@@ -79,7 +79,7 @@ def main():
     ap.add_argument("--split", default="test")
     ap.add_argument("--nade", default="target/release/nade", help="the nade binary")
     ap.add_argument("--models", default="fvsbn,mlp:8,nade:500", help="kind[:hidden],...")
-    ap.add_argument("--paths", default="blocked", help="NADE paths to check, e.g. blocked,plain")
+    ap.add_argument("--paths", default="auto,blocked,plain", help="NADE paths to check")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--seed", type=int, default=2011)
     ap.add_argument("--tolerance", type=float, default=1e-4)

@@ -155,3 +155,43 @@ fn bad_inputs_are_one_line_errors_naming_the_culprit() {
     let out = nade(&["eval", ckpt, "--batch", "0"]);
     assert!(!out.status.success());
 }
+
+/// The shipped checkpoints load and give, over the whole test split, the numbers the README's
+/// results table shows (docs/*-test.json, from which scripts/results_table.py writes it).
+#[test]
+fn shipped_checkpoints_reproduce_the_results_table() {
+    let Some(data) = shared_data("binarized_mnist") else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for model in ["fvsbn", "mlp", "nade"] {
+        let ckpt = root.join(format!("checkpoints/{model}.safetensors"));
+        let recorded: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(format!("docs/{model}-test.json"))).unwrap(),
+        )
+        .unwrap();
+        let out = json(&nade(&[
+            "eval",
+            ckpt.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ]));
+        assert_eq!(out["count"], 10_000);
+        let (got, want) = (
+            out["nll_nats"].as_f64().unwrap(),
+            recorded["nll_nats"].as_f64().unwrap(),
+        );
+        assert!(
+            (got - want).abs() < 1e-6 * want,
+            "{model}: {got} vs the recorded {want}"
+        );
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        assert!(
+            readme.contains(&format!("| {:.2} ± ", want)),
+            "{model}: README lacks {want:.2}"
+        );
+    }
+}
