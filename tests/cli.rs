@@ -43,6 +43,14 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `nade eval CKPT --data DATA --json --device cpu`, parsed.
+fn eval_json(ckpt: &Path, data: &Path) -> serde_json::Value {
+    let (ckpt, data) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
+    json(&nade(&[
+        "eval", ckpt, "--data", data, "--json", "--device", "cpu",
+    ]))
+}
+
 /// A failed run: non-zero exit, exactly one line on stderr, starting with "error:".
 fn error_line(out: &Output) -> String {
     assert!(
@@ -64,15 +72,7 @@ fn eval_json_on_a_file_matches_the_library() {
     for kind in ModelKind::ALL {
         let ckpt = dir.path().join(format!("{kind}.safetensors"));
         write_checkpoint(&ckpt, kind, 5, 3);
-        let out = json(&nade(&[
-            "eval",
-            ckpt.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--json",
-            "--device",
-            "cpu",
-        ]));
+        let out = eval_json(&ckpt, &data);
         assert_eq!(out["model"], kind.name());
         assert_eq!(out["count"], 3);
         let loaded = checkpoint::load(&ckpt, &Device::Cpu, Default::default()).unwrap();
@@ -170,15 +170,7 @@ fn shipped_checkpoints_reproduce_the_results_table() {
             &std::fs::read(root.join(format!("docs/{model}-test.json"))).unwrap(),
         )
         .unwrap();
-        let out = json(&nade(&[
-            "eval",
-            ckpt.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--json",
-            "--device",
-            "cpu",
-        ]));
+        let out = eval_json(&ckpt, &data);
         assert_eq!(out["count"], 10_000);
         let (got, want) = (
             out["nll_nats"].as_f64().unwrap(),
