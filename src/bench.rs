@@ -93,11 +93,14 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                     .enumerate()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect(),
+                &[],
                 AdamConfig {
                     beta1: 0.9,
                     beta2: 0.999,
                     eps: 1e-8,
                     weight_decay: 0.0,
+                    l1: 0.0,
+                    l2: 0.0,
                     clip_norm: 0.0,
                 },
             )?;

@@ -85,6 +85,10 @@ pub struct TrainSection {
     pub plateau_patience: usize,
     /// Decoupled (AdamW) weight decay.
     pub weight_decay: f64,
+    /// Penalties in the loss per training image, on weights only:
+    /// l1 * sum |w| + l2 / 2 * sum w^2.
+    pub l1: f64,
+    pub l2: f64,
     /// Clip the global gradient norm to this value; 0 = off.
     pub clip_norm: f64,
     pub adam_beta1: f64,
@@ -113,6 +117,8 @@ impl Default for TrainSection {
             lr_min: 0.0,
             plateau_patience: 10,
             weight_decay: 0.0,
+            l1: 0.0,
+            l2: 0.0,
             clip_norm: 0.0,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
@@ -199,6 +205,8 @@ impl Config {
         }
         for (key, v) in [
             ("weight_decay", t.weight_decay),
+            ("l1", t.l1),
+            ("l2", t.l2),
             ("clip_norm", t.clip_norm),
             ("lr_min", t.lr_min),
         ] {

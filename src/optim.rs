@@ -1,5 +1,5 @@
-//! Adam with decoupled weight decay (AdamW), global-norm gradient clipping and learning-rate
-//! schedules. Our own rather than candle-nn's because resuming needs the moment estimates,
+//! Adam with decoupled weight decay (AdamW), L1 / L2 penalties in the loss, global-norm
+//! gradient clipping and learning-rate schedules. Our own rather than candle-nn's because resuming needs the moment estimates,
 //! which candle-nn keeps private, in the checkpoint.
 
 use std::collections::HashMap;
@@ -17,6 +17,10 @@ pub struct AdamConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// The loss per training image gets l1 * sum |w| + l2 / 2 * sum w^2 over the weights
+    /// (not the biases). Unlike `weight_decay`, their gradients pass through Adam's scaling.
+    pub l1: f64,
+    pub l2: f64,
     /// Rescale the gradients so their global L2 norm is at most this; 0 = off.
     pub clip_norm: f64,
 }
@@ -28,6 +32,8 @@ impl AdamConfig {
             beta2: t.adam_beta2,
             eps: t.adam_eps,
             weight_decay: t.weight_decay,
+            l1: t.l1,
+            l2: t.l2,
             clip_norm: t.clip_norm,
         }
     }
@@ -36,6 +42,8 @@ impl AdamConfig {
 pub struct Adam {
     cfg: AdamConfig,
     params: Vec<(String, Var)>,
+    /// Per parameter, whether the L1 / L2 penalties apply (false for biases).
+    penalized: Vec<bool>,
     /// Per parameter, its moments stacked as (2, numel): row 0 the first (m), row 1 the second (v).
     moments: Vec<Tensor>,
     step: u64,
@@ -45,7 +53,12 @@ pub struct Adam {
 pub const STATE_PREFIX: &str = "optim.";
 
 impl Adam {
-    pub fn new(params: Vec<(String, Var)>, cfg: AdamConfig) -> Result<Self> {
+    /// `biases` names the parameters the L1 / L2 penalties leave alone.
+    pub fn new(params: Vec<(String, Var)>, biases: &[&str], cfg: AdamConfig) -> Result<Self> {
+        let penalized = params
+            .iter()
+            .map(|(name, _)| !biases.contains(&name.as_str()))
+            .collect();
         let moments = params
             .iter()
             .map(|(_, p)| Tensor::zeros((2, p.elem_count()), p.dtype(), p.device()))
@@ -53,6 +66,7 @@ impl Adam {
         Ok(Self {
             cfg,
             params,
+            penalized,
             moments,
             step: 0,
         })
@@ -96,17 +110,34 @@ impl Adam {
             correction2: (1.0 - self.cfg.beta2.powi(self.step as i32)) as f32,
             eps: self.cfg.eps as f32,
         };
-        for ((_, p), (g, moments)) in self
+        let penalty = self.cfg.l1 > 0.0 || self.cfg.l2 > 0.0;
+        for (((_, p), &penalized), (g, moments)) in self
             .params
             .iter()
+            .zip(&self.penalized)
             .zip(grad_list.iter().zip(self.moments.iter_mut()))
         {
+            // The penalty's gradient joins after clipping, as in torch's Adam(weight_decay).
+            let (g, update) = if penalty && penalized {
+                let w = p.as_tensor().flatten_all()?;
+                let g = ((g * scale)? + (&w * self.cfg.l2)?)?;
+                let g = (g + (w.sign()? * self.cfg.l1)?)?;
+                (
+                    g,
+                    Update {
+                        grad_scale: 1.0,
+                        ..update
+                    },
+                )
+            } else {
+                (g.clone(), update)
+            };
             if p.device().is_cpu() && p.is_contiguous() {
                 // One pass over the moments and one over the weights, in place: no temporaries.
-                moments.inplace_op2(g, &update)?;
+                moments.inplace_op2(&g, &update)?;
                 p.as_tensor().inplace_op2(moments, &ApplyAdam(update))?;
             } else {
-                update.with_tensors(p, g, moments)?;
+                update.with_tensors(p, &g, moments)?;
             }
         }
         Ok(norm)

@@ -98,7 +98,13 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         (params, Default::default(), TrainState::fresh(config))
     };
     let (model, vars) = trainable(&model_cfg, params, &device)?;
-    let mut adam = Adam::new(vars, AdamConfig::from_train(&config.train))?;
+    let biases: Vec<&str> = model_cfg
+        .param_specs()
+        .iter()
+        .filter(|spec| spec.is_bias)
+        .map(|spec| spec.name)
+        .collect();
+    let mut adam = Adam::new(vars, &biases, AdamConfig::from_train(&config.train))?;
     if opts.resume {
         adam.restore(&optimizer_state, state.adam_steps)?;
     }

@@ -275,6 +275,8 @@ fn config_errors_name_the_key() {
 
     let e = err(&format!("{base}[train]\nlr = -1.0\n"));
     assert!(e.contains("train.lr"), "{e}");
+    let e = err(&format!("{base}[train]\nl1 = -0.5\n"));
+    assert!(e.contains("train.l1"), "{e}");
     let e = err(&format!("{base}[train]\nbatch_size = 0\n"));
     assert!(e.contains("train.batch_size"), "{e}");
     let e = err(&format!("{base}[train]\nlearning_rate = 0.1\n"));

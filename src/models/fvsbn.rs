@@ -3,14 +3,14 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{check_step, masks, Autoregressive, Init, ModelConfig, ParamSpec, SamplerState};
+use super::{check_step, masks, Autoregressive, ModelConfig, ParamSpec, SamplerState};
 
 pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let n = cfg.n;
     vec![
         // Only the strict lower triangle is used; the rest stays in the file for a simple schema.
-        ParamSpec::new("W", &[n, n], Init::Uniform(1.0 / (n as f32).sqrt())),
-        ParamSpec::new("b", &[n], Init::Zeros),
+        ParamSpec::weight("W", &[n, n], 1.0 / (n as f32).sqrt()),
+        ParamSpec::bias("b", &[n]),
     ]
 }
 

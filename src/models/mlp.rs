@@ -4,18 +4,16 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
-use super::{
-    check_step, masks, readout, Autoregressive, Init, ModelConfig, ParamSpec, SamplerState,
-};
+use super::{check_step, masks, readout, Autoregressive, ModelConfig, ParamSpec, SamplerState};
 
 pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let (n, d) = (cfg.n, cfg.hidden);
     vec![
         // A[i, :, j] is used only for j < i.
-        ParamSpec::new("A", &[n, d, n], Init::Uniform(1.0 / (n as f32).sqrt())),
-        ParamSpec::new("c", &[n, d], Init::Zeros),
-        ParamSpec::new("alpha", &[n, d], Init::Uniform(1.0 / (d as f32).sqrt())),
-        ParamSpec::new("b", &[n], Init::Zeros),
+        ParamSpec::weight("A", &[n, d, n], 1.0 / (n as f32).sqrt()),
+        ParamSpec::bias("c", &[n, d]),
+        ParamSpec::weight("alpha", &[n, d], 1.0 / (d as f32).sqrt()),
+        ParamSpec::bias("b", &[n]),
     ]
 }
 

@@ -119,14 +119,28 @@ pub struct ParamSpec {
     pub name: &'static str,
     pub shape: Vec<usize>,
     pub init: Init,
+    /// Biases start at zero and are left alone by the L1 / L2 penalties.
+    pub is_bias: bool,
 }
 
 impl ParamSpec {
-    pub fn new(name: &'static str, shape: &[usize], init: Init) -> Self {
+    /// A weight, started uniform on [-a, a].
+    pub fn weight(name: &'static str, shape: &[usize], a: f32) -> Self {
         Self {
             name,
             shape: shape.to_vec(),
-            init,
+            init: Init::Uniform(a),
+            is_bias: false,
+        }
+    }
+
+    /// A bias, started at zero.
+    pub fn bias(name: &'static str, shape: &[usize]) -> Self {
+        Self {
+            name,
+            shape: shape.to_vec(),
+            init: Init::Zeros,
+            is_bias: true,
         }
     }
 }

@@ -18,7 +18,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 
 use super::{
-    check_step, masks, nade_fused, nade_fused_loss, readout, Autoregressive, FusedSamples, Init,
+    check_step, masks, nade_fused, nade_fused_loss, readout, Autoregressive, FusedSamples,
     ModelConfig, ParamSpec, SamplerState,
 };
 
@@ -71,10 +71,10 @@ impl FromStr for NadePath {
 pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
     let (n, d) = (cfg.n, cfg.hidden);
     vec![
-        ParamSpec::new("W", &[d, n], Init::Uniform(1.0 / (n as f32).sqrt())),
-        ParamSpec::new("c", &[d], Init::Zeros),
-        ParamSpec::new("V", &[n, d], Init::Uniform(1.0 / (d as f32).sqrt())),
-        ParamSpec::new("b", &[n], Init::Zeros),
+        ParamSpec::weight("W", &[d, n], 1.0 / (n as f32).sqrt()),
+        ParamSpec::bias("c", &[d]),
+        ParamSpec::weight("V", &[n, d], 1.0 / (d as f32).sqrt()),
+        ParamSpec::bias("b", &[n]),
     ]
 }
 
