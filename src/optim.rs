@@ -120,8 +120,13 @@ impl Adam {
             // The penalty's gradient joins after clipping, as in torch's Adam(weight_decay).
             let (g, update) = if penalty && penalized {
                 let w = p.as_tensor().flatten_all()?;
-                let g = ((g * scale)? + (&w * self.cfg.l2)?)?;
-                let g = (g + (w.sign()? * self.cfg.l1)?)?;
+                let mut g = (g * scale)?;
+                if self.cfg.l2 > 0.0 {
+                    g = (g + (&w * self.cfg.l2)?)?;
+                }
+                if self.cfg.l1 > 0.0 {
+                    g = (g + (w.sign()? * self.cfg.l1)?)?;
+                }
                 (
                     g,
                     Update {
