@@ -98,6 +98,9 @@ struct TrainArgs {
     /// Override data.dir.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Do not evaluate the selected model on the test set (for hyperparameter sweeps).
+    #[arg(long)]
+    no_test: bool,
 }
 
 #[derive(Args)]
@@ -204,19 +207,23 @@ fn run_train(args: TrainArgs) -> Result<()> {
     config.validate()?;
     let opts = train::Options {
         resume: args.resume.is_some(),
+        test: !args.no_test,
         ..Default::default()
     };
     let s = train::run(&config, &opts)?;
-    println!(
-        "test NLL {:.4} ± {:.4} nats, {:.5} bits/dim: {} (epoch {} of {}, valid {:.4})",
-        s.test_nll,
-        s.test_nll_std_err,
-        s.test_bits_per_dim,
+    let selected = format!(
+        "{} (epoch {} of {}, valid {:.4})",
         s.best_checkpoint.display(),
         s.best_epoch,
         s.epochs_run,
         s.valid_nll
     );
+    match (s.test_nll, s.test_nll_std_err, s.test_bits_per_dim) {
+        (Some(nll), Some(err), Some(bpd)) => {
+            println!("test NLL {nll:.4} ± {err:.4} nats, {bpd:.5} bits/dim: {selected}")
+        }
+        _ => println!("selected {selected}; test set not evaluated (--no-test)"),
+    }
     Ok(())
 }
 

@@ -45,9 +45,10 @@ pub struct Summary {
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub valid_nll: f64,
-    pub test_nll: f64,
-    pub test_nll_std_err: f64,
-    pub test_bits_per_dim: f64,
+    /// None when the run was told not to touch the test set (`Options::test`).
+    pub test_nll: Option<f64>,
+    pub test_nll_std_err: Option<f64>,
+    pub test_bits_per_dim: Option<f64>,
     pub train_seconds: f64,
     pub device: String,
 }
@@ -57,6 +58,9 @@ pub struct Options {
     pub resume: bool,
     /// Progress bars (only sensible on a terminal).
     pub progress: bool,
+    /// Evaluate the selected model on the test set at the end. Off for hyperparameter sweeps,
+    /// so that only the model finally chosen on the validation set ever sees the test set.
+    pub test: bool,
 }
 
 impl Default for Options {
@@ -64,6 +68,7 @@ impl Default for Options {
         Self {
             resume: false,
             progress: std::io::stderr().is_terminal(),
+            test: true,
         }
     }
 }
@@ -121,18 +126,23 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
 
     // The selected model, on the test set, once.
     let best_path = out.join(BEST);
-    let best = checkpoint::load(&best_path, &device, model_cfg.nade_path)?;
-    let test = load_split(&source, Split::Test)?;
-    let test_nll = eval::nll(
-        best.model.as_ref(),
-        &test,
-        config.train.eval_batch_size,
-        &device,
-        opts.progress,
-    )?;
-    let mut metadata = best.metadata.clone();
-    metadata.insert("test_nll".into(), test_nll.nll_nats.to_string());
-    checkpoint::save(&best_path, best.model.as_ref(), &metadata)?;
+    let test_nll = if opts.test {
+        let best = checkpoint::load(&best_path, &device, model_cfg.nade_path)?;
+        let test = load_split(&source, Split::Test)?;
+        let test_nll = eval::nll(
+            best.model.as_ref(),
+            &test,
+            config.train.eval_batch_size,
+            &device,
+            opts.progress,
+        )?;
+        let mut metadata = best.metadata.clone();
+        metadata.insert("test_nll".into(), test_nll.nll_nats.to_string());
+        checkpoint::save(&best_path, best.model.as_ref(), &metadata)?;
+        Some(test_nll)
+    } else {
+        None
+    };
     let state = read_state(&out.join(LAST))?;
     let summary = Summary {
         model: model_cfg.kind.to_string(),
@@ -144,9 +154,9 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         epochs_run: state.epoch,
         stopped_early: state.epoch < config.train.epochs,
         valid_nll: state.best_valid,
-        test_nll: test_nll.nll_nats,
-        test_nll_std_err: test_nll.std_err,
-        test_bits_per_dim: test_nll.bits_per_dim,
+        test_nll: test_nll.as_ref().map(|t| t.nll_nats),
+        test_nll_std_err: test_nll.as_ref().map(|t| t.std_err),
+        test_bits_per_dim: test_nll.as_ref().map(|t| t.bits_per_dim),
         train_seconds: state
             .history
             .iter()

@@ -88,6 +88,7 @@ fn quiet() -> Options {
     Options {
         resume: false,
         progress: false,
+        test: true,
     }
 }
 
@@ -137,12 +138,12 @@ fn training_brings_the_nll_to_the_entropy() {
         let cfg = config(dir.path(), kind, hidden, 12, "");
         let s = train::run(&cfg, &quiet()).unwrap();
         // 4000 test rows: the standard error of the mean NLL is ~0.02 nats.
+        let test_nll = s.test_nll.unwrap();
         assert!(
-            (s.test_nll - h).abs() < 0.08,
-            "{kind}: test NLL {} vs entropy {h}",
-            s.test_nll
+            (test_nll - h).abs() < 0.08,
+            "{kind}: test NLL {test_nll} vs entropy {h}"
         );
-        assert!(s.test_nll_std_err < 0.05);
+        assert!(s.test_nll_std_err.unwrap() < 0.05);
         for file in [
             "best.safetensors",
             "last.safetensors",
@@ -189,7 +190,7 @@ lr_decay = 0.7"#,
         &first,
         &Options {
             resume: true,
-            progress: false,
+            ..quiet()
         },
     )
     .unwrap();
@@ -233,6 +234,28 @@ fn one_seed_gives_identical_checkpoints_and_another_seed_does_not() {
 }
 
 #[test]
+fn a_run_told_not_to_test_never_reads_the_test_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "fvsbn", 0, 2, "");
+    std::fs::remove_file(dir.path().join("data/toy_test.amat")).unwrap();
+    let no_test = Options {
+        test: false,
+        ..quiet()
+    };
+    let s = train::run(&cfg, &no_test).unwrap();
+    assert_eq!(s.test_nll, None);
+    let summary = std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap();
+    assert!(summary.contains("\"test_nll\": null"), "{summary}");
+    let best = std::fs::read(dir.path().join("out/best.safetensors")).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&best).unwrap();
+    let metadata = header.metadata().clone().unwrap();
+    assert!(metadata.contains_key("valid_nll") && !metadata.contains_key("test_nll"));
+    // The same run with the test pass needs the file it deleted.
+    let err = format!("{:#}", train::run(&cfg, &quiet()).unwrap_err());
+    assert!(err.contains("toy_test.amat"), "{err}");
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_best_loadable() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "nade", 8, 3, "");
@@ -249,7 +272,7 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_best_loadable() {
             &cfg,
             &Options {
                 resume: true,
-                progress: false
+                ..quiet()
             }
         )
         .unwrap_err()
