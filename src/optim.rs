@@ -1,6 +1,6 @@
 //! Adam with decoupled weight decay (AdamW), L1 / L2 penalties in the loss, global-norm
-//! gradient clipping and learning-rate schedules. Our own rather than candle-nn's because resuming needs the moment estimates,
-//! which candle-nn keeps private, in the checkpoint.
+//! gradient clipping and learning-rate schedules. Our own rather than candle-nn's because
+//! resuming needs the moment estimates, which candle-nn keeps private, in the checkpoint.
 
 use std::collections::HashMap;
 
