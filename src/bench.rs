@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use anyhow::{anyhow, bail, Result};
+use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -14,7 +13,7 @@ use serde::Serialize;
 use crate::data::source::{resolve_dir, split_file};
 use crate::data::{amat, BinaryDataset};
 use crate::device;
-use crate::models::{self, ModelConfig, ModelKind, NadePath};
+use crate::models::{self, ModelConfig, Pass, Trainable};
 use crate::optim::{Adam, AdamConfig};
 use crate::sample;
 
@@ -36,10 +35,12 @@ impl Phase {
 }
 
 pub struct BenchSpec {
-    pub kind: ModelKind,
+    /// A model kind ([`ModelConfig::KINDS`]).
+    pub kind: String,
     pub hidden: usize,
     pub batch: usize,
-    pub paths: Vec<NadePath>,
+    /// Kernels to compare (NADE: auto, fused, blocked[:K], plain; other models: auto).
+    pub kernels: Vec<String>,
     pub phases: Vec<Phase>,
     /// Timed seconds per (path, phase), after the warm-up.
     pub seconds: f64,
@@ -50,7 +51,9 @@ pub struct BenchSpec {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
     pub model: String,
-    pub path: String,
+    /// The kernel ("-" for models with one way to compute); `path` in older output.
+    #[serde(rename = "path")]
+    pub kernel: String,
     pub phase: String,
     pub hidden: usize,
     pub batch: usize,
@@ -67,32 +70,20 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
         bail!("--batch must be positive");
     }
     let (data, data_name) = bench_data(spec.data.clone(), spec.batch * 20)?;
-    let paths = if spec.kind == ModelKind::Nade {
-        spec.paths.clone()
-    } else {
-        vec![NadePath::Auto]
-    };
-    for &path in &paths {
-        let mut cfg = ModelConfig::new(spec.kind, data.n(), spec.hidden);
-        cfg.nade_path = path;
+    let base = ModelConfig::from_legacy(&spec.kind, data.n(), Some(spec.hidden))
+        .map_err(|e| anyhow!("--model: {e}"))?;
+    for kernel in &spec.kernels {
+        let cfg = base
+            .with_kernel(kernel)
+            .map_err(|e| anyhow!("--kernel: {e}"))?;
+        cfg.validate().map_err(|e| anyhow!("{e}"))?;
         for &phase in &spec.phases {
             reset_peak_rss();
-            let varmap = VarMap::new();
-            {
-                let mut vars = varmap.data().lock().expect("fresh VarMap");
-                for (name, t) in models::init_params(&cfg, 1, device)? {
-                    vars.insert(name, candle_core::Var::from_tensor(&t)?);
-                }
-            }
-            let model = models::build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+            let trainable = Trainable::new(&cfg, models::init_params(&cfg, 1, device)?, device)?;
+            let model = &trainable.model;
             let batches = data.len() / spec.batch;
             let mut adam = Adam::new(
-                varmap
-                    .all_vars()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
+                trainable.named_vars(),
                 &[],
                 AdamConfig {
                     beta1: 0.9,
@@ -109,7 +100,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                 match phase {
                     Phase::Eval => {
                         let x = data.tensor_range(first, first + spec.batch, device)?;
-                        model.log_prob_inference(&x)?.to_vec1::<f32>()?;
+                        model.log_prob(&x, Pass::Eval)?.to_vec1::<f32>()?;
                     }
                     Phase::Train => {
                         let x = data.tensor_range(first, first + spec.batch, device)?;
@@ -139,14 +130,10 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
             device.synchronize()?;
             let elapsed = start.elapsed().as_secs_f64();
             report(&BenchResult {
-                model: spec.kind.to_string(),
-                path: if spec.kind == ModelKind::Nade {
-                    path.to_string()
-                } else {
-                    "-".into()
-                },
+                model: cfg.kind().to_string(),
+                kernel: cfg.kernel_name().unwrap_or_else(|| "-".into()),
                 phase: phase.name().into(),
-                hidden: cfg.hidden,
+                hidden: cfg.hidden().unwrap_or(0),
                 batch: spec.batch,
                 device: device::name(device).into(),
                 data: data_name.clone(),

@@ -1,22 +1,27 @@
-//! safetensors checkpoints. Tensors are named after the formulas (NADE: W, c, V, b; FVSBN: W, b;
-//! MLP: A, c, alpha, b), f32. `__metadata__` holds `model`, `n` and `hidden`, which suffice to
-//! rebuild the model, plus whatever the writer adds (config, epoch, valid NLL). A training
-//! run's `last.safetensors` also carries the optimizer's moments as `optim.*` tensors, which
-//! loaders of the model ignore. Files are written to a temporary name and renamed, so a crash
-//! never leaves a half-written checkpoint.
+//! safetensors checkpoints: one file per model.
+//!
+//! Tensors are named by the model's schema ([`ModelConfig::param_specs`]): f32, and I64 for
+//! integer buffers. `__metadata__` holds `model` (the kind), `n` and, for the one-hidden-layer
+//! models, `hidden`, which suffice to rebuild FVSBN, MLP and NADE; `config`, the whole model
+//! config as JSON, which suffices for every model; and whatever the writer adds (the run's
+//! TOML as `run_config`, epoch, valid NLL). A training run's `last.safetensors` also carries the
+//! optimizer's moments as `optim.*` tensors, which loaders of the model ignore. Files are
+//! written to a temporary name and renamed, so a crash never leaves a half-written checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::models::{self, Autoregressive, ModelConfig, ModelKind, NadePath};
+use crate::io::write_atomically;
+use crate::models::{self, Autoregressive, ModelConfig, ParamRole, ParamSpec};
 use crate::optim::STATE_PREFIX;
+
+/// The metadata key of the model config (JSON).
+pub const CONFIG_KEY: &str = "config";
 
 /// A model read back from disk, with all the metadata the file carried.
 pub struct Loaded {
@@ -26,7 +31,7 @@ pub struct Loaded {
     pub optimizer_state: HashMap<String, Tensor>,
 }
 
-/// Writes `model` to `path` atomically. `extra` metadata is stored beside model / n / hidden.
+/// Writes `model` to `path` atomically. `extra` metadata is stored beside the model's own.
 pub fn save(
     path: &Path,
     model: &dyn Autoregressive,
@@ -42,106 +47,107 @@ pub fn save_with_state(
     state: &[(String, Tensor)],
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let cfg = model.config();
-    let mut metadata: HashMap<String, String> = extra.clone().into_iter().collect();
-    metadata.insert("model".into(), cfg.kind.name().into());
-    metadata.insert("n".into(), cfg.n.to_string());
-    if cfg.kind.has_hidden() {
-        metadata.insert("hidden".into(), cfg.hidden.to_string());
-    }
-    let named = model
+    let mut metadata = extra.clone();
+    metadata.extend(model_metadata(model.config())?);
+    let mut tensors = Vec::new();
+    for (name, tensor) in model
         .named_tensors()
         .into_iter()
-        .map(|(name, t)| (name.to_string(), t));
-    let mut tensors = Vec::new();
-    for (name, tensor) in named.chain(state.iter().cloned()) {
-        let host = tensor
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?
-            .flatten_all()?;
-        let bytes: Vec<u8> = host
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        tensors.push((name, tensor.dims().to_vec(), bytes));
+        .chain(state.iter().cloned())
+    {
+        let host = tensor.to_device(&Device::Cpu)?.flatten_all()?;
+        let (dtype, bytes): (&str, Vec<u8>) = match host.dtype() {
+            DType::I64 | DType::U32 | DType::U8 => (
+                "I64",
+                host.to_dtype(DType::I64)?
+                    .to_vec1::<i64>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+            _ => (
+                "F32",
+                host.to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
+            ),
+        };
+        tensors.push(EncodedTensor {
+            name,
+            dtype,
+            shape: tensor.dims().to_vec(),
+            bytes,
+        });
     }
-    let buffer = encode(&tensors, &metadata)?;
-    write_atomically(path, &buffer)
+    write_atomically(path, &encode(&tensors, &metadata)?)
 }
 
-/// The safetensors bytes of f32 tensors: an 8-byte little-endian header length, a JSON header
-/// (padded with spaces to a multiple of 8), then the data. Written here rather than by
+/// `model`, `n`, `hidden` (where the model has one) and `config` (JSON).
+fn model_metadata(cfg: &ModelConfig) -> Result<BTreeMap<String, String>> {
+    let mut metadata = BTreeMap::from([
+        ("model".to_string(), cfg.kind().to_string()),
+        ("n".to_string(), cfg.n().to_string()),
+        (
+            CONFIG_KEY.to_string(),
+            serde_json::to_string(&cfg.structure())?,
+        ),
+    ]);
+    if let Some(hidden) = cfg.hidden() {
+        metadata.insert("hidden".into(), hidden.to_string());
+    }
+    Ok(metadata)
+}
+
+struct EncodedTensor {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+/// The safetensors bytes: an 8-byte little-endian header length, a JSON header (padded with
+/// spaces to a multiple of 8), then the data. Written here rather than by
 /// `safetensors::serialize` because that one emits `__metadata__` in HashMap order, and
 /// identical runs must give byte-identical files. The safetensors crate reads it back.
-fn encode(
-    tensors: &[(String, Vec<usize>, Vec<u8>)],
-    metadata: &HashMap<String, String>,
-) -> Result<Vec<u8>> {
+fn encode(tensors: &[EncodedTensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     let mut header = serde_json::Map::new();
-    let sorted: BTreeMap<&String, &String> = metadata.iter().collect();
-    header.insert("__metadata__".into(), serde_json::to_value(sorted)?);
+    header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
     let mut offset = 0usize;
-    for (name, shape, bytes) in tensors {
-        let info = serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes.len()]});
-        header.insert(name.clone(), info);
-        offset += bytes.len();
+    for t in tensors {
+        let info = serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [offset, offset + t.bytes.len()]});
+        header.insert(t.name.clone(), info);
+        offset += t.bytes.len();
     }
     let mut json = serde_json::to_vec(&header)?;
     json.resize(json.len().next_multiple_of(8), b' ');
     let mut out = Vec::with_capacity(8 + json.len() + offset);
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for (_, _, bytes) in tensors {
-        out.extend_from_slice(bytes);
+    for t in tensors {
+        out.extend_from_slice(&t.bytes);
     }
     Ok(out)
 }
 
-/// Writes the bytes to a sibling temporary file, syncs it and renames it over `path`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("{}: cannot write", path.display()));
-    }
-    Ok(())
-}
-
 /// Reads a checkpoint, checks it against the schema and rebuilds the model on `device`.
-/// `nade_path` chooses how NADE computes its logits (it is not part of the file).
-pub fn load(path: &Path, device: &Device, nade_path: NadePath) -> Result<Loaded> {
+/// `kernel` chooses how the model computes (NADE: auto, fused, blocked[:K], plain); it is not
+/// part of the file, and None means auto.
+pub fn load(path: &Path, device: &Device, kernel: Option<&str>) -> Result<Loaded> {
     let bytes =
         fs::read(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
     let origin = path.display().to_string();
     let (metadata, tensors) = parse(&bytes, &origin)?;
-    let mut cfg = config_from_metadata(&metadata, &origin)?;
-    cfg.nade_path = nade_path;
+    let cfg = config_from_metadata(&metadata, &origin)?
+        .with_kernel(kernel.unwrap_or("auto"))
+        .map_err(|e| anyhow!("{e}"))?;
     let (model_tensors, state_tensors): (RawTensors, RawTensors) = tensors
         .into_iter()
         .partition(|(name, ..)| !name.starts_with(STATE_PREFIX));
     let params = check_against_schema(&cfg, &model_tensors, &origin, device)?;
-    let vb = VarBuilder::from_tensors(params, DType::F32, device);
-    let model = models::build(&cfg, vb)
-        .with_context(|| format!("{origin}: cannot build the {} model", cfg.kind))?;
+    let model = models::build_frozen(&cfg, params, device)
+        .with_context(|| format!("{origin}: cannot build the {} model", cfg.kind()))?;
     let mut optimizer_state = HashMap::new();
     for (name, dtype, shape, data) in state_tensors {
         let tensor = float_tensor(&name, dtype, &shape, &data, &origin)?.to_device(device)?;
@@ -182,7 +188,13 @@ fn parse(bytes: &[u8], origin: &str) -> Result<(BTreeMap<String, String>, RawTen
     Ok((metadata, tensors))
 }
 
-fn config_from_metadata(metadata: &BTreeMap<String, String>, origin: &str) -> Result<ModelConfig> {
+/// The model config of a checkpoint: its `config` JSON when it has one, else `model`, `n`
+/// and `hidden` (files of other tools, and of nade before configs were stored, whose
+/// `config` holds the run's TOML).
+pub fn config_from_metadata(
+    metadata: &BTreeMap<String, String>,
+    origin: &str,
+) -> Result<ModelConfig> {
     let get = |key: &str| {
         metadata.get(key).ok_or_else(|| {
             anyhow!(
@@ -190,9 +202,7 @@ fn config_from_metadata(metadata: &BTreeMap<String, String>, origin: &str) -> Re
             )
         })
     };
-    let kind: ModelKind = get("model")?
-        .parse()
-        .map_err(|e| anyhow!("{origin}: __metadata__ `model`: {e}"))?;
+    let kind = get("model")?;
     let positive = |key: &str| -> Result<usize> {
         let raw = get(key)?;
         match raw.trim().parse::<usize>() {
@@ -200,16 +210,45 @@ fn config_from_metadata(metadata: &BTreeMap<String, String>, origin: &str) -> Re
             _ => bail!("{origin}: __metadata__ `{key}` = {raw:?} is not a positive integer"),
         }
     };
-    let n = positive("n")?;
-    let hidden = if kind.has_hidden() {
-        positive("hidden")?
-    } else {
-        0
+    let stored = metadata
+        .get(CONFIG_KEY)
+        .filter(|raw| raw.trim_start().starts_with('{'));
+    let cfg = match stored {
+        Some(raw) => {
+            let cfg: ModelConfig = serde_json::from_str(raw)
+                .map_err(|e| anyhow!("{origin}: __metadata__ `{CONFIG_KEY}`: {e}"))?;
+            if cfg.kind() != kind {
+                bail!(
+                    "{origin}: __metadata__ says `model` = {kind:?} but its `{CONFIG_KEY}` describes a {}",
+                    cfg.kind()
+                );
+            }
+            cfg
+        }
+        None => {
+            let n = positive("n")?;
+            let needs_hidden = ModelConfig::from_legacy(kind, n, Some(1))
+                .map_err(|e| anyhow!("{origin}: __metadata__ `model`: {e}"))?
+                .hidden()
+                .is_some();
+            let hidden = if needs_hidden {
+                Some(positive("hidden")?)
+            } else {
+                None
+            };
+            ModelConfig::from_legacy(kind, n, hidden)
+                .map_err(|e| anyhow!("{origin}: __metadata__: {e}"))?
+        }
     };
-    Ok(ModelConfig::new(kind, n, hidden))
+    if cfg.n() == 0 {
+        bail!("{origin}: the model config has n = 0");
+    }
+    cfg.validate().map_err(|e| anyhow!("{origin}: {e}"))?;
+    Ok(cfg)
 }
 
-/// Every schema tensor present with the right shape, nothing else; float data becomes f32.
+/// Every schema tensor present with the right shape, nothing else; float data becomes f32,
+/// integer buffers I64.
 fn check_against_schema(
     cfg: &ModelConfig,
     tensors: &RawTensors,
@@ -217,8 +256,8 @@ fn check_against_schema(
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
     let specs = cfg.param_specs();
-    let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
-    let describe = || format!("a {} checkpoint holds {}", cfg.kind, names.join(", "));
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let describe = || format!("a {} checkpoint holds {}", cfg.kind(), names.join(", "));
     if let Some((extra, ..)) = tensors
         .iter()
         .find(|(name, ..)| !names.contains(&name.as_str()))
@@ -229,30 +268,40 @@ fn check_against_schema(
     for spec in &specs {
         let (_, dtype, shape, data) = tensors
             .iter()
-            .find(|(name, ..)| name == spec.name)
+            .find(|(name, ..)| *name == spec.name)
             .ok_or_else(|| anyhow!("{origin}: missing tensor `{}` ({})", spec.name, describe()))?;
         if *shape != spec.shape {
             bail!(
-                "{origin}: tensor `{}` has shape {shape:?}, expected {:?} for {} with n = {}, hidden = {}",
+                "{origin}: tensor `{}` has shape {shape:?}, expected {:?} for {}",
                 spec.name,
                 spec.shape,
-                cfg.kind,
-                cfg.n,
-                cfg.hidden
+                cfg.describe()
             );
         }
-        let tensor = float_tensor(spec.name, *dtype, shape, data, origin)?;
-        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
-        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "{origin}: tensor `{}` holds {} at flat index {at}",
-                spec.name,
-                values[at]
-            );
-        }
-        out.insert(spec.name.to_string(), tensor.to_device(device)?);
+        let tensor = match spec.role {
+            ParamRole::Buffer => integer_tensor(spec, *dtype, shape, data, origin)?,
+            _ => finite(
+                spec,
+                float_tensor(&spec.name, *dtype, shape, data, origin)?,
+                origin,
+            )?,
+        };
+        out.insert(spec.name.clone(), tensor.to_device(device)?);
     }
     Ok(out)
+}
+
+/// `tensor`, or an error naming the first value that is not finite.
+fn finite(spec: &ParamSpec, tensor: Tensor, origin: &str) -> Result<Tensor> {
+    let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{origin}: tensor `{}` holds {} at flat index {at}",
+            spec.name,
+            values[at]
+        );
+    }
+    Ok(tensor)
 }
 
 /// An f32 host tensor from the raw bytes of any float dtype.
@@ -273,4 +322,30 @@ fn float_tensor(
         }
     };
     Ok(Tensor::from_raw_buffer(data, dtype, shape, &Device::Cpu)?.to_dtype(DType::F32)?)
+}
+
+/// An I64 host tensor from the raw bytes of an integer buffer (I64, I32 or U8).
+fn integer_tensor(
+    spec: &ParamSpec,
+    dtype: Dtype,
+    shape: &[usize],
+    data: &[u8],
+    origin: &str,
+) -> Result<Tensor> {
+    let values: Vec<i64> = match dtype {
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+            .collect(),
+        Dtype::U8 => data.iter().map(|&b| b as i64).collect(),
+        other => bail!(
+            "{origin}: tensor `{}` has dtype {other:?}, expected an integer type (I64)",
+            spec.name
+        ),
+    };
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }

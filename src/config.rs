@@ -4,37 +4,23 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::data::source::DataSource;
 use crate::device::DeviceChoice;
-use crate::models::{ModelConfig, ModelKind, NadePath};
+use crate::models::ModelConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub model: ModelSection,
+    /// The `[model]` table: `kind` and that model's own keys (see each model's `Config`).
+    #[serde(deserialize_with = "model_table")]
+    pub model: ModelConfig,
     #[serde(default)]
     pub data: DataSection,
     #[serde(default)]
     pub train: TrainSection,
     pub output: OutputSection,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSection {
-    pub kind: ModelKind,
-    /// Hidden units: shared by NADE, per dimension for MLP; not used by FVSBN.
-    #[serde(default)]
-    pub hidden: usize,
-    /// NADE's parallel path: "auto", "fused", "plain", "blocked" or "blocked:K".
-    #[serde(default = "default_path")]
-    pub path: String,
-}
-
-fn default_path() -> String {
-    NadePath::default().to_string()
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -182,16 +168,7 @@ impl Config {
             }
             Ok(())
         };
-        if self.model.kind.has_hidden() && self.model.hidden == 0 {
-            bail!(
-                "model.hidden: a {} model needs hidden >= 1",
-                self.model.kind
-            );
-        }
-        self.model
-            .path
-            .parse::<NadePath>()
-            .map_err(|e| anyhow::anyhow!("model.path: {e}"))?;
+        self.model.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         positive_u("epochs", t.epochs)?;
         positive_u("batch_size", t.batch_size)?;
         positive_u("eval_batch_size", t.eval_batch_size)?;
@@ -232,12 +209,51 @@ impl Config {
         Ok(())
     }
 
-    /// The model structure; `n` comes from the data.
-    pub fn model_config(&self, n: usize) -> ModelConfig {
-        let mut cfg = ModelConfig::new(self.model.kind, n, self.model.hidden);
-        cfg.nade_path = self.model.path.parse().expect("validated");
-        cfg
+    /// The model structure for data of `n` dimensions (`model.n`, if given, must agree).
+    pub fn model_config(&self, n: usize) -> Result<ModelConfig> {
+        let mut cfg = self.model.clone();
+        match cfg.n() {
+            0 => cfg.set_n(n),
+            given if given != n => {
+                bail!("model.n = {given}, but the data has {n} dimensions per vector")
+            }
+            _ => {}
+        }
+        Ok(cfg)
     }
+}
+
+/// The `[model]` table, deserialized straight into the models' config enum after dropping
+/// the keys nade wrote for every model before each model had a config of its own
+/// (`path = "auto"` for FVSBN and MLP, `hidden = 0` for FVSBN): old run files, and the run
+/// TOML inside old training checkpoints (`--resume`), still load. Errors about the kernel name
+/// the key the file used (`kernel`, or its older name `path`).
+fn model_table<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<ModelConfig, D::Error> {
+    use serde::de::Error;
+    let mut table = toml::Table::deserialize(d)?;
+    let kind = table
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if kind != "nade" && table.get("path").and_then(|v| v.as_str()) == Some("auto") {
+        table.remove("path");
+    }
+    if kind == "fvsbn" && table.get("hidden").and_then(|v| v.as_integer()) == Some(0) {
+        table.remove("hidden");
+    }
+    let kernel_key = ["kernel", "path"]
+        .into_iter()
+        .find(|key| table.contains_key(*key));
+    ModelConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let message = e.to_string();
+        match kernel_key {
+            Some(key) if message.contains("kernel") => {
+                D::Error::custom(format!("model.{key}: {message}"))
+            }
+            _ => D::Error::custom(format!("model: {message}")),
+        }
+    })
 }
 
 /// The 1-based number and the trimmed text of the line holding byte `byte`.

@@ -40,11 +40,11 @@ pub fn nll(
     if batch == 0 {
         bail!("batch size must be positive");
     }
-    if data.n() != model.config().n {
+    if data.n() != model.config().n() {
         bail!(
             "the data has {} dimensions per vector but the model has n = {}",
             data.n(),
-            model.config().n
+            model.config().n()
         );
     }
     if data.is_empty() {
@@ -67,7 +67,7 @@ pub fn nll(
         let last = (first + batch).min(data.len());
         let x = data.tensor_range(first, last, device)?;
         let log_p = model
-            .log_prob_inference(&x)?
+            .log_prob(&x, crate::models::Pass::Eval)?
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?;
         for (offset, lp) in log_p.into_iter().enumerate() {

@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use image::{codecs::png::PngEncoder, ExtendedColorType, GrayImage, ImageEncoder, Luma};
 
-use crate::checkpoint::write_atomically;
+use crate::io::write_atomically;
 
 /// Gray of a pixel that is 1.
 pub const INK: u8 = 255;
@@ -56,11 +56,13 @@ pub fn prob_tile(probs: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-/// Gray tile of a 0/1 vector of which only the first `keep` values are shown.
-pub fn kept_tile(values: &[u8], keep: usize) -> Vec<u8> {
+/// Gray tile of a 0/1 vector of which only the values where `mask` is 1 are shown.
+pub fn kept_tile(values: &[u8], mask: &[u8]) -> Vec<u8> {
     let mut tile = binary_tile(values);
-    for v in tile.iter_mut().skip(keep) {
-        *v = HIDDEN;
+    for (v, &kept) in tile.iter_mut().zip(mask) {
+        if kept == 0 {
+            *v = HIDDEN;
+        }
     }
     tile
 }

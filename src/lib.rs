@@ -1,4 +1,5 @@
 //! nade: autoregressive density models of binary vectors (FVSBN, MLP, NADE) on candle.
+//! docs/ARCHITECTURE.md is the map of the code.
 //!
 //! p(x) = prod_i p(x_i | x_<i) over x in {0,1}^n; every model computes all n conditionals at
 //! once for density evaluation ([`models::Autoregressive::logits`]).
@@ -6,15 +7,16 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
-pub mod cpu_storage;
 pub mod data;
 pub mod device;
 pub mod eval;
 pub mod image_grid;
+pub mod io;
+pub mod keep;
+pub mod kernels;
 pub mod models;
 pub mod optim;
 pub mod plot;
 pub mod sample;
-pub mod simd;
 pub mod train;
 pub mod train_state;

@@ -15,7 +15,8 @@ use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
 use nade::image_grid;
-use nade::models::{ModelKind, NadePath};
+use nade::keep::{self, KeepSpec};
+use nade::models::ModelConfig;
 use nade::sample;
 use nade::train;
 
@@ -38,7 +39,7 @@ enum Command {
     Eval(EvalArgs),
     /// Draw images from a checkpoint, one pixel at a time, as a PNG grid.
     Sample(SampleArgs),
-    /// Keep the top rows of test images and let a checkpoint draw the rest.
+    /// Keep part of test images (top rows, or --keep SPEC) and let a checkpoint draw the rest.
     Complete(CompleteArgs),
     /// Throughput of eval, training and sampling (images/s) and peak memory.
     Bench(BenchArgs),
@@ -46,17 +47,18 @@ enum Command {
 
 #[derive(Args)]
 struct BenchArgs {
-    #[arg(long, value_enum, default_value_t = ModelKind::Nade)]
-    model: ModelKind,
+    #[arg(long, default_value = "nade", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::KINDS))]
+    model: String,
     #[arg(long, default_value_t = 500)]
     hidden: usize,
     #[arg(long, default_value_t = 100)]
     batch: usize,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// NADE paths, comma-separated: auto, fused, blocked[:K], plain.
-    #[arg(long, value_delimiter = ',', default_value = "auto")]
-    path: Vec<NadePath>,
+    /// Kernels, comma-separated (NADE: auto, fused, blocked[:K], plain; `--path` is its
+    /// older name).
+    #[arg(long, alias = "path", value_delimiter = ',', default_value = "auto")]
+    kernel: Vec<String>,
     /// Phases, comma-separated.
     #[arg(
         long,
@@ -128,9 +130,10 @@ struct EvalArgs {
     batch: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// How NADE computes its parallel logits: plain, blocked or blocked:K.
-    #[arg(long, default_value_t = NadePath::default())]
-    path: NadePath,
+    /// How the model computes (NADE: auto, fused, blocked[:K] or plain; `--path` is its
+    /// older name). Other models have one way (auto).
+    #[arg(long, alias = "path", default_value = "auto")]
+    kernel: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -163,7 +166,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         kind: args.model,
         hidden: args.hidden,
         batch: args.batch,
-        paths: args.path,
+        kernels: args.kernel,
         phases: args.phase,
         seconds: args.seconds,
         data: args.data,
@@ -174,7 +177,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         } else {
             println!(
                 "{:5} {:10} {:6} hidden {:4} batch {:4} on {} ({} data): {:9.0} images/s, peak RSS {:.0} MB",
-                r.model, r.path, r.phase, r.hidden, r.batch, r.device, r.data, r.images_per_s, r.peak_rss_mb
+                r.model, r.kernel, r.phase, r.hidden, r.batch, r.device, r.data, r.images_per_s, r.peak_rss_mb
             );
         }
     })
@@ -229,7 +232,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
 
 fn run_eval(args: EvalArgs) -> Result<()> {
     let device = device::select(args.device)?;
-    let loaded = checkpoint::load(&args.checkpoint, &device, args.path)?;
+    let loaded = checkpoint::load(&args.checkpoint, &device, Some(&args.kernel))?;
     let source = DataSource {
         path: args.data.data,
         dataset: args.data.dataset,
@@ -244,27 +247,27 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let cfg = model.config();
     if args.json {
         let json = serde_json::json!({
-            "model": cfg.kind.name(),
+            "model": cfg.kind(),
             "checkpoint": args.checkpoint.display().to_string(),
-            "n": cfg.n,
-            "hidden": cfg.hidden,
+            "n": cfg.n(),
+            "hidden": cfg.hidden().unwrap_or(0),
+            "config": cfg.structure(),
             "split": args.split.to_string(),
             "count": summary.count,
             "nll_nats": summary.nll_nats,
             "nll_std_err": summary.std_err,
             "bits_per_dim": summary.bits_per_dim,
             "device": device::name(&device),
-            "path": if cfg.kind == nade::models::ModelKind::Nade { Some(args.path.to_string()) } else { None },
+            "kernel": cfg.kernel_name(),
+            "path": cfg.kernel_name(),
             "seconds": summary.seconds,
             "images_per_s": summary.images_per_s(),
         });
         println!("{json}");
     } else {
         println!(
-            "{} (n = {}, hidden = {}) on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {:.0} images/s)",
-            cfg.kind,
-            cfg.n,
-            cfg.hidden,
+            "{} on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {:.0} images/s)",
+            cfg.describe(),
             summary.count,
             args.split,
             summary.nll_nats,
@@ -310,9 +313,16 @@ struct SampleArgs {
 struct CompleteArgs {
     /// A safetensors checkpoint.
     checkpoint: PathBuf,
-    /// Rows of each test image kept as given (28 pixels each for MNIST).
-    #[arg(long)]
-    rows: usize,
+    /// Rows of each test image kept as given, from the top (28 pixels each for MNIST): the
+    /// same as --keep top:R.
+    #[arg(long, conflicts_with = "keep", required_unless_present = "keep")]
+    rows: Option<usize>,
+    /// The pixels kept as given: top:R, bottom:R, left:C, right:C, box:R0,C0,R1,C1 (rows
+    /// R0..R1-1, columns C0..C1-1) or random:P (each pixel with probability P, seeded by
+    /// --seed). Models with a fixed pixel order (fvsbn, mlp, nade) condition only on a prefix
+    /// of it: top:R.
+    #[arg(long, value_name = "SPEC")]
+    keep: Option<KeepSpec>,
     /// Number of test images, from --index on.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
@@ -349,7 +359,7 @@ struct CompleteArgs {
 
 fn run_sample(args: SampleArgs) -> Result<()> {
     let device = device::select(args.device)?;
-    let loaded = checkpoint::load(&args.checkpoint, &device, NadePath::default())?;
+    let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
     let samples = sample::sample(
         model,
@@ -363,7 +373,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
         &sample::samples_image(&samples, args.probs, args.scale)?,
     )?;
     if let Some(path) = &args.amat {
-        sample::write_amat(path, &samples.images)?;
+        nade::data::amat::write_amat(path, &samples.images)?;
     }
     println!(
         "{} samples in {:.2} s ({:.0} samples/s on {}): {}",
@@ -378,38 +388,47 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 
 fn run_complete(args: CompleteArgs) -> Result<()> {
     let device = device::select(args.device)?;
-    let loaded = checkpoint::load(&args.checkpoint, &device, NadePath::default())?;
+    let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
-    let keep = sample::kept_values(model.config().n, args.rows)?;
+    let n = model.config().n();
+    let spec = match (args.keep, args.rows) {
+        (Some(spec), _) => spec,
+        (None, Some(rows)) => {
+            sample::kept_values(n, rows)?;
+            KeepSpec::Top(rows)
+        }
+        (None, None) => anyhow::bail!("complete: give --rows R or --keep SPEC ({})", keep::GRAMMAR),
+    };
     let source = DataSource {
         path: args.data.data,
         dataset: args.data.dataset,
     };
     let test = load_split(&source, Split::Test)?;
     let given = sample::select_rows(&test, args.index, args.count as usize, args.stride as usize)?;
-    let completions = sample::complete(
+    let masks = spec.masks(n, given.len(), args.seed)?;
+    let completions = sample::complete_with(
         model,
         &given,
-        keep,
+        &masks,
         args.samples as usize,
         args.batch as usize,
         args.seed,
         &device,
-    )?;
+    )
+    .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
     image_grid::write_png(
         &args.out,
-        &sample::completions_image(&given, keep, &completions, args.scale)?,
+        &sample::completions_image(&given, &masks, &completions, args.scale)?,
     )?;
     if let Some(path) = &args.amat {
-        sample::write_amat(path, &completions)?;
+        nade::data::amat::write_amat(path, &completions)?;
     }
     println!(
-        "{} completions of {} test images from index {} (stride {}) from {} rows: {}",
+        "{} completions of {} test images from index {} (stride {}) keeping {spec}: {}",
         completions.len(),
         given.len(),
         args.index,
         args.stride,
-        args.rows,
         args.out.display()
     );
     Ok(())

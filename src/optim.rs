@@ -9,7 +9,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 
 use crate::config::{Schedule, TrainSection};
-use crate::cpu_storage::{f32_slice, f32_slice_mut};
+use crate::kernels::cpu_storage::{f32_slice, f32_slice_mut};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {

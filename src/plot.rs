@@ -33,7 +33,7 @@ pub fn write_curve(path: &Path, points: &[(usize, f64, f64)], title: &str) -> Re
         .ok_or_else(|| anyhow!("curve buffer size"))?;
     let mut png = Vec::new();
     image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    crate::checkpoint::write_atomically(path, &png)
+    crate::io::write_atomically(path, &png)
 }
 
 fn draw<DB: DrawingBackend>(

@@ -1,7 +1,8 @@
 //! Sequential sampling and completion (inpainting) with a model's [`SamplerState`].
 //!
 //! x_1 ~ Bern(sigmoid(l_1)), then x_2 | x_1, ...: n steps per batch, each costing one
-//! conditional (NADE: O(B d)). The randomness is a seeded ChaCha8 stream drawn on the host,
+//! conditional (NADE: O(B d)), in the model's [`Autoregressive::sample_batch`] (NADE's fused
+//! sampler runs all n steps in one pass or one CUDA launch). The randomness is a seeded ChaCha8 stream drawn on the host,
 //! `n` uniforms per image in image order, uploaded once per batch; x_i = 1 exactly when
 //! u_i < sigmoid(l_i), compared on the device. Image r therefore always uses the same
 //! uniforms whatever the batch size, and a seed gives the same images run to run on a given
@@ -14,16 +15,15 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::ops::sigmoid;
+use candle_core::{Device, Tensor};
 use image::GrayImage;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::checkpoint::write_atomically;
 use crate::data::BinaryDataset;
 use crate::image_grid::{self, binary_tile, kept_tile, prob_tile, tile_shape};
-use crate::models::Autoregressive;
+use crate::keep::prefix_masks;
+use crate::models::{self, Autoregressive, Evidence, Orders};
 
 /// Images a batch holds when the caller does not say ([`write_sample_grid`]).
 pub const DEFAULT_BATCH: usize = 100;
@@ -65,17 +65,20 @@ pub fn sample(
     seed: u64,
     device: &Device,
 ) -> Result<Samples> {
-    let n = model.config().n;
+    let n = model.config().n();
     let start = Instant::now();
     let batches = batched(count, batch, device, |first, end| {
-        let u = uniforms(seed, first, end, n);
-        if let Some(fused) = model.sample_fused(&[], 0, &u) {
-            let fused = fused?;
-            return Ok((fused.values, fused.probs));
-        }
-        let u = Tensor::from_vec(u, (end - first, n), device)?;
-        let (x, p) = run_batch(model, None, &u)?;
-        Ok((to_binary(&x)?, p.flatten_all()?.to_vec1::<f32>()?))
+        let none = Tensor::zeros((end - first, n), models::DTYPE, device)?;
+        let u = Tensor::from_vec(uniforms(seed, first, end, n), (end - first, n), device)?;
+        let drawn = model.sample_batch(&Evidence {
+            kept: &none,
+            observed: &none,
+            uniforms: &u,
+        })?;
+        Ok((
+            to_binary(&drawn.values)?,
+            drawn.probs.flatten_all()?.to_vec1::<f32>()?,
+        ))
     })?;
     let mut pixels = Vec::with_capacity(count * n);
     let mut probs = Vec::with_capacity(count * n);
@@ -90,9 +93,8 @@ pub fn sample(
     })
 }
 
-/// Completions of every row of `given`: its first `keep` values are copied (never sampled),
-/// the rest drawn `samples_per_image` times. Rows come out digit by digit: the
-/// `samples_per_image` completions of row 0 first, then those of row 1, ...
+/// Completions of every row of `given` that keep its first `keep` values: [`complete_with`]
+/// with prefix masks.
 pub fn complete(
     model: &dyn Autoregressive,
     given: &BinaryDataset,
@@ -102,7 +104,25 @@ pub fn complete(
     seed: u64,
     device: &Device,
 ) -> Result<BinaryDataset> {
-    let n = model.config().n;
+    let masks = prefix_masks(given.n(), keep, given.len())?;
+    complete_with(model, given, &masks, samples_per_image, batch, seed, device)
+}
+
+/// Completions of every row of `given`: where row r of `masks` is 1 the value is copied
+/// (never sampled), the rest is drawn `samples_per_image` times given the kept values. Rows
+/// come out image by image: the `samples_per_image` completions of row 0 first, then those of
+/// row 1, ... A model with an order of its own conditions exactly only on prefixes of it;
+/// any other kept set is an error that says so.
+pub fn complete_with(
+    model: &dyn Autoregressive,
+    given: &BinaryDataset,
+    masks: &BinaryDataset,
+    samples_per_image: usize,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<BinaryDataset> {
+    let n = model.config().n();
     if given.n() != n {
         bail!(
             "the data has {} dimensions per vector but the model has n = {n}",
@@ -110,40 +130,56 @@ pub fn complete(
         );
     }
     ensure!(
-        keep <= n,
-        "cannot keep {keep} values of vectors of length {n}"
+        masks.n() == n && masks.len() == given.len(),
+        "{} masks of length {} for {} images of length {n}",
+        masks.len(),
+        masks.n(),
+        given.len()
     );
+    check_conditioning(model, masks)?;
     let total = given.len() * samples_per_image;
     let batches = batched(total, batch, device, |first, end| {
         let rows: Vec<usize> = (first..end).map(|r| r / samples_per_image).collect();
-        let sampled = if keep < n {
-            let u = uniforms(seed, first, end, n);
-            let kept: Vec<u8> = rows
-                .iter()
-                .flat_map(|&r| &given.row(r)[..keep])
-                .copied()
-                .collect();
-            match model.sample_fused(&kept, keep, &u) {
-                Some(fused) => fused?.values,
-                None => {
-                    let u = Tensor::from_vec(u, (end - first, n), device)?;
-                    let kept = given.tensor_rows(&rows, device)?.narrow(1, 0, keep)?;
-                    let (x, _) = run_batch(model, Some(&kept), &u)?;
-                    to_binary(&x)?
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let width = n - keep;
-        let mut pixels = Vec::with_capacity(rows.len() * n);
-        for (j, &r) in rows.iter().enumerate() {
-            pixels.extend_from_slice(&given.row(r)[..keep]);
-            pixels.extend_from_slice(&sampled[j * width..(j + 1) * width]);
-        }
-        Ok(pixels)
+        let kept = given.tensor_rows(&rows, device)?;
+        let observed = masks.tensor_rows(&rows, device)?;
+        let u = Tensor::from_vec(uniforms(seed, first, end, n), (end - first, n), device)?;
+        let drawn = model.sample_batch(&Evidence {
+            kept: &kept,
+            observed: &observed,
+            uniforms: &u,
+        })?;
+        to_binary(&drawn.values)
     })?;
     BinaryDataset::new(n, batches.concat())
+}
+
+/// Whether `model` can condition exactly on every kept set of `masks`.
+fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> Result<()> {
+    let Orders::Fixed(order) = model.orders() else {
+        return Ok(());
+    };
+    let natural = order.iter().enumerate().all(|(t, &i)| t == i);
+    for (r, mask) in masks.rows().enumerate() {
+        let kept = mask.iter().filter(|&&v| v != 0).count();
+        if order[..kept].iter().any(|&i| mask[i] == 0) {
+            let order_name = if natural {
+                "its pixel order 0..n-1 (whole rows from the top: --keep top:R or --rows R)"
+                    .to_string()
+            } else {
+                "its own pixel order".to_string()
+            };
+            let others = if models::ModelConfig::ANY_ORDER_KINDS.is_empty() {
+                "no model of this build is (all of them have a fixed order)".to_string()
+            } else {
+                models::ModelConfig::ANY_ORDER_KINDS.join(", ")
+            };
+            bail!(
+                "a {} model conditions exactly only on a prefix of {order_name}, and the kept pixels of image {r} are not one; other kept sets need an order-agnostic model: {others}",
+                model.config().kind()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs `job(first, end)` for the batches [first, end) of `total` rows, in order of `first`
@@ -204,32 +240,6 @@ fn uniforms(seed: u64, first: usize, end: usize, n: usize) -> Vec<f32> {
     (0..(end - first) * n)
         .map(|_| (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32))
         .collect()
-}
-
-/// One batch: feeds `kept` (B, k) if any, then samples dimensions k..n with the uniforms
-/// `u` (B, n) (columns < k unused). Returns the sampled columns (B, n - k) and their
-/// Bernoulli means, both f32 on the device.
-fn run_batch(
-    model: &dyn Autoregressive,
-    kept: Option<&Tensor>,
-    u: &Tensor,
-) -> Result<(Tensor, Tensor)> {
-    let (rows, n) = u.dims2()?;
-    let mut state = model.sampler(rows)?;
-    if let Some(kept) = kept.filter(|k| k.dims()[1] > 0) {
-        state.observe_many(kept)?;
-    }
-    let start = state.position();
-    let mut xs = Vec::with_capacity(n - start);
-    let mut ps = Vec::with_capacity(n - start);
-    for i in start..n {
-        let p = sigmoid(&state.logits()?)?; // (B, 1)
-        let x = u.narrow(1, i, 1)?.lt(&p)?.to_dtype(DType::F32)?;
-        state.observe(&x)?;
-        xs.push(x);
-        ps.push(p);
-    }
-    Ok((Tensor::cat(&xs, 1)?, Tensor::cat(&ps, 1)?))
 }
 
 fn to_binary(x: &Tensor) -> Result<Vec<u8>> {
@@ -296,10 +306,10 @@ pub fn samples_image(samples: &Samples, probs: bool, scale: u32) -> Result<GrayI
 }
 
 /// One grid row per given image: the original, the kept part (the rest [`image_grid::HIDDEN`]),
-/// then its completions (`completions` as [`complete`] returns them).
+/// then its completions (`completions` as [`complete_with`] returns them for `masks`).
 pub fn completions_image(
     given: &BinaryDataset,
-    keep: usize,
+    masks: &BinaryDataset,
     completions: &BinaryDataset,
     scale: u32,
 ) -> Result<GrayImage> {
@@ -313,32 +323,12 @@ pub fn completions_image(
     let mut tiles = Vec::with_capacity(given.len() * (per_image + 2));
     for (d, original) in given.rows().enumerate() {
         tiles.push(binary_tile(original));
-        tiles.push(kept_tile(original, keep));
+        tiles.push(kept_tile(original, masks.row(d)));
         for k in 0..per_image {
             tiles.push(binary_tile(completions.row(d * per_image + k)));
         }
     }
     image_grid::render(&tiles, tile_shape(given.n()), per_image + 2, scale)
-}
-
-/// `.amat` text: one vector per line, values 0 or 1 separated by single spaces.
-pub fn amat_text(data: &BinaryDataset) -> String {
-    let mut text = String::with_capacity(data.pixels().len() * 2);
-    for row in data.rows() {
-        for (j, v) in row.iter().enumerate() {
-            if j > 0 {
-                text.push(' ');
-            }
-            text.push(if *v != 0 { '1' } else { '0' });
-        }
-        text.push('\n');
-    }
-    text
-}
-
-/// Writes `data` as `.amat` text to `path` atomically.
-pub fn write_amat(path: &Path, data: &BinaryDataset) -> Result<()> {
-    write_atomically(path, amat_text(data).as_bytes())
 }
 
 /// Samples `count` images with `seed` and writes them as a PNG grid to `path` (binary pixels,

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand_chacha::rand_core::SeedableRng;
@@ -26,11 +25,12 @@ use crate::data::source::load_split;
 use crate::data::{BinaryDataset, Split};
 use crate::device;
 use crate::eval::{self, NllSummary};
-use crate::models::{self, Autoregressive, ModelConfig};
+use crate::io::write_atomically;
+use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot;
 use crate::sample;
-pub use crate::train_state::{config_of_run, EpochRecord, TrainState, LAST};
+pub use crate::train_state::{config_of_run, EpochRecord, TrainState, LAST, RUN_CONFIG};
 use crate::train_state::{read_state, restore};
 
 /// What a finished run reports.
@@ -88,7 +88,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
             valid.n()
         );
     }
-    let model_cfg = config.model_config(train.n());
+    let model_cfg = config.model_config(train.n())?;
     let out = &config.output.dir;
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create output folder", out.display()))?;
@@ -98,36 +98,35 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     } else {
         let mut params = models::init_params(&model_cfg, config.train.seed, &device)?;
         if config.train.init_bias_from_data {
-            set_output_bias_to_data_logits(&mut params, &train, &device)?;
+            set_output_bias_to_data_logits(&model_cfg, &mut params, &train, &device)?;
         }
         (params, Default::default(), TrainState::fresh(config))
     };
-    let (model, vars) = trainable(&model_cfg, params, &device)?;
-    let biases: Vec<&str> = model_cfg
-        .param_specs()
-        .iter()
-        .filter(|spec| spec.is_bias)
-        .map(|spec| spec.name)
-        .collect();
-    let mut adam = Adam::new(vars, &biases, AdamConfig::from_train(&config.train))?;
+    let trainable = Trainable::new(&model_cfg, params, &device)?;
+    let unpenalized = trainable.unpenalized();
+    let unpenalized: Vec<&str> = unpenalized.iter().map(String::as_str).collect();
+    let mut adam = Adam::new(
+        trainable.named_vars(),
+        &unpenalized,
+        AdamConfig::from_train(&config.train),
+    )?;
     if opts.resume {
         adam.restore(&optimizer_state, state.adam_steps)?;
     }
-    fit(
+    let mut run = Run {
         config,
-        model.as_ref(),
-        &mut adam,
-        state,
-        &train,
-        &valid,
-        &device,
+        model: trainable.model.as_ref(),
+        train: &train,
+        valid: &valid,
+        device: &device,
         opts,
-    )?;
+    };
+    run.fit(&mut adam, state)?;
 
     // The selected model, on the test set, once.
     let best_path = out.join(BEST);
     let test_nll = if opts.test {
-        let best = checkpoint::load(&best_path, &device, model_cfg.nade_path)?;
+        let best = checkpoint::load(&best_path, &device, model_cfg.kernel_name().as_deref())?;
         let test = load_split(&source, Split::Test)?;
         let test_nll = eval::nll(
             best.model.as_ref(),
@@ -145,9 +144,9 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     };
     let state = read_state(&out.join(LAST))?;
     let summary = Summary {
-        model: model_cfg.kind.to_string(),
-        n: model_cfg.n,
-        hidden: model_cfg.hidden,
+        model: model_cfg.kind().to_string(),
+        n: model_cfg.n(),
+        hidden: model_cfg.hidden().unwrap_or(0),
         parameters: model_cfg.num_params(),
         best_checkpoint: best_path,
         best_epoch: state.best_epoch,
@@ -165,41 +164,68 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         device: device::name(&device).into(),
     };
     let json = serde_json::to_string_pretty(&summary)?;
-    checkpoint::write_atomically(&out.join("summary.json"), json.as_bytes())?;
+    write_atomically(&out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
 }
 
-/// The epoch loop. The model's parameters are the Vars `adam` updates.
-#[allow(clippy::too_many_arguments)]
-fn fit(
-    config: &Config,
-    model: &dyn Autoregressive,
-    adam: &mut Adam,
-    mut state: TrainState,
-    train: &BinaryDataset,
-    valid: &BinaryDataset,
-    device: &Device,
-    opts: &Options,
-) -> Result<()> {
-    let t = &config.train;
-    let out = &config.output.dir;
-    let config_toml = config.to_toml();
-    // Adam moves each weight by about lr per step whatever the gradient, so a far too large
-    // rate drives the logits to +-1e9 without ever producing a NaN: the stable softplus keeps
-    // the loss finite. A loss 100x that of the uniform model (n ln 2) is divergence too.
-    let uniform_nll = train.n() as f64 * std::f64::consts::LN_2;
-    let diverged_above = 100.0 * uniform_nll;
-    while state.epoch < t.epochs && (state.epoch == 0 || state.since_best < t.patience) {
-        let epoch = state.epoch; // 0-based here, 1-based for people
-        let lr = state.schedule.lr_for(t, epoch);
-        let order = epoch_order(train.len(), t.seed, epoch);
+/// What the epoch loop works on. The model's parameters are the Vars the optimizer updates.
+struct Run<'a> {
+    config: &'a Config,
+    model: &'a dyn Autoregressive,
+    train: &'a BinaryDataset,
+    valid: &'a BinaryDataset,
+    device: &'a Device,
+    opts: &'a Options,
+}
+
+/// What one epoch of training measured.
+struct EpochTraining {
+    /// Mean minibatch NLL.
+    nll: f64,
+    mean_grad_norm: f64,
+    seconds: f64,
+    images: usize,
+}
+
+impl Run<'_> {
+    /// The epoch loop: train, validate, keep the books, until the epochs run out or
+    /// validation has not improved for `patience` epochs.
+    fn fit(&mut self, adam: &mut Adam, mut state: TrainState) -> Result<()> {
+        let t = &self.config.train;
+        while state.epoch < t.epochs && (state.epoch == 0 || state.since_best < t.patience) {
+            let epoch = state.epoch; // 0-based here, 1-based for people
+            let lr = state.schedule.lr_for(t, epoch);
+            let trained = self.train_epoch(adam, &state, lr)?;
+            let valid = eval::nll(
+                self.model,
+                self.valid,
+                t.eval_batch_size,
+                self.device,
+                false,
+            )
+            .with_context(|| format!("epoch {}: validation", epoch + 1))?;
+            self.after_epoch(adam, &mut state, lr, &trained, &valid)?;
+        }
+        Ok(())
+    }
+
+    /// One pass over the shuffled training set, one Adam step per minibatch.
+    fn train_epoch(&self, adam: &mut Adam, state: &TrainState, lr: f64) -> Result<EpochTraining> {
+        let t = &self.config.train;
+        let epoch = state.epoch;
+        // Adam moves each weight by about lr per step whatever the gradient, so a far too large
+        // rate drives the logits to +-1e9 without ever producing a NaN: the stable softplus
+        // keeps the loss finite. A loss 100x that of the uniform model (n ln 2) is divergence too.
+        let uniform_nll = self.train.n() as f64 * std::f64::consts::LN_2;
+        let diverged_above = 100.0 * uniform_nll;
+        let order = epoch_order(self.train.len(), t.seed, epoch);
         let batches = order.len().div_ceil(t.batch_size);
-        let bar = epoch_bar(opts.progress, batches, epoch + 1);
+        let bar = epoch_bar(self.opts.progress, batches, epoch + 1);
         let start = Instant::now();
         let (mut loss_sum, mut grad_norm_sum, mut seen) = (0f64, 0f64, 0usize);
         for (b, rows) in order.chunks(t.batch_size).enumerate() {
-            let x = train.tensor_rows(rows, device)?;
-            let loss = models::mean_nll(model, &x)?;
+            let x = self.train.tensor_rows(rows, self.device)?;
+            let loss = models::mean_nll(self.model, &x)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() || value > diverged_above {
                 bar.abandon();
@@ -210,7 +236,7 @@ fn fit(
                     epoch + 1,
                     b + 1,
                     uniform_nll,
-                    out.join(BEST).display(),
+                    self.config.output.dir.join(BEST).display(),
                     state.best_epoch
                 );
             }
@@ -227,56 +253,84 @@ fn fit(
             }
         }
         bar.finish_and_clear();
-        let train_seconds = start.elapsed().as_secs_f64();
-        let valid_nll = eval::nll(model, valid, t.eval_batch_size, device, false)
-            .with_context(|| format!("epoch {}: validation", epoch + 1))?;
-        let valid_seconds = valid_nll.seconds;
-        let improved = valid_nll.nll_nats < state.best_valid;
+        Ok(EpochTraining {
+            nll: loss_sum / seen as f64,
+            mean_grad_norm: grad_norm_sum / batches as f64,
+            seconds: start.elapsed().as_secs_f64(),
+            images: seen,
+        })
+    }
+
+    /// The books after an epoch: run state and selection, best.safetensors when validation
+    /// improved, last.safetensors (with the optimizer), metrics, curve, samples, the line.
+    fn after_epoch(
+        &self,
+        adam: &Adam,
+        state: &mut TrainState,
+        lr: f64,
+        trained: &EpochTraining,
+        valid: &NllSummary,
+    ) -> Result<()> {
+        let t = &self.config.train;
+        let out = &self.config.output.dir;
+        let epoch = state.epoch + 1;
+        let improved = valid.nll_nats < state.best_valid;
         state.schedule.observe(t, improved);
-        state.epoch = epoch + 1;
+        state.epoch = epoch;
         state.adam_steps = adam.steps_taken();
         if improved {
-            state.best_valid = valid_nll.nll_nats;
-            state.best_epoch = epoch + 1;
+            state.best_valid = valid.nll_nats;
+            state.best_epoch = epoch;
             state.since_best = 0;
         } else {
             state.since_best += 1;
         }
         state.history.push(EpochRecord {
-            epoch: epoch + 1,
-            train_nll: loss_sum / seen as f64,
-            valid_nll: valid_nll.nll_nats,
+            epoch,
+            train_nll: trained.nll,
+            valid_nll: valid.nll_nats,
             best_valid: state.best_valid,
             best_epoch: state.best_epoch,
             lr,
-            mean_grad_norm: grad_norm_sum / batches as f64,
-            train_seconds,
-            train_images_per_s: seen as f64 / train_seconds.max(1e-9),
-            valid_seconds,
+            mean_grad_norm: trained.mean_grad_norm,
+            train_seconds: trained.seconds,
+            train_images_per_s: trained.images as f64 / trained.seconds.max(1e-9),
+            valid_seconds: valid.seconds,
         });
 
         let mut metadata = BTreeMap::from([
-            ("config".to_string(), config_toml.clone()),
-            ("epoch".to_string(), (epoch + 1).to_string()),
-            ("valid_nll".to_string(), valid_nll.nll_nats.to_string()),
+            (RUN_CONFIG.to_string(), self.config.to_toml()),
+            ("epoch".to_string(), epoch.to_string()),
+            ("valid_nll".to_string(), valid.nll_nats.to_string()),
         ]);
         if improved {
-            checkpoint::save(&out.join(BEST), model, &metadata)?;
+            checkpoint::save(&out.join(BEST), self.model, &metadata)?;
         }
         metadata.insert("train_state".into(), serde_json::to_string(&state)?);
-        checkpoint::save_with_state(&out.join(LAST), model, &adam.state_tensors(), &metadata)?;
-        write_metrics(out, &state.history, &model.config().kind.to_string())?;
-        if t.sample_every > 0 && (epoch + 1).is_multiple_of(t.sample_every) {
+        checkpoint::save_with_state(
+            &out.join(LAST),
+            self.model,
+            &adam.state_tensors(),
+            &metadata,
+        )?;
+        write_metrics(out, &state.history, self.model.config().kind())?;
+        if t.sample_every > 0 && epoch.is_multiple_of(t.sample_every) {
             // Seeded by the run's seed alone: the grids of successive epochs use the same
             // uniforms, so changes between them are the model's, not the draw's.
-            sample::write_sample_grid(model, 100, t.seed, device, &out.join("samples.png"))?;
+            sample::write_sample_grid(
+                self.model,
+                100,
+                t.seed,
+                self.device,
+                &out.join("samples.png"),
+            )?;
         }
         println!(
             "{}",
-            epoch_line(state.history.last().expect("just pushed"), &valid_nll)
+            epoch_line(state.history.last().expect("just pushed"), valid)
         );
+        Ok(())
     }
-    Ok(())
 }
 
 /// The permutation of the training rows for `epoch`: stream epoch + 1 of the seed.
@@ -318,7 +372,7 @@ fn write_metrics(out: &Path, history: &[EpochRecord], kind: &str) -> Result<()> 
         lines.push_str(&serde_json::to_string(record)?);
         lines.push('\n');
     }
-    checkpoint::write_atomically(&out.join("metrics.jsonl"), lines.as_bytes())?;
+    write_atomically(&out.join("metrics.jsonl"), lines.as_bytes())?;
     let points: Vec<_> = history
         .iter()
         .map(|r| (r.epoch, r.train_nll, r.valid_nll))
@@ -330,34 +384,10 @@ fn write_metrics(out: &Path, history: &[EpochRecord], kind: &str) -> Result<()> 
     )
 }
 
-type NamedVars = Vec<(String, Var)>;
-
-/// Vars holding `params`, and the model built on them.
-fn trainable(
-    cfg: &ModelConfig,
-    params: Vec<(String, Tensor)>,
-    device: &Device,
-) -> Result<(Box<dyn Autoregressive>, NamedVars)> {
-    let varmap = VarMap::new();
-    let mut vars = Vec::new();
-    {
-        let mut data = varmap
-            .data()
-            .lock()
-            .map_err(|_| anyhow!("VarMap lock poisoned"))?;
-        for (name, tensor) in params {
-            let var = Var::from_tensor(&tensor)?;
-            data.insert(name.clone(), var.clone());
-            vars.push((name, var));
-        }
-    }
-    let model = models::build(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
-    Ok((model, vars))
-}
-
 /// b_i = logit of pixel i's smoothed training mean (k + 1) / (N + 2): the best model that
 /// ignores x_<i, a much better start than b = 0 (543 nats on MNIST versus ~206).
 fn set_output_bias_to_data_logits(
+    cfg: &ModelConfig,
     params: &mut [(String, Tensor)],
     train: &BinaryDataset,
     device: &Device,
@@ -374,10 +404,22 @@ fn set_output_bias_to_data_logits(
         .iter()
         .map(|&k| ((k as f64 + 1.0) / (total - k as f64 + 1.0)).ln() as f32)
         .collect();
-    let slot = params
-        .iter_mut()
-        .find(|(name, _)| name == "b")
-        .ok_or_else(|| anyhow!("model has no `b`"))?;
-    slot.1 = Tensor::from_vec(logits, n, device)?;
+    for spec in cfg.param_specs() {
+        if spec.role != ParamRole::OutputBias {
+            continue;
+        }
+        if spec.shape != [n] {
+            bail!(
+                "the output bias `{}` has shape {:?}, not ({n}) as the data",
+                spec.name,
+                spec.shape
+            );
+        }
+        let slot = params
+            .iter_mut()
+            .find(|(name, _)| *name == spec.name)
+            .ok_or_else(|| anyhow!("model has no `{}`", spec.name))?;
+        slot.1 = Tensor::from_vec(logits.clone(), n, device)?;
+    }
     Ok(())
 }

@@ -15,6 +15,10 @@ use crate::optim::LrSchedule;
 /// The file of the last completed epoch, with the optimizer state.
 pub const LAST: &str = "last.safetensors";
 
+/// The metadata key of the run's TOML config in a training checkpoint (before the model
+/// config took `config`, the TOML was stored there; both are read).
+pub const RUN_CONFIG: &str = "run_config";
+
 /// One line of metrics.jsonl.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -64,8 +68,18 @@ impl TrainState {
 /// The config an interrupted run in `dir` was started with (stored in its last.safetensors).
 pub fn config_of_run(dir: &Path) -> Result<Config> {
     let last = dir.join(LAST);
-    let raw = metadata_value(&last, "config")?;
+    let raw = run_config_toml(&last)?;
     Config::from_toml(&raw).with_context(|| format!("{}: stored config", last.display()))
+}
+
+/// The run's TOML from a training checkpoint: `run_config`, or `config` in older files.
+fn run_config_toml(last: &Path) -> Result<String> {
+    metadata_value(last, RUN_CONFIG).or_else(|e| {
+        metadata_value(last, "config")
+            .ok()
+            .filter(|raw| !raw.trim_start().starts_with('{'))
+            .ok_or(e)
+    })
 }
 
 pub fn read_state(last: &Path) -> Result<TrainState> {
@@ -109,23 +123,28 @@ pub fn restore(
             last.display()
         );
     }
-    let loaded = checkpoint::load(last, device, model_cfg.nade_path)?;
+    let loaded = checkpoint::load(last, device, model_cfg.kernel_name().as_deref())?;
     let stored = loaded.model.config();
-    if (stored.kind, stored.n, stored.hidden) != (model_cfg.kind, model_cfg.n, model_cfg.hidden) {
+    if stored.structure() != model_cfg.structure() {
         bail!(
-            "--resume: {} holds a {} with n = {}, hidden = {}, but the config asks for a {} with n = {}, hidden = {}",
+            "--resume: {} holds a {}, but the config asks for a {}{}",
             last.display(),
-            stored.kind,
-            stored.n,
-            stored.hidden,
-            model_cfg.kind,
-            model_cfg.n,
-            model_cfg.hidden
+            stored.describe(),
+            model_cfg.describe(),
+            if stored.describe() == model_cfg.describe() {
+                format!(
+                    " (stored config {}, asked {})",
+                    serde_json::to_string(&stored.structure())?,
+                    serde_json::to_string(&model_cfg.structure())?
+                )
+            } else {
+                String::new()
+            }
         );
     }
     let state = read_state(last)?;
-    if let Some(stored_toml) = loaded.metadata.get("config") {
-        let stored: Config = toml::from_str(stored_toml)
+    if let Ok(stored_toml) = run_config_toml(last) {
+        let stored: Config = toml::from_str(&stored_toml)
             .with_context(|| format!("{}: stored config", last.display()))?;
         if stored.train.seed != config.train.seed
             || stored.train.batch_size != config.train.batch_size
@@ -133,11 +152,6 @@ pub fn restore(
             bail!("--resume: train.seed and train.batch_size must match the interrupted run's ({} and {})", stored.train.seed, stored.train.batch_size);
         }
     }
-    let params = loaded
-        .model
-        .named_tensors()
-        .into_iter()
-        .map(|(name, t)| (name.to_string(), t))
-        .collect();
+    let params = loaded.model.named_tensors();
     Ok((params, loaded.optimizer_state, state))
 }

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use nade::device;
-use nade::models::{self, bernoulli_log_prob, ModelConfig, ModelKind, NadePath};
+use nade::models::{self, bernoulli_log_prob, ModelConfig, NadeKernel, Pass};
 use std::collections::HashMap;
 
 fn logits_of(model: &dyn models::Autoregressive, x: &[f32], n: usize, device: &Device) -> Vec<f32> {
@@ -27,7 +27,11 @@ fn every_model_sums_to_one_over_all_vectors() {
             for cfg in all_configs(n) {
                 let model = model(&cfg, &random_params(&cfg, 7, 1.5), &device);
                 let x = Tensor::from_vec(all_binary_vectors(n), (1 << n, n), &device).unwrap();
-                let log_p = model.log_prob(&x).unwrap().to_vec1::<f32>().unwrap();
+                let log_p = model
+                    .log_prob(&x, Pass::Eval)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
                 let total: f64 = log_p.iter().map(|&lp| (lp as f64).exp()).sum();
                 assert!(
                     (total - 1.0).abs() < 1e-4,
@@ -68,15 +72,15 @@ fn logit_i_never_depends_on_x_j_for_j_at_or_after_i() {
 
 /// The formulas of DESIGN.md written straight, one dimension at a time, in f64.
 fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> Vec<f64> {
-    let (n, d) = (cfg.n, cfg.hidden);
+    let (n, d) = (cfg.n(), cfg.hidden().unwrap_or(0));
     let sigmoid = |a: f64| 1.0 / (1.0 + (-a).exp());
     let g = |name: &str, k: usize| p[name][k] as f64;
     let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    match cfg.kind {
-        ModelKind::Fvsbn => (0..n)
+    match cfg.kind() {
+        "fvsbn" => (0..n)
             .map(|i| g("b", i) + (0..i).map(|j| g("W", i * n + j) * x[j]).sum::<f64>())
             .collect(),
-        ModelKind::Mlp => (0..n)
+        "mlp" => (0..n)
             .map(|i| {
                 let hidden = (0..d).map(|k| {
                     let a = g("c", i * d + k)
@@ -88,7 +92,7 @@ fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> 
                 g("b", i) + hidden.sum::<f64>()
             })
             .collect(),
-        ModelKind::Nade => {
+        "nade" => {
             let mut a: Vec<f64> = (0..d).map(|k| g("c", k)).collect();
             let mut logits = Vec::with_capacity(n);
             for (i, &x_i) in x.iter().enumerate() {
@@ -104,6 +108,7 @@ fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> 
             }
             logits
         }
+        other => panic!("no naive loop for {other}"),
     }
 }
 
@@ -112,7 +117,7 @@ fn parallel_logits_equal_a_naive_loop_over_dimensions() {
     let (n, rows) = (30, 6);
     for device in device::available() {
         let mut cfgs = all_configs(n);
-        cfgs.push(config(ModelKind::Nade, n, 5, NadePath::Blocked(28)));
+        cfgs.push(config("nade", n, 5, NadeKernel::Blocked(28)));
         for cfg in cfgs {
             let params = random_params(&cfg, 5, 1.0);
             let model = model(&cfg, &params, &device);
@@ -139,7 +144,7 @@ fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
     // n = 784, d = 16: the MNIST shape, with blocks that divide n (28), do not (50), and k = 1.
     let (n, d, rows) = (784, 16, 8);
     for device in device::available() {
-        let plain_cfg = config(ModelKind::Nade, n, d, NadePath::Plain);
+        let plain_cfg = config("nade", n, d, NadeKernel::Plain);
         let params = random_params(&plain_cfg, 21, 0.2);
         let x = Tensor::from_vec(random_binary(rows, n, 0.13, 2), (rows, n), &device).unwrap();
         let (plain, plain_vars) = model_with_vars(&plain_cfg, &params, &device);
@@ -153,16 +158,16 @@ fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
             .to_vec1::<f32>()
             .unwrap();
         let mut paths = vec![
-            NadePath::Blocked(28),
-            NadePath::Blocked(50),
-            NadePath::Blocked(1),
+            NadeKernel::Blocked(28),
+            NadeKernel::Blocked(50),
+            NadeKernel::Blocked(1),
         ];
         if device.is_cpu() {
-            paths.push(NadePath::Fused);
+            paths.push(NadeKernel::Fused);
         }
         for path in paths {
             let k = path;
-            let cfg = config(ModelKind::Nade, n, d, path);
+            let cfg = config("nade", n, d, path);
             let (blocked, vars) = model_with_vars(&cfg, &params, &device);
             let logits = blocked
                 .logits(&x)
@@ -179,10 +184,10 @@ fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
             let grads = loss.backward().unwrap();
             for spec in cfg.param_specs() {
                 let g_plain = plain_grads
-                    .get(plain_vars.data().lock().unwrap()[spec.name].as_tensor())
+                    .get(plain_vars.data().lock().unwrap()[&spec.name].as_tensor())
                     .unwrap();
                 let g_blocked = grads
-                    .get(vars.data().lock().unwrap()[spec.name].as_tensor())
+                    .get(vars.data().lock().unwrap()[&spec.name].as_tensor())
                     .unwrap();
                 let a = g_plain.flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let b = g_blocked.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -217,26 +222,26 @@ fn log_likelihood_is_finite_and_exact_for_huge_logits() {
 #[test]
 fn nade_path_names_round_trip() {
     for path in [
-        NadePath::Auto,
-        NadePath::Fused,
-        NadePath::Plain,
-        NadePath::Blocked(28),
-        NadePath::Blocked(7),
+        NadeKernel::Auto,
+        NadeKernel::Fused,
+        NadeKernel::Plain,
+        NadeKernel::Blocked(28),
+        NadeKernel::Blocked(7),
     ] {
-        assert_eq!(path.to_string().parse::<NadePath>().unwrap(), path);
+        assert_eq!(path.to_string().parse::<NadeKernel>().unwrap(), path);
     }
     assert_eq!(
-        "blocked".parse::<NadePath>().unwrap(),
-        NadePath::Blocked(28)
+        "blocked".parse::<NadeKernel>().unwrap(),
+        NadeKernel::Blocked(28)
     );
     for bad in ["fast", "blocked:0", "blocked:x", ""] {
-        assert!(bad.parse::<NadePath>().is_err(), "{bad:?} parsed");
+        assert!(bad.parse::<NadeKernel>().is_err(), "{bad:?} parsed");
     }
 }
 
 #[test]
 fn seeded_init_is_reproducible_and_seed_dependent() {
-    let cfg = ModelConfig::new(ModelKind::Nade, 20, 4);
+    let cfg = common::new_config("nade", 20, 4);
     let get = |seed| {
         models::init_params(&cfg, seed, &Device::Cpu)
             .unwrap()
@@ -256,8 +261,8 @@ fn seeded_init_is_reproducible_and_seed_dependent() {
 fn fused_nade_gradients_equal_plain_through_every_entry_point() {
     let (n, d, rows) = (50, 9, 6);
     let device = Device::Cpu;
-    let plain_cfg = config(ModelKind::Nade, n, d, NadePath::Plain);
-    let fused_cfg = config(ModelKind::Nade, n, d, NadePath::Fused);
+    let plain_cfg = config("nade", n, d, NadeKernel::Plain);
+    let fused_cfg = config("nade", n, d, NadeKernel::Fused);
     let params = random_params(&plain_cfg, 8, 0.8);
     let x = Tensor::from_vec(random_binary(rows, n, 0.3, 4), (rows, n), &device).unwrap();
     let weights = Tensor::new(&[0.5f32, -1.0, 2.0, 0.0, 1.5, -0.25], &device).unwrap();
@@ -265,7 +270,10 @@ fn fused_nade_gradients_equal_plain_through_every_entry_point() {
     let losses: [(&str, Loss); 3] = [
         ("mean NLL", |m, x, _| models::mean_nll(m, x).unwrap()),
         ("weighted log p", |m, x, w| {
-            (m.log_prob(x).unwrap() * w).unwrap().sum_all().unwrap()
+            (m.log_prob(x, Pass::Train).unwrap() * w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
         }),
         ("through logits", |m, x, w| {
             let lp = bernoulli_log_prob(&m.logits(x).unwrap(), x).unwrap();
@@ -281,7 +289,7 @@ fn fused_nade_gradients_equal_plain_through_every_entry_point() {
                 .iter()
                 .map(|s| {
                     grads
-                        .get(vars[s.name].as_tensor())
+                        .get(vars[&s.name].as_tensor())
                         .unwrap()
                         .flatten_all()
                         .unwrap()

@@ -15,7 +15,7 @@ use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::device;
 use nade::image_grid::{self, GUTTER, HIDDEN};
-use nade::models::{self, Autoregressive, ModelConfig, ModelKind, NadePath};
+use nade::models::{self, Autoregressive, NadeKernel, Pass};
 use nade::sample::{self, complete, sample};
 
 fn host(t: &Tensor) -> Vec<f32> {
@@ -67,7 +67,7 @@ fn sampler_logits_equal_parallel_logits() {
     let n = 9;
     for device in device::available() {
         let mut configs = all_configs(n);
-        configs.push(config(ModelKind::Nade, n, 20, NadePath::Blocked(28)));
+        configs.push(config("nade", n, 20, NadeKernel::Blocked(28)));
         for (c, cfg) in configs.into_iter().enumerate() {
             let model = model(&cfg, &random_params(&cfg, 10 + c as u64, 1.5), &device);
             let samples = sample(model.as_ref(), 37, 16, 5, &device).unwrap();
@@ -100,16 +100,16 @@ fn sampler_logits_equal_parallel_logits() {
 fn sampler_logits_equal_parallel_logits_at_n_784() {
     let n = 784;
     let configs = [
-        config(ModelKind::Fvsbn, n, 0, NadePath::default()),
-        config(ModelKind::Mlp, n, 4, NadePath::default()),
-        config(ModelKind::Nade, n, 50, NadePath::Plain),
-        config(ModelKind::Nade, n, 50, NadePath::default()),
+        config("fvsbn", n, 0, NadeKernel::default()),
+        config("mlp", n, 4, NadeKernel::default()),
+        config("nade", n, 50, NadeKernel::Plain),
+        config("nade", n, 50, NadeKernel::default()),
     ];
     for device in device::available() {
         for cfg in &configs {
             let params = models::init_params(cfg, 3, &device).unwrap();
             let vb = VarBuilder::from_tensors(params.into_iter().collect(), DType::F32, &device);
-            let model = models::build(cfg, vb).unwrap();
+            let model = cfg.build(vb).unwrap();
             let samples = sample(model.as_ref(), 3, 3, 9, &device).unwrap();
             let x = tensor_of(&samples.images, &device);
             let want = host(&model.logits(&x).unwrap());
@@ -167,7 +167,7 @@ fn chi2_999(df: usize) -> f64 {
 /// Exact p(x) of every x in {0,1}^n, by enumeration.
 fn exact_probs(model: &dyn Autoregressive, n: usize, device: &Device) -> Vec<f64> {
     let x = Tensor::from_vec(all_binary_vectors(n), (1 << n, n), device).unwrap();
-    host(&model.log_prob(&x).unwrap())
+    host(&model.log_prob(&x, Pass::Eval).unwrap())
         .iter()
         .map(|&lp| (lp as f64).exp())
         .collect()
@@ -288,7 +288,7 @@ fn completions_keep_the_given_values() {
 }
 
 fn small_mnist_nade(device: &Device) -> Box<dyn Autoregressive> {
-    let cfg = config(ModelKind::Nade, 784, 8, NadePath::default());
+    let cfg = config("nade", 784, 8, NadeKernel::default());
     model(&cfg, &random_params(&cfg, 5, 0.3), device)
 }
 
@@ -324,7 +324,7 @@ fn same_seed_same_png_and_batching_does_not_matter() {
 /// sampling, and the sampled images are those of the same model with plain tensors.
 #[test]
 fn sampling_a_model_under_training_detaches_its_parameters() {
-    let cfg = config(ModelKind::Nade, 20, 6, NadePath::default());
+    let cfg = config("nade", 20, 6, NadeKernel::default());
     let params = random_params(&cfg, 8, 1.0);
     let (trained, vars) = model_with_vars(&cfg, &params, &Device::Cpu);
     let mut state = trained.sampler(2).unwrap();
@@ -363,7 +363,7 @@ fn sampling_a_model_under_training_detaches_its_parameters() {
             let shape = cfg
                 .param_specs()
                 .into_iter()
-                .find(|s| s.name == k)
+                .find(|s| s.name == *k)
                 .unwrap()
                 .shape;
             (
@@ -372,11 +372,9 @@ fn sampling_a_model_under_training_detaches_its_parameters() {
             )
         })
         .collect();
-    let fixed = models::build(
-        &cfg,
-        VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let fixed = cfg
+        .build(VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu))
+        .unwrap();
     let a = sample(trained.as_ref(), 8, 4, 1, &Device::Cpu).unwrap();
     let b = sample(fixed.as_ref(), 8, 4, 1, &Device::Cpu).unwrap();
     assert_eq!(a.images, b.images);
@@ -430,10 +428,10 @@ fn error_line(out: &Output) -> String {
 
 /// A randomly initialised n = 784 NADE checkpoint (the training init, small hidden layer).
 fn write_checkpoint(path: &Path) -> Box<dyn Autoregressive> {
-    let cfg = ModelConfig::new(ModelKind::Nade, 784, 10);
+    let cfg = common::new_config("nade", 784, 10);
     let params = models::init_params(&cfg, 1, &Device::Cpu).unwrap();
     let vb = VarBuilder::from_tensors(params.into_iter().collect(), DType::F32, &Device::Cpu);
-    let model = models::build(&cfg, vb).unwrap();
+    let model = cfg.build(vb).unwrap();
     nade::checkpoint::save(path, model.as_ref(), &Default::default()).unwrap();
     model
 }
@@ -505,7 +503,7 @@ fn cli_complete_errors_name_the_flag() {
             .collect(),
     )
     .unwrap();
-    std::fs::write(&data, sample::amat_text(&rows)).unwrap();
+    std::fs::write(&data, nade::data::amat::amat_text(&rows)).unwrap();
     let (ckpt_s, data_s) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
     let out = dir.path().join("c.png");
     let out_s = out.to_str().unwrap();
@@ -599,8 +597,8 @@ fn cli_complete_on_the_real_test_split() {
 fn fused_nade_sampler_probabilities_equal_the_plain_parallel_path() {
     let device = Device::Cpu;
     for (n, d) in [(11, 7), (784, 20)] {
-        let fused_cfg = config(ModelKind::Nade, n, d, NadePath::Fused);
-        let plain_cfg = config(ModelKind::Nade, n, d, NadePath::Plain);
+        let fused_cfg = config("nade", n, d, NadeKernel::Fused);
+        let plain_cfg = config("nade", n, d, NadeKernel::Plain);
         let scale = if n > 100 { 0.3 } else { 1.5 };
         let params = random_params(&fused_cfg, 12, scale);
         let fused = model(&fused_cfg, &params, &device);

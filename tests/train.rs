@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use nade::checkpoint;
 use nade::config::Config;
-use nade::models::NadePath;
 use nade::train::{self, Options};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -93,7 +92,7 @@ fn quiet() -> Options {
 }
 
 fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let loaded = checkpoint::load(path, &Device::Cpu, NadePath::default()).unwrap();
+    let loaded = checkpoint::load(path, &Device::Cpu, None).unwrap();
     let mut out: Vec<_> = loaded
         .model
         .named_tensors()
@@ -287,7 +286,7 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_best_loadable() {
         before,
         "best.safetensors changed"
     );
-    checkpoint::load(&best, &Device::Cpu, NadePath::default()).unwrap();
+    checkpoint::load(&best, &Device::Cpu, None).unwrap();
 }
 
 #[test]

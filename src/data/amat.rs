@@ -122,3 +122,23 @@ fn printable(token: &[u8]) -> String {
     }
     shown
 }
+
+/// `.amat` text: one vector per line, values 0 or 1 separated by single spaces.
+pub fn amat_text(data: &BinaryDataset) -> String {
+    let mut text = String::with_capacity(data.pixels().len() * 2);
+    for row in data.rows() {
+        for (j, v) in row.iter().enumerate() {
+            if j > 0 {
+                text.push(' ');
+            }
+            text.push(if *v != 0 { '1' } else { '0' });
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes `data` as `.amat` text to `path` atomically.
+pub fn write_amat(path: &Path, data: &BinaryDataset) -> Result<()> {
+    crate::io::write_atomically(path, amat_text(data).as_bytes())
+}

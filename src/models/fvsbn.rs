@@ -2,16 +2,29 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 
-use super::{check_step, masks, Autoregressive, ModelConfig, ParamSpec, SamplerState};
+use super::sampler::check_step;
+use super::{masks, Autoregressive, ModelConfig, ParamSpec, SamplerState};
 
-pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
-    let n = cfg.n;
-    vec![
-        // Only the strict lower triangle is used; the rest stays in the file for a simple schema.
-        ParamSpec::weight("W", &[n, n], 1.0 / (n as f32).sqrt()),
-        ParamSpec::bias("b", &[n]),
-    ]
+/// `[model] kind = "fvsbn"`: no hyperparameters but the dimension.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FvsbnConfig {
+    /// Binary dimensions; 0 in a run file = from the data.
+    #[serde(default)]
+    pub n: usize,
+}
+
+impl FvsbnConfig {
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let n = self.n;
+        vec![
+            // Only the strict lower triangle is used; the rest stays in the file for a simple schema.
+            ParamSpec::weight("W", &[n, n], 1.0 / (n as f32).sqrt()),
+            ParamSpec::output_bias("b", &[n]),
+        ]
+    }
 }
 
 pub struct Fvsbn {
@@ -22,10 +35,10 @@ pub struct Fvsbn {
 }
 
 impl Fvsbn {
-    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &FvsbnConfig, vb: VarBuilder) -> Result<Self> {
         let n = cfg.n;
         Ok(Self {
-            cfg: cfg.clone(),
+            cfg: ModelConfig::Fvsbn(cfg.clone()),
             w: vb.get((n, n), "W")?,
             b: vb.get(n, "b")?,
             mask: masks::strictly_lower(n, vb.device())?,
@@ -43,12 +56,12 @@ impl Autoregressive for Fvsbn {
         x.matmul(&w.t()?)?.broadcast_add(&self.b)
     }
 
-    fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
-        vec![("W", self.w.clone()), ("b", self.b.clone())]
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        vec![("W".into(), self.w.clone()), ("b".into(), self.b.clone())]
     }
 
     fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
-        let n = self.cfg.n;
+        let n = self.cfg.n();
         let pre = self
             .b
             .detach()
@@ -98,7 +111,7 @@ impl SamplerState for FvsbnSampler {
         check_step(self.i, k, self.pre.dim(1)?)?;
         if k > 0 {
             let w = self.w_masked_t.narrow(0, self.i, k)?; // (k, n)
-            self.pre = (&self.pre + xs.matmul(&w)?)?;
+            self.pre = (&self.pre + xs.contiguous()?.matmul(&w)?)?;
             self.i += k;
         }
         Ok(())

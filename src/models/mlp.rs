@@ -3,18 +3,41 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
+use serde::{Deserialize, Serialize};
 
-use super::{check_step, masks, readout, Autoregressive, ModelConfig, ParamSpec, SamplerState};
+use super::sampler::check_step;
+use super::{masks, readout, Autoregressive, ModelConfig, ParamSpec, SamplerState};
 
-pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
-    let (n, d) = (cfg.n, cfg.hidden);
-    vec![
-        // A[i, :, j] is used only for j < i.
-        ParamSpec::weight("A", &[n, d, n], 1.0 / (n as f32).sqrt()),
-        ParamSpec::bias("c", &[n, d]),
-        ParamSpec::weight("alpha", &[n, d], 1.0 / (d as f32).sqrt()),
-        ParamSpec::bias("b", &[n]),
-    ]
+/// `[model] kind = "mlp"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Binary dimensions; 0 in a run file = from the data.
+    #[serde(default)]
+    pub n: usize,
+    /// Hidden units of each dimension's own layer.
+    #[serde(default)]
+    pub hidden: usize,
+}
+
+impl MlpConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.hidden == 0 {
+            return Err("model.hidden: a mlp model needs hidden >= 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let (n, d) = (self.n, self.hidden);
+        vec![
+            // A[i, :, j] is used only for j < i.
+            ParamSpec::weight("A", &[n, d, n], 1.0 / (n as f32).sqrt()),
+            ParamSpec::bias("c", &[n, d]),
+            ParamSpec::weight("alpha", &[n, d], 1.0 / (d as f32).sqrt()),
+            ParamSpec::output_bias("b", &[n]),
+        ]
+    }
 }
 
 pub struct Mlp {
@@ -28,10 +51,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> Result<Self> {
         let (n, d) = (cfg.n, cfg.hidden);
         Ok(Self {
-            cfg: cfg.clone(),
+            cfg: ModelConfig::Mlp(cfg.clone()),
             a: vb.get((n, d, n), "A")?,
             c: vb.get((n, d), "c")?,
             alpha: vb.get((n, d), "alpha")?,
@@ -48,19 +71,19 @@ impl Autoregressive for Mlp {
 
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let (batch, n) = x.dims2()?;
-        let d = self.cfg.hidden;
+        let d = self.alpha.dim(1)?;
         let a = self.a.broadcast_mul(&self.mask)?.reshape((n * d, n))?;
         let pre = x.matmul(&a.t()?)?.reshape((batch, n, d))?;
         let h = sigmoid(&pre.broadcast_add(&self.c)?)?;
         readout(&h, &self.alpha)?.broadcast_add(&self.b)
     }
 
-    fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
         vec![
-            ("A", self.a.clone()),
-            ("c", self.c.clone()),
-            ("alpha", self.alpha.clone()),
-            ("b", self.b.clone()),
+            ("A".into(), self.a.clone()),
+            ("c".into(), self.c.clone()),
+            ("alpha".into(), self.alpha.clone()),
+            ("b".into(), self.b.clone()),
         ]
     }
 
@@ -109,7 +132,9 @@ impl SamplerState for MlpSampler {
                 // A[i, :, :i] is the unmasked part of row i: (d, i), copied contiguous so
                 // its transpose is a plain matmul operand on every backend.
                 let a_i = self.a.get(i)?.narrow(1, 0, i)?.contiguous()?;
-                prefix.matmul(&a_i.t()?)?.broadcast_add(&c_i)?
+                prefix
+                    .matmul(&a_i.t()?.contiguous()?)?
+                    .broadcast_add(&c_i)?
             }
         };
         let alpha_i = self.alpha.narrow(0, i, 1)?; // (1, d)
@@ -137,7 +162,7 @@ impl SamplerState for MlpSampler {
         }
         self.prefix = Some(match &self.prefix {
             None => xs.contiguous()?,
-            Some(prefix) => Tensor::cat(&[prefix, xs], 1)?,
+            Some(prefix) => Tensor::cat(&[prefix, xs], 1)?.contiguous()?,
         });
         Ok(())
     }

@@ -7,89 +7,132 @@
 //! * blocked: cut the n positions into blocks of k; a (k x k) masked matmul inside each block
 //!   plus an exclusive prefix of block totals ((n/k) x (n/k) masked matmul): about
 //!   2 B d (n k + n^2 / k^2) flops, 25-45x fewer at n = 784, and still autograd-friendly;
-//! * fused (CPU only): the O(nd) recurrence itself, forward and backward, in `nade_fused`.
+//! * fused: the O(nd) recurrence itself, forward and backward, as ops with CPU and CUDA
+//!   kernels (src/kernels: `nade_logits`, `nade_log_prob`, `nade_sample`).
 //!
-//! `auto` (the default) picks fused on the CPU and blocked elsewhere.
+//! `auto` (the default) picks fused on the CPU and CUDA, blocked elsewhere.
 
 use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
+use serde::{Deserialize, Serialize};
 
+use super::sampler::check_step;
 use super::{
-    check_step, masks, nade_fused, nade_fused_loss, readout, Autoregressive, FusedSamples,
-    ModelConfig, ParamSpec, SamplerState,
+    bernoulli_log_prob, masks, readout, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass,
+    SampledBatch, SamplerState,
 };
+use crate::kernels::{nade_log_prob, nade_logits, nade_packed, nade_sample};
+
+/// `[model] kind = "nade"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NadeConfig {
+    /// Binary dimensions; 0 in a run file = from the data.
+    #[serde(default)]
+    pub n: usize,
+    /// Hidden units, shared by all conditionals.
+    #[serde(default)]
+    pub hidden: usize,
+    /// How the parallel logits are computed (`path` is its older name).
+    #[serde(default, alias = "path")]
+    pub kernel: NadeKernel,
+}
+
+impl NadeConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.hidden == 0 {
+            return Err("model.hidden: a nade model needs hidden >= 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let (n, d) = (self.n, self.hidden);
+        vec![
+            ParamSpec::weight("W", &[d, n], 1.0 / (n as f32).sqrt()),
+            ParamSpec::bias("c", &[d]),
+            ParamSpec::weight("V", &[n, d], 1.0 / (d as f32).sqrt()),
+            ParamSpec::output_bias("b", &[n]),
+        ]
+    }
+}
 
 /// How NADE computes A = c + (exclusive prefix of x_j W[:, j]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NadePath {
-    /// Fused on the CPU, blocked:28 on CUDA / Metal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum NadeKernel {
+    /// Fused on the CPU and CUDA, blocked:28 elsewhere (Metal).
     #[default]
     Auto,
     /// (B, n, n) masked matmul: the reference.
     Plain,
     /// Blocks of `k` positions: in-block masked matmul + prefix of block totals.
     Blocked(usize),
-    /// The O(nd) recurrence as a CPU kernel with a hand-written backward.
+    /// The O(nd) recurrence as fused ops with hand-written backward passes (src/kernels).
     Fused,
+}
+
+impl TryFrom<String> for NadeKernel {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<NadeKernel> for String {
+    fn from(k: NadeKernel) -> String {
+        k.to_string()
+    }
 }
 
 /// One MNIST row per block.
 pub const DEFAULT_BLOCK: usize = 28;
 
-impl fmt::Display for NadePath {
+impl fmt::Display for NadeKernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NadePath::Auto => f.write_str("auto"),
-            NadePath::Plain => f.write_str("plain"),
-            NadePath::Fused => f.write_str("fused"),
-            NadePath::Blocked(k) => write!(f, "blocked:{k}"),
+            NadeKernel::Auto => f.write_str("auto"),
+            NadeKernel::Plain => f.write_str("plain"),
+            NadeKernel::Fused => f.write_str("fused"),
+            NadeKernel::Blocked(k) => write!(f, "blocked:{k}"),
         }
     }
 }
 
-impl FromStr for NadePath {
+impl FromStr for NadeKernel {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "auto" => Ok(NadePath::Auto),
-            "plain" => Ok(NadePath::Plain),
-            "fused" => Ok(NadePath::Fused),
-            "blocked" => Ok(NadePath::Blocked(DEFAULT_BLOCK)),
+            "auto" => Ok(NadeKernel::Auto),
+            "plain" => Ok(NadeKernel::Plain),
+            "fused" => Ok(NadeKernel::Fused),
+            "blocked" => Ok(NadeKernel::Blocked(DEFAULT_BLOCK)),
             _ => match s.strip_prefix("blocked:").map(str::parse::<usize>) {
-                Some(Ok(k)) if k > 0 => Ok(NadePath::Blocked(k)),
+                Some(Ok(k)) if k > 0 => Ok(NadeKernel::Blocked(k)),
                 _ => Err(format!(
-                    "unknown NADE path {s:?} (expected auto, fused, plain, blocked or blocked:K with K > 0)"
+                    "unknown NADE kernel {s:?} (expected auto, fused, plain, blocked or blocked:K with K > 0)"
                 )),
             },
         }
     }
 }
 
-pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
-    let (n, d) = (cfg.n, cfg.hidden);
-    vec![
-        ParamSpec::weight("W", &[d, n], 1.0 / (n as f32).sqrt()),
-        ParamSpec::bias("c", &[d]),
-        ParamSpec::weight("V", &[n, d], 1.0 / (d as f32).sqrt()),
-        ParamSpec::bias("b", &[n]),
-    ]
-}
-
 pub struct Nade {
     cfg: ModelConfig,
+    hidden: usize,
     w: Tensor,
     c: Tensor,
     v: Tensor,
     b: Tensor,
-    path: PathState,
+    kernel: KernelState,
 }
 
-/// The constant masks each path needs, made once.
+/// The resolved kernel, with the constant masks it needs, made once.
 #[derive(Clone)]
-enum PathState {
+enum KernelState {
     Plain {
         mask: Tensor,
     },
@@ -102,28 +145,27 @@ enum PathState {
 }
 
 impl Nade {
-    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(cfg: &NadeConfig, vb: VarBuilder) -> Result<Self> {
         let (n, d) = (cfg.n, cfg.hidden);
         let device = vb.device().clone();
-        let resolved = match cfg.nade_path {
-            NadePath::Auto if device.is_cpu() => NadePath::Fused,
-            NadePath::Auto => NadePath::Blocked(DEFAULT_BLOCK),
+        let resolved = match cfg.kernel {
+            NadeKernel::Auto => NadeKernel::auto_for(&device),
             other => other,
         };
-        let path = match resolved {
-            NadePath::Auto => unreachable!("resolved above"),
-            NadePath::Fused if !device.is_cpu() => {
+        let kernel = match resolved {
+            NadeKernel::Auto => unreachable!("resolved above"),
+            NadeKernel::Fused if !NadeKernel::fused_runs_on(&device) => {
                 candle_core::bail!(
-                    "the fused NADE path runs on the CPU only; use blocked on this device"
+                    "the fused NADE kernel runs on the CPU and CUDA only; use blocked on this device"
                 )
             }
-            NadePath::Fused => PathState::Fused,
-            NadePath::Plain => PathState::Plain {
+            NadeKernel::Fused => KernelState::Fused,
+            NadeKernel::Plain => KernelState::Plain {
                 mask: masks::strictly_lower(n, &device)?,
             },
-            NadePath::Blocked(k) => {
+            NadeKernel::Blocked(k) => {
                 let k = k.min(n);
-                PathState::Blocked {
+                KernelState::Blocked {
                     k,
                     in_block: masks::strictly_lower(k, &device)?,
                     across: masks::strictly_lower(n.div_ceil(k), &device)?,
@@ -131,19 +173,20 @@ impl Nade {
             }
         };
         Ok(Self {
-            cfg: cfg.clone(),
+            cfg: ModelConfig::Nade(cfg.clone()),
+            hidden: d,
             w: vb.get((d, n), "W")?,
             c: vb.get(d, "c")?,
             v: vb.get((n, d), "V")?,
             b: vb.get(n, "b")?,
-            path,
+            kernel,
         })
     }
 
     /// (B, n, d) pre-activations by one masked matmul over all (i, j) pairs.
     fn logits_plain(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (batch, n) = x.dims2()?;
-        let d = self.cfg.hidden;
+        let d = self.hidden;
         // masked[b, i, j] = x[b, j] for j < i, else 0.
         let masked = x.unsqueeze(1)?.broadcast_mul(&mask.unsqueeze(0)?)?;
         let a = masked.reshape((batch * n, n))?.matmul(&self.w.t()?)?;
@@ -161,7 +204,7 @@ impl Nade {
         across: &Tensor,
     ) -> Result<Tensor> {
         let (batch, n) = x.dims2()?;
-        let d = self.cfg.hidden;
+        let d = self.hidden;
         let blocks = n.div_ceil(k);
         let padded = blocks * k;
         // Zero padding past n adds nothing to any prefix and its logits are cut off below.
@@ -205,77 +248,100 @@ impl Nade {
     }
 }
 
+impl Nade {
+    /// The packed parameters of the fused ops, [W^T; c; V].
+    fn packed(&self) -> Result<Tensor> {
+        nade_packed::pack(&self.w, &self.c, &self.v)
+    }
+
+    /// The same model on detached parameters: computing with it builds no autograd graph.
+    fn detached(&self) -> Self {
+        Nade {
+            cfg: self.cfg.clone(),
+            hidden: self.hidden,
+            w: self.w.detach(),
+            c: self.c.detach(),
+            v: self.v.detach(),
+            b: self.b.detach(),
+            kernel: self.kernel.clone(),
+        }
+    }
+}
+
+impl NadeKernel {
+    /// What `auto` means on `device`: the fused ops where they have a kernel, else blocked.
+    pub fn auto_for(device: &candle_core::Device) -> Self {
+        if Self::fused_runs_on(device) {
+            NadeKernel::Fused
+        } else {
+            NadeKernel::Blocked(DEFAULT_BLOCK)
+        }
+    }
+
+    /// Whether the fused ops (src/kernels) have a kernel for `device`.
+    pub fn fused_runs_on(device: &candle_core::Device) -> bool {
+        device.is_cpu() || device.is_cuda()
+    }
+}
+
 impl Autoregressive for Nade {
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        match &self.path {
-            PathState::Plain { mask } => self.logits_plain(x, mask),
-            PathState::Blocked {
+        match &self.kernel {
+            KernelState::Plain { mask } => self.logits_plain(x, mask),
+            KernelState::Blocked {
                 k,
                 in_block,
                 across,
             } => self.logits_blocked(x, *k, in_block, across),
-            PathState::Fused => {
-                let packed = nade_fused::pack(&self.w, &self.c, &self.v)?;
-                nade_fused::logits(x, &packed)?.broadcast_add(&self.b)
+            KernelState::Fused => {
+                nade_logits::logits(&x.contiguous()?, &self.packed()?)?.broadcast_add(&self.b)
             }
         }
     }
 
-    fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
-        match self.path {
-            PathState::Fused if self.w.track_op() || self.b.track_op() => {
-                // Training: the likelihood and its gradient in one pass.
-                let packed = nade_fused::pack(&self.w, &self.c, &self.v)?;
-                nade_fused_loss::log_prob(x, &packed, &self.b)
+    fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        match (pass, &self.kernel) {
+            // The likelihood and its gradient in one pass.
+            (Pass::Train, KernelState::Fused) => {
+                nade_log_prob::log_prob_with_grad(&x.contiguous()?, &self.packed()?, &self.b)
             }
-            _ => super::bernoulli_log_prob(&self.logits(x)?, x),
+            (Pass::Train, _) => bernoulli_log_prob(&self.logits(x)?, x),
+            (Pass::Eval, _) => {
+                let model = self.detached();
+                bernoulli_log_prob(&model.logits(x)?, x)
+            }
         }
     }
 
-    fn log_prob_inference(&self, x: &Tensor) -> Result<Tensor> {
-        let detached = Nade {
-            cfg: self.cfg.clone(),
-            w: self.w.detach(),
-            c: self.c.detach(),
-            v: self.v.detach(),
-            b: self.b.detach(),
-            path: self.path.clone(),
-        };
-        super::bernoulli_log_prob(&detached.logits(x)?, x)
-    }
-
-    fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
         vec![
-            ("W", self.w.clone()),
-            ("c", self.c.clone()),
-            ("V", self.v.clone()),
-            ("b", self.b.clone()),
+            ("W".into(), self.w.clone()),
+            ("c".into(), self.c.clone()),
+            ("V".into(), self.v.clone()),
+            ("b".into(), self.b.clone()),
         ]
     }
 
-    fn sample_fused(
-        &self,
-        kept: &[u8],
-        k: usize,
-        uniforms: &[f32],
-    ) -> Option<Result<FusedSamples>> {
-        if !matches!(self.path, PathState::Fused) {
-            return None;
+    fn sample_batch(&self, evidence: &Evidence) -> Result<SampledBatch> {
+        if !matches!(self.kernel, KernelState::Fused) {
+            return super::sampler::sample_sequentially(self, evidence);
         }
-        let host = |t: &Tensor| t.detach().flatten_all()?.to_vec1::<f32>();
-        Some((|| {
-            let packed = host(&nade_fused::pack(&self.w, &self.c, &self.v)?)?;
-            let bias = host(&self.b)?;
-            Ok(nade_fused::sample(&packed, &bias, kept, k, uniforms))
-        })())
+        let (values, probs) = nade_sample::sample(
+            &self.packed()?,
+            &self.b,
+            evidence.kept,
+            evidence.observed,
+            evidence.uniforms,
+        )?;
+        Ok(SampledBatch { values, probs })
     }
 
     fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
-        let d = self.cfg.hidden;
+        let d = self.hidden;
         let a = self
             .c
             .detach()
@@ -330,7 +396,7 @@ impl SamplerState for NadeSampler {
         check_step(self.i, k, self.b.dim(0)?)?;
         if k > 0 {
             let w = self.w_t.narrow(0, self.i, k)?; // (k, d)
-            self.a = (&self.a + xs.matmul(&w)?)?;
+            self.a = (&self.a + xs.contiguous()?.matmul(&w)?)?;
             self.i += k;
         }
         Ok(())

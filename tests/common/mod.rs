@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
-use nade::models::{self, Autoregressive, ModelConfig, ModelKind, NadePath};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use nade::models::{Autoregressive, ModelConfig, NadeKernel, Trainable};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,15 +19,23 @@ pub fn random_params(cfg: &ModelConfig, seed: u64, scale: f32) -> HashMap<String
         .map(|spec| {
             let len = spec.shape.iter().product::<usize>();
             let values = (0..len).map(|_| rng.random_range(-scale..=scale)).collect();
-            (spec.name.to_string(), values)
+            (spec.name, values)
         })
         .collect()
 }
 
-pub fn config(kind: ModelKind, n: usize, hidden: usize, path: NadePath) -> ModelConfig {
-    let mut cfg = ModelConfig::new(kind, n, hidden);
-    cfg.nade_path = path;
-    cfg
+/// A model config from the kind, n and hidden size (ignored by FVSBN).
+pub fn new_config(kind: &str, n: usize, hidden: usize) -> ModelConfig {
+    ModelConfig::from_legacy(kind, n, Some(hidden)).unwrap()
+}
+
+pub fn config(kind: &str, n: usize, hidden: usize, kernel: NadeKernel) -> ModelConfig {
+    let cfg = new_config(kind, n, hidden);
+    if kind == "nade" {
+        cfg.with_kernel(&kernel.to_string()).unwrap()
+    } else {
+        cfg
+    }
 }
 
 /// A model whose parameters are trainable Vars (for gradient tests), plus the VarMap.
@@ -36,17 +44,17 @@ pub fn model_with_vars(
     params: &HashMap<String, Vec<f32>>,
     device: &Device,
 ) -> (Box<dyn Autoregressive>, VarMap) {
-    let varmap = VarMap::new();
-    {
-        let mut data = varmap.data().lock().unwrap();
-        for spec in cfg.param_specs() {
+    let tensors = cfg
+        .param_specs()
+        .into_iter()
+        .map(|spec| {
             let t =
-                Tensor::from_vec(params[spec.name].clone(), spec.shape.clone(), device).unwrap();
-            data.insert(spec.name.to_string(), Var::from_tensor(&t).unwrap());
-        }
-    }
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    (models::build(cfg, vb).unwrap(), varmap)
+                Tensor::from_vec(params[&spec.name].clone(), spec.shape.clone(), device).unwrap();
+            (spec.name, t)
+        })
+        .collect();
+    let trainable = Trainable::new(cfg, tensors, device).unwrap();
+    (trainable.model, trainable.varmap)
 }
 
 pub fn model(
@@ -76,15 +84,15 @@ pub fn all_binary_vectors(n: usize) -> Vec<f32> {
 /// exercise the padding of the blocked NADE path.
 pub fn all_configs(n: usize) -> Vec<ModelConfig> {
     vec![
-        config(ModelKind::Fvsbn, n, 0, NadePath::default()),
-        config(ModelKind::Mlp, n, 3, NadePath::default()),
-        config(ModelKind::Nade, n, 5, NadePath::Plain),
-        config(ModelKind::Nade, n, 5, NadePath::Blocked(3)),
-        config(ModelKind::Nade, n, 5, NadePath::Blocked(4)),
-        config(ModelKind::Nade, n, 5, NadePath::Blocked(n)),
-        config(ModelKind::Nade, n, 5, NadePath::Blocked(1)),
-        config(ModelKind::Nade, n, 5, NadePath::Fused),
-        config(ModelKind::Nade, n, 17, NadePath::Fused),
+        config("fvsbn", n, 0, NadeKernel::default()),
+        config("mlp", n, 3, NadeKernel::default()),
+        config("nade", n, 5, NadeKernel::Plain),
+        config("nade", n, 5, NadeKernel::Blocked(3)),
+        config("nade", n, 5, NadeKernel::Blocked(4)),
+        config("nade", n, 5, NadeKernel::Blocked(n)),
+        config("nade", n, 5, NadeKernel::Blocked(1)),
+        config("nade", n, 5, NadeKernel::Fused),
+        config("nade", n, 17, NadeKernel::Fused),
     ]
 }
 

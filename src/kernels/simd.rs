@@ -188,11 +188,11 @@ macro_rules! dispatch_isa {
                     const FMA: bool = true;
                     $body
                 }
-                match $crate::simd::isa() {
+                match $crate::kernels::simd::isa() {
                     // SAFETY: isa() checked that the CPU has these features.
-                    $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
-                    $crate::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::simd::Isa::Portable => {}
+                    $crate::kernels::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::kernels::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::kernels::simd::Isa::Portable => {}
                 }
             }
             // AArch64 always has FMA; other targets get separate multiply and add.

@@ -1,6 +1,6 @@
-//! log p(x) of NADE and its gradient in one CPU pass per image, for training.
+//! log p(x) of NADE and its gradient in one pass, for training (`NadeLogProbWithGrad`).
 //!
-//! The two-pass backward of `nade_fused` has to recompute every hidden unit, because the
+//! The two-pass backward of `nade_logits` has to recompute every hidden unit, because the
 //! gradient of W[:, j] needs the suffix sum sum_{i > j} da_i. Here the pass that computes the
 //! likelihood also computes the gradient: d log p / d l_i = x_i - sigmoid(l_i) is known at
 //! step i, so dV_i, db_i and da_i are too, and with the prefix sum P_j = sum_{i <= j} da_i,
@@ -10,41 +10,49 @@
 //!
 //! The forward stores the gradient of sum_b log p(x_b) (per-image weight 1). The mean NLL
 //! sends the same upstream gradient g to every image, so its backward is g times the stored
-//! sum; any other upstream gradient reruns the pass with those weights.
+//! sum; any other upstream gradient reruns the pass with those weights. On CUDA the op runs the
+//! kernels of `nade_cuda` (a logits pass, then the gradient pass) and stores likewise.
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
-use super::nade_fused::{dims, sum_over_images, Params};
-use crate::cpu_storage::f32_slice;
+use super::cpu_storage::f32_slice;
+use super::nade_packed::{dims, sum_over_images, Params};
+use super::simd;
 use crate::dispatch_isa;
-use crate::simd;
 
 /// log p(x) per image, (B,), from x (B, n), the packed parameters [W^T; c; V] and b (n), for
 /// training: the forward computes the gradient too. (Evaluation takes the logits op, which
 /// does half the work.)
-pub fn log_prob(x: &Tensor, packed: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn log_prob_with_grad(x: &Tensor, packed: &Tensor, b: &Tensor) -> Result<Tensor> {
     x.apply_op3(
         packed,
         b,
-        FusedLogProb {
+        NadeLogProbWithGrad {
             stored: Mutex::new(None),
         },
     )
 }
 
-/// (d packed, d b).
-type Grads = (Vec<f32>, Vec<f32>);
+/// (d packed, d b), on the device of the op's inputs.
+type Grads = (Tensor, Tensor);
 
-struct FusedLogProb {
+struct NadeLogProbWithGrad {
     /// Gradient of sum_b log p(x_b), from the forward.
     stored: Mutex<Option<Grads>>,
 }
 
-/// Runs the pass over every image: log p of each and the gradient of
-/// sum_b weights[b] log p(x_b) as [d packed | d b].
-fn run(x: &[f32], p: &[f32], b: &[f32], n: usize, d: usize, weights: &[f32]) -> (Vec<f32>, Grads) {
+/// Runs the CPU pass over every image: log p of each and the gradient of
+/// sum_b weights[b] log p(x_b) as (d packed, d b).
+fn run(
+    x: &[f32],
+    p: &[f32],
+    b: &[f32],
+    n: usize,
+    d: usize,
+    weights: &[f32],
+) -> (Vec<f32>, (Vec<f32>, Vec<f32>)) {
     let len = (2 * n + 1) * d;
     let params = Params::new(p, n, d);
     let (log_p, mut sums) = sum_over_images(
@@ -70,9 +78,16 @@ fn poisoned<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("fused NADE: a thread panicked while holding the gradient".into())
 }
 
-impl CustomOp3 for FusedLogProb {
+impl NadeLogProbWithGrad {
+    fn store(&self, grads: Grads) -> Result<()> {
+        *self.stored.lock().map_err(poisoned)? = Some(grads);
+        Ok(())
+    }
+}
+
+impl CustomOp3 for NadeLogProbWithGrad {
     fn name(&self) -> &'static str {
-        "nade-fused-log-prob"
+        "nade-log-prob-with-grad"
     }
 
     fn cpu_fwd(
@@ -90,9 +105,35 @@ impl CustomOp3 for FusedLogProb {
             f32_slice(ps, pl, "parameters")?,
             f32_slice(bs, bl, "b")?,
         );
-        let (log_p, grads) = run(x, p, b, n, d, &vec![1f32; batch]);
-        *self.stored.lock().map_err(poisoned)? = Some(grads);
+        let (log_p, (d_packed, d_b)) = run(x, p, b, n, d, &vec![1f32; batch]);
+        self.store((
+            Tensor::from_vec(d_packed, (2 * n + 1, d), &Device::Cpu)?,
+            Tensor::from_vec(d_b, n, &Device::Cpu)?,
+        ))?;
         Ok((CpuStorage::F32(log_p), Shape::from(batch)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ps: &candle_core::CudaStorage,
+        pl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::{op::BackpropOp, Storage};
+        let (batch, n, d) = dims(xl, pl)?;
+        let (log_p, d_packed, d_b) = super::nade_cuda::log_prob_grad(xs, xl, ps, pl, bs, bl, None)?;
+        let tensor = |s, shape: Shape| {
+            Tensor::from_storage(Storage::Cuda(s), shape, BackpropOp::none(), false)
+        };
+        self.store((
+            tensor(d_packed, Shape::from((2 * n + 1, d))),
+            tensor(d_b, Shape::from(n)),
+        ))?;
+        Ok((log_p, Shape::from(batch)))
     }
 
     fn bwd(
@@ -108,25 +149,23 @@ impl CustomOp3 for FusedLogProb {
         let uniform = g.iter().all(|&v| v == g[0]);
         let (d_packed, d_b) = match stored {
             Some((dp, db)) if uniform => {
-                let scale = g.first().copied().unwrap_or(0.0);
-                (
-                    dp.iter().map(|v| v * scale).collect(),
-                    db.iter().map(|v| v * scale).collect(),
-                )
+                let scale = g.first().copied().unwrap_or(0.0) as f64;
+                ((dp * scale)?, (db * scale)?)
             }
             _ => {
+                // Another upstream gradient: rerun the pass on the host with those weights.
                 let n = x.dim(1)?;
                 let d = packed.dim(1)?;
                 let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-                run(&host(x)?, &host(packed)?, &host(b)?, n, d, &g).1
+                let (_, (dp, db)) = run(&host(x)?, &host(packed)?, &host(b)?, n, d, &g);
+                let device = packed.device();
+                (
+                    Tensor::from_vec(dp, packed.dims(), device)?,
+                    Tensor::from_vec(db, b.dims(), device)?,
+                )
             }
         };
-        let device = packed.device();
-        Ok((
-            None,
-            Some(Tensor::from_vec(d_packed, packed.dims(), device)?),
-            Some(Tensor::from_vec(d_b, b.dims(), device)?),
-        ))
+        Ok((None, Some(d_packed), Some(d_b)))
     }
 }
 

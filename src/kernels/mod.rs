@@ -1,0 +1,11 @@
+//! Fused ops, one file per op in the manner of candle-nn's `ops.rs`: an op type holds
+//! `cpu_fwd`, `cuda_fwd` (feature `cuda`, kernels in `cuda/*.cu`, compiled to PTX by build.rs)
+//! and `bwd`, so the op, not the model, picks the device; a model calls one function per op.
+//! Beside them: the SIMD helpers of the CPU kernels and views of candle's CPU storage.
+
+pub mod cpu_storage;
+pub mod nade_log_prob;
+pub mod nade_logits;
+pub mod nade_packed;
+pub mod nade_sample;
+pub mod simd;

@@ -1,0 +1,90 @@
+//! What the fused NADE ops share: the packed parameter layout and the per-image loop.
+//!
+//! The parameters travel packed as P = [W^T; c; V], a (2n + 1, d) tensor made by `Tensor::cat`,
+//! so that candle's autograd splits the packed gradient back onto W, c and V, and so that the
+//! column W[:, i] the recurrence adds is a contiguous row of W^T. The output bias b stays
+//! outside the pack.
+
+use candle_core::{Layout, Result, Tensor};
+use rayon::prelude::*;
+
+use super::simd;
+
+/// Packs the parameters for the fused ops: [W^T (n, d); c (1, d); V (n, d)].
+pub fn pack(w: &Tensor, c: &Tensor, v: &Tensor) -> Result<Tensor> {
+    Tensor::cat(&[&w.t()?, &c.unsqueeze(0)?, v], 0)
+}
+
+/// The three parts of a packed (2n + 1, d) parameter slice.
+#[derive(Clone, Copy)]
+pub(crate) struct Params<'a> {
+    pub(crate) n: usize,
+    pub(crate) d: usize,
+    wt: &'a [f32],
+    pub(crate) c: &'a [f32],
+    v: &'a [f32],
+}
+
+impl<'a> Params<'a> {
+    pub(crate) fn new(p: &'a [f32], n: usize, d: usize) -> Self {
+        Self {
+            n,
+            d,
+            wt: &p[..n * d],
+            c: &p[n * d..(n + 1) * d],
+            v: &p[(n + 1) * d..],
+        }
+    }
+
+    pub(crate) fn w_col(&self, i: usize) -> &'a [f32] {
+        &self.wt[i * self.d..(i + 1) * self.d]
+    }
+
+    pub(crate) fn v_row(&self, i: usize) -> &'a [f32] {
+        &self.v[i * self.d..(i + 1) * self.d]
+    }
+}
+
+/// Runs `per_image(r, sums, scratch)` for every image r < batch, one chunk of images per
+/// thread, each chunk with its own zeroed `sums` of `len` values and its own scratch, then adds
+/// the chunks' sums in chunk order: for a given thread count the result is the same to the bit
+/// every time. Returns what `per_image` returned for each image, and the sums.
+pub(crate) fn sum_over_images<S>(
+    batch: usize,
+    len: usize,
+    scratch: impl Fn() -> S + Sync,
+    per_image: impl Fn(usize, &mut [f32], &mut S) -> f32 + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let chunks = rayon::current_num_threads().clamp(1, batch.max(1));
+    let per_chunk = batch.div_ceil(chunks).max(1);
+    let mut results = vec![0f32; batch];
+    let partials: Vec<Vec<f32>> = results
+        .par_chunks_mut(per_chunk)
+        .enumerate()
+        .map(|(chunk, results)| {
+            let (mut sums, mut s) = (vec![0f32; len], scratch());
+            for (j, result) in results.iter_mut().enumerate() {
+                *result = per_image(chunk * per_chunk + j, &mut sums, &mut s);
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![0f32; len];
+    for partial in &partials {
+        simd::add_assign(&mut total, partial);
+    }
+    (results, total)
+}
+
+/// (B, n) and (2n + 1, d) shapes, checked: (B, n, d).
+pub(crate) fn dims(x: &Layout, p: &Layout) -> Result<(usize, usize, usize)> {
+    let (batch, n) = x.shape().dims2()?;
+    let (rows, d) = p.shape().dims2()?;
+    if rows != 2 * n + 1 {
+        candle_core::bail!(
+            "fused NADE: packed parameters have {rows} rows, expected 2n + 1 = {}",
+            2 * n + 1
+        );
+    }
+    Ok((batch, n, d))
+}

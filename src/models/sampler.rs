@@ -1,0 +1,113 @@
+//! Sequential sampling state, the batched sampler entry and what a model can condition on.
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::ops::sigmoid;
+
+use super::Autoregressive;
+
+/// Sequential sampling (or completion) of a batch of B vectors, one dimension at a time, in
+/// the model's own order.
+///
+/// The state sits at a position t, starting at 0: [`SamplerState::logits`] gives the logits of
+/// p(x_i = 1 | the values fed so far) for the dimension i at position t,
+/// [`SamplerState::observe`] feeds the chosen x_i and moves to t + 1. Every tensor lives on the
+/// model's device; parameters are detached, so sampling from a model under training builds no
+/// autograd graph.
+pub trait SamplerState {
+    /// How many values have been fed; n once every dimension has been.
+    fn position(&self) -> usize;
+
+    /// Logits at the current position, shape (B, 1).
+    fn logits(&mut self) -> Result<Tensor>;
+
+    /// Feeds the value at the current position, (B, 1) f32 in {0, 1}, and moves on.
+    fn observe(&mut self, x_i: &Tensor) -> Result<()>;
+
+    /// Feeds the next k values at once, (B, k): the kept pixels of a completion. The default
+    /// feeds them one column at a time; models override it with one matmul.
+    fn observe_many(&mut self, xs: &Tensor) -> Result<()> {
+        for j in 0..xs.dim(1)? {
+            self.observe(&xs.narrow(1, j, 1)?.contiguous()?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The error of a sampler asked for a step past the last dimension (or fed too many values).
+pub(crate) fn check_step(position: usize, k: usize, n: usize) -> Result<()> {
+    if position + k > n {
+        candle_core::bail!(
+            "sampler: cannot feed {k} value(s) at position {position} of a model with n = {n}"
+        );
+    }
+    Ok(())
+}
+
+/// What a model can condition on exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Orders {
+    /// One order of its own (a permutation of 0..n): it conditions on prefixes of it.
+    Fixed(Vec<usize>),
+    /// Any order: any set of observed dimensions (order-agnostic models).
+    Any,
+}
+
+/// A batch to sample or complete, (B, n) f32 tensors on the model's device: where
+/// `observed` is 1 the dimension keeps its value in `kept`, elsewhere it is drawn with the
+/// uniform of the same place.
+pub struct Evidence<'a> {
+    pub kept: &'a Tensor,
+    pub observed: &'a Tensor,
+    pub uniforms: &'a Tensor,
+}
+
+/// What [`Autoregressive::sample_batch`] returns, (B, n) f32 each: the values (observed ones
+/// included) and p(x_i = 1 | x_<i) at every i under the model's order.
+pub struct SampledBatch {
+    pub values: Tensor,
+    pub probs: Tensor,
+}
+
+/// The sequential default of [`Autoregressive::sample_batch`] for a model whose order is
+/// 0..n: the leading dimensions observed in every row are fed in one `observe_many`, then
+/// one step per dimension. The probabilities of the fed prefix come from one parallel
+/// `logits` pass (exact: they depend on observed values only).
+pub fn sample_sequentially<M: Autoregressive + ?Sized>(
+    model: &M,
+    evidence: &Evidence,
+) -> Result<SampledBatch> {
+    let Evidence {
+        kept,
+        observed,
+        uniforms,
+    } = *evidence;
+    let (batch, n) = uniforms.dims2()?;
+    let observed_host = observed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let prefix = (0..n)
+        .take_while(|&i| observed_host.iter().all(|row| row[i] != 0.0))
+        .count();
+    let mut state = model.sampler(batch)?;
+    let mut values = Vec::with_capacity(n - prefix + 1);
+    let mut probs = Vec::with_capacity(n - prefix + 1);
+    if prefix > 0 {
+        let fed = kept.narrow(1, 0, prefix)?.contiguous()?;
+        state.observe_many(&fed)?;
+        let logits = model.logits(&kept.contiguous()?)?.narrow(1, 0, prefix)?;
+        values.push(fed);
+        probs.push(sigmoid(&logits.detach())?);
+    }
+    for i in prefix..n {
+        let p = sigmoid(&state.logits()?)?; // (B, 1)
+        let drawn = uniforms.narrow(1, i, 1)?.lt(&p)?.to_dtype(DType::F32)?;
+        let seen = observed.narrow(1, i, 1)?;
+        // x = seen ? kept : drawn, with seen in {0, 1}.
+        let x = (&drawn + seen.mul(&(kept.narrow(1, i, 1)? - &drawn)?)?)?;
+        state.observe(&x)?;
+        values.push(x);
+        probs.push(p);
+    }
+    Ok(SampledBatch {
+        values: Tensor::cat(&values, 1)?,
+        probs: Tensor::cat(&probs, 1)?,
+    })
+}
