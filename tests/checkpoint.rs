@@ -8,7 +8,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use common::*;
 use nade::checkpoint;
-use nade::models::{ModelConfig, Pass};
+use nade::models::{ModelConfig, NadeKernel, Pass};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
@@ -249,4 +249,97 @@ fn malformed_checkpoints_give_errors_that_name_the_problem() {
     // Every message names the file.
     let e = case("named.safetensors", &missing, &base_meta);
     assert!(e.contains("named.safetensors"), "{e}");
+}
+
+/// A checkpoint written now holds the whole model config as JSON under `config`, and that
+/// alone rebuilds the model: a file whose only metadata is `model` and `config` loads to the
+/// same config and the same numbers.
+#[test]
+fn a_checkpoint_holds_the_whole_model_config_and_needs_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    for cfg in all_configs(6) {
+        let params = random_params(&cfg, 3, 1.0);
+        let model = model(&cfg, &params, &Device::Cpu);
+        let path = dir.path().join("full.safetensors");
+        checkpoint::save(&path, model.as_ref(), &Default::default()).unwrap();
+        let loaded = checkpoint::load(&path, &Device::Cpu, None).unwrap();
+        let stored: ModelConfig = serde_json::from_str(&loaded.metadata["config"]).unwrap();
+        assert_eq!(stored, cfg.structure(), "the stored config is the model's");
+
+        let only_config = dir.path().join("only-config.safetensors");
+        let json = loaded.metadata["config"].clone();
+        write_by_hand(
+            &only_config,
+            &schema_tensors(&cfg, 3),
+            &[("model", cfg.kind()), ("config", &json)],
+        );
+        let again = checkpoint::load(&only_config, &Device::Cpu, None).unwrap();
+        assert_eq!(again.model.config(), &cfg.structure());
+        let x = Tensor::from_vec(random_binary(3, 6, 0.5, 1), (3, 6), &Device::Cpu).unwrap();
+        let a = model
+            .log_prob(&x, Pass::Eval)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = again
+            .model
+            .log_prob(&x, Pass::Eval)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(max_abs_diff(&a, &b) < 1e-5, "{cfg:?}");
+    }
+    // A `config` that disagrees with `model`, or does not parse, is refused by name.
+    let cfg = common::new_config("nade", 6, 3);
+    let tensors = schema_tensors(&cfg, 1);
+    let path = dir.path().join("mismatch.safetensors");
+    write_by_hand(
+        &path,
+        &tensors,
+        &[
+            ("model", "mlp"),
+            ("config", r#"{"kind":"nade","n":6,"hidden":3}"#),
+        ],
+    );
+    let e = load_err(&path);
+    assert!(
+        e.contains("`model` = \"mlp\"") && e.contains("describes a nade"),
+        "{e}"
+    );
+    write_by_hand(
+        &path,
+        &tensors,
+        &[
+            ("model", "nade"),
+            ("config", r#"{"kind":"nade","n":6,"hidden":3,"depth":2}"#),
+        ],
+    );
+    let e = load_err(&path);
+    assert!(e.contains("`config`") && e.contains("depth"), "{e}");
+}
+
+/// Files of the previous main stored the run's TOML under `config`: they load by `model`,
+/// `n` and `hidden` (the shipped checkpoints are such files).
+#[test]
+fn a_checkpoint_whose_config_is_the_old_run_toml_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::new_config("nade", 6, 3);
+    let path = dir.path().join("old.safetensors");
+    let toml =
+        "[model]\nkind = \"nade\"\nhidden = 3\npath = \"auto\"\n\n[output]\ndir = \"runs/x\"\n";
+    write_by_hand(
+        &path,
+        &schema_tensors(&cfg, 1),
+        &[
+            ("model", "nade"),
+            ("n", "6"),
+            ("hidden", "3"),
+            ("config", toml),
+        ],
+    );
+    let loaded = checkpoint::load(&path, &Device::Cpu, Some("plain")).unwrap();
+    assert_eq!(
+        loaded.model.config(),
+        &config("nade", 6, 3, NadeKernel::Plain)
+    );
 }

@@ -322,3 +322,30 @@ fn shipped_configs_parse() {
         Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
     }
 }
+
+/// Resume compares the whole model config: another hidden size is refused, naming both; the
+/// kernel is how, not what, so resuming with another one continues the run.
+#[test]
+fn resume_refuses_another_model_and_accepts_another_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "nade", 8, 1, "");
+    train::run(&cfg, &quiet()).unwrap();
+    let resume = Options {
+        resume: true,
+        ..quiet()
+    };
+    let mut other = cfg.clone();
+    other.model = nade::models::ModelConfig::from_legacy("nade", 0, Some(9)).unwrap();
+    other.train.epochs = 2;
+    let e = format!("{:#}", train::run(&other, &resume).unwrap_err());
+    assert!(
+        e.contains("holds a nade (n = 10, hidden = 8)")
+            && e.contains("asks for a nade (n = 10, hidden = 9)"),
+        "{e}"
+    );
+    let mut blocked = cfg.clone();
+    blocked.model = cfg.model.with_kernel("blocked:3").unwrap();
+    blocked.train.epochs = 2;
+    let summary = train::run(&blocked, &resume).unwrap();
+    assert_eq!(summary.epochs_run, 2);
+}
