@@ -99,9 +99,15 @@ pub fn sample_sequentially<M: Autoregressive + ?Sized>(
     for i in prefix..n {
         let p = sigmoid(&state.logits()?)?; // (B, 1)
         let drawn = uniforms.narrow(1, i, 1)?.lt(&p)?.to_dtype(DType::F32)?;
-        let seen = observed.narrow(1, i, 1)?;
-        // x = seen ? kept : drawn, with seen in {0, 1}.
-        let x = (&drawn + seen.mul(&(kept.narrow(1, i, 1)? - &drawn)?)?)?;
+        // Each step is a few kernel launches on a GPU: mix in kept values only where some row
+        // observes dimension i.
+        let x = if observed_host.iter().any(|row| row[i] != 0.0) {
+            // x = seen ? kept : drawn, with seen in {0, 1}.
+            let seen = observed.narrow(1, i, 1)?;
+            (&drawn + seen.mul(&(kept.narrow(1, i, 1)? - &drawn)?)?)?
+        } else {
+            drawn
+        };
         state.observe(&x)?;
         values.push(x);
         probs.push(p);

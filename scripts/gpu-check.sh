@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The one prepared run on a lent GPU machine (see README, "CUDA"): the CUDA test suite, the
+# benchmarks (ours and the PyTorch formulations, same card, same run), a short training run of
+# configs/nade.toml, CUDA evaluation of the shipped checkpoints and a completion. Builds
+# nothing there: run `scripts/build-cuda.sh`, `scripts/build-cuda.sh test --release --features
+# cuda --no-run` and `../shared/tools/device-pack.sh models sampling keep checkpoint train cli`
+# here first, then on the GPU machine, from the repository root:
+#   bash scripts/gpu-check.sh            # logs under $OUT (default ./gpu-out)
+# The device tool returns at most 8 files: log.txt, tests.txt, bench.jsonl, torch.jsonl and
+# two PNGs.
+set -uo pipefail
+out="${OUT:-$PWD/gpu-out}"
+mkdir -p "$out"
+log="$out/log.txt"
+source .device/unpack.sh > "$log" 2>&1
+nvidia-smi >> "$log" 2>&1
+# The test binaries were built in /work/main and find the binary, the checkpoints and
+# ../shared/data through that path (compile-time CARGO_MANIFEST_DIR).
+root=$PWD
+if [[ ! -e /work/main ]]; then mkdir -p /work && ln -s "$root" /work/main; fi
+mkdir -p /work/shared/data target/cuda/release
+[[ -e /work/shared/data/binarized_mnist ]] || ln -s "$NADE_DATA_DIR" /work/shared/data/binarized_mnist
+cp .device/bin/nade target/cuda/release/nade
+export CI=1 RUST_BACKTRACE=1
+
+{
+  echo "== first CUDA command on this machine (driver JIT of the PTX), then the second"
+  for k in 1 2; do
+    s=$(date +%s%N); nade eval checkpoints/nade.safetensors --limit 100 --device cuda --json > /dev/null
+    echo "eval run $k: $(( ($(date +%s%N) - s) / 1000000 )) ms"
+  done
+} >> "$log" 2>&1
+
+for t in models sampling keep checkpoint train cli; do
+  echo "===== $t" >> "$out/tests.txt"
+  timeout 300 ".device/bin/$t-test" --test-threads 4 > /tmp/test-$t.txt 2>&1
+  rc=$?
+  cat /tmp/test-$t.txt >> "$out/tests.txt"
+  echo "tests $t: exit $rc $(grep -E '^test result' /tmp/test-$t.txt)" >> "$log"
+done
+
+{
+  for b in 100 1000; do
+    nade bench --device cuda --model nade --hidden 500 --batch $b --kernel fused,blocked:28 --seconds 3 --json
+  done
+  for m in fvsbn mlp; do
+    nade bench --device cuda --model $m --hidden 4 --batch 100 --seconds 2 --json
+  done
+} > "$out/bench.jsonl" 2>> "$log"
+
+{
+  for k in fused blocked:28; do
+    for m in nade fvsbn mlp; do
+      [[ $m != nade && $k != fused ]] && continue
+      kk=$k; [[ $m != nade ]] && kk=auto
+      nade eval checkpoints/$m.safetensors --device cuda --kernel $kk --json
+    done
+  done
+  nade complete checkpoints/nade.safetensors --device cuda --keep top:14 --count 10 --stride 1000 --out "$out/completions.png"
+  nade sample checkpoints/nade.safetensors --device cuda --count 100 --out "$out/samples.png"
+} >> "$log" 2>&1
+
+echo "== nade train configs/nade.toml on CUDA, 5 epochs" >> "$log"
+timeout 150 nade train configs/nade.toml --device cuda --epochs 5 --out /tmp/run --no-test >> "$log" 2>&1
+cat /tmp/run/metrics.jsonl >> "$log" 2>/dev/null
+
+echo "== PyTorch formulations" >> "$log"
+PYTHONUNBUFFERED=1 timeout 150 python3 scripts/bench_torch.py --device cuda --seconds 2 > "$out/torch.jsonl" 2>> "$log"
+echo "== done" >> "$log"
