@@ -162,7 +162,7 @@ fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
             NadeKernel::Blocked(50),
             NadeKernel::Blocked(1),
         ];
-        if device.is_cpu() {
+        if NadeKernel::fused_runs_on(&device) {
             paths.push(NadeKernel::Fused);
         }
         for path in paths {
@@ -256,11 +256,19 @@ fn seeded_init_is_reproducible_and_seed_dependent() {
 /// The fused NADE ops have three ways to a gradient: the one-pass log-likelihood with a
 /// uniform upstream gradient (the mean NLL of training), the same op with per-image weights
 /// (its fallback), and the logits op with its own two-pass backward. All must equal the plain
-/// masked matmul's gradients.
+/// masked matmul's gradients, on every device with a fused kernel.
 #[test]
 fn fused_nade_gradients_equal_plain_through_every_entry_point() {
+    for device in device::available() {
+        if NadeKernel::fused_runs_on(&device) {
+            fused_gradients_equal_plain_on(&device);
+        }
+    }
+}
+
+fn fused_gradients_equal_plain_on(device: &Device) {
+    let device = device.clone();
     let (n, d, rows) = (50, 9, 6);
-    let device = Device::Cpu;
     let plain_cfg = config("nade", n, d, NadeKernel::Plain);
     let fused_cfg = config("nade", n, d, NadeKernel::Fused);
     let params = random_params(&plain_cfg, 8, 0.8);

@@ -590,12 +590,20 @@ fn cli_complete_on_the_real_test_split() {
     assert!(top.clone().all(|v| v == 0 || v == 255));
 }
 
-/// The fused CPU sampler of NADE (no SamplerState, no tensors): the Bernoulli means it
+/// The fused sampler of NADE (no SamplerState; one pass on the CPU, one launch on CUDA): the Bernoulli means it
 /// reports for the images it drew equal sigmoid of the plain masked-matmul logits of those
 /// images, for sampling and for completion.
 #[test]
 fn fused_nade_sampler_probabilities_equal_the_plain_parallel_path() {
-    let device = Device::Cpu;
+    for device in device::available() {
+        if NadeKernel::fused_runs_on(&device) {
+            fused_sampler_equals_plain_on(&device);
+        }
+    }
+}
+
+fn fused_sampler_equals_plain_on(device: &Device) {
+    let device = device.clone();
     for (n, d) in [(11, 7), (784, 20)] {
         let fused_cfg = config("nade", n, d, NadeKernel::Fused);
         let plain_cfg = config("nade", n, d, NadeKernel::Plain);
