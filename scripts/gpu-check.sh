@@ -3,7 +3,7 @@
 # benchmarks (ours and the PyTorch formulations, same card, same run), a short training run of
 # configs/nade.toml, CUDA evaluation of the shipped checkpoints and a completion. Builds
 # nothing there: run `scripts/build-cuda.sh`, `scripts/build-cuda.sh test --release --features
-# cuda --no-run` and `../shared/tools/device-pack.sh models sampling keep checkpoint train cli`
+# cuda --no-run` and `../shared/tools/device-pack.sh nade_cuda models sampling`
 # here first, then on the GPU machine, from the repository root:
 #   bash scripts/gpu-check.sh            # logs under $OUT (default ./gpu-out)
 # The device tool returns at most 8 files: log.txt, tests.txt, bench.jsonl, torch.jsonl and
@@ -31,13 +31,16 @@ export CI=1 RUST_BACKTRACE=1
   done
 } >> "$log" 2>&1
 
-for t in models sampling keep checkpoint train cli; do
+for t in nade_cuda models sampling; do
   echo "===== $t" >> "$out/tests.txt"
   timeout 300 ".device/bin/$t-test" --test-threads 4 > /tmp/test-$t.txt 2>&1
   rc=$?
   cat /tmp/test-$t.txt >> "$out/tests.txt"
   echo "tests $t: exit $rc $(grep -E '^test result' /tmp/test-$t.txt)" >> "$log"
 done
+
+echo "== the CUDA kernels' own throughput test" >> "$log"
+timeout 120 .device/bin/nade_cuda-test --ignored --nocapture throughput >> "$log" 2>&1
 
 {
   for b in 100 1000; do

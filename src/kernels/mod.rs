@@ -9,3 +9,6 @@ pub mod nade_logits;
 pub mod nade_packed;
 pub mod nade_sample;
 pub mod simd;
+
+#[cfg(feature = "cuda")]
+pub mod nade_cuda;
