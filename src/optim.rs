@@ -79,19 +79,25 @@ impl Adam {
     /// One update with learning rate `lr`; returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<f64> {
         let mut grad_list = Vec::with_capacity(self.params.len());
-        let mut sum_sq = 0f64;
+        let mut sums = Vec::with_capacity(self.params.len());
         for (name, p) in &self.params {
             let g = grads
                 .get(p.as_tensor())
                 .ok_or_else(|| anyhow!("no gradient for `{name}`"))?;
             let g = g.flatten_all()?.contiguous()?;
-            sum_sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
+            sums.push(g.sqr()?.sum_all()?);
             grad_list.push(g);
         }
+        // One read of all the per-parameter sums (one device sync on a GPU), added in f64.
+        let sum_sq: f64 = if sums.is_empty() {
+            0.0
+        } else {
+            Tensor::stack(&sums, 0)?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?
+                .iter()
+                .sum()
+        };
         let norm = sum_sq.sqrt();
         let scale = if self.cfg.clip_norm > 0.0 && norm > self.cfg.clip_norm {
             self.cfg.clip_norm / norm

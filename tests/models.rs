@@ -322,3 +322,48 @@ fn fused_gradients_equal_plain_on(device: &Device) {
         }
     }
 }
+
+/// The fused evaluation op (log p without a gradient: what `nade eval` runs on CUDA) equals
+/// the plain masked matmul's log p, on every device with a fused kernel.
+#[test]
+fn fused_evaluation_log_prob_equals_plain() {
+    let (n, d, rows) = (784, 30, 9);
+    for device in device::available() {
+        if !NadeKernel::fused_runs_on(&device) {
+            continue;
+        }
+        let plain_cfg = config("nade", n, d, NadeKernel::Plain);
+        let params = random_params(&plain_cfg, 31, 0.2);
+        let plain = model(&plain_cfg, &params, &device);
+        let fused = model(&config("nade", n, d, NadeKernel::Fused), &params, &device);
+        let x = Tensor::from_vec(random_binary(rows, n, 0.13, 5), (rows, n), &device).unwrap();
+        let want = plain
+            .log_prob(&x, Pass::Eval)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let packed = nade::kernels::nade_packed::pack(
+            &Tensor::from_vec(params["W"].clone(), (d, n), &device).unwrap(),
+            &Tensor::from_vec(params["c"].clone(), d, &device).unwrap(),
+            &Tensor::from_vec(params["V"].clone(), (n, d), &device).unwrap(),
+        )
+        .unwrap();
+        let b = Tensor::from_vec(params["b"].clone(), n, &device).unwrap();
+        let got = nade::kernels::nade_log_prob::log_prob(&x, &packed, &b)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        // log p ~ -500 here: f32 sums of 784 terms agree to a few 1e-5 relative.
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            max_abs_diff(&want, &got) < 1e-5 * scale,
+            "{device:?}: {want:?} vs {got:?}"
+        );
+        let through_model = fused
+            .log_prob(&x, Pass::Eval)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(max_abs_diff(&want, &through_model) < 1e-5 * scale);
+    }
+}

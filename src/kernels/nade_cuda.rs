@@ -137,6 +137,46 @@ pub fn log_prob_grad(
     Ok((wrap(dev, log_p), wrap(dev, d_packed), wrap(dev, d_b)))
 }
 
+/// log p(x) per image (B,) with b (n) the output bias, without a gradient (evaluation): the
+/// logits kernel and the per-image likelihood kernel of [`log_prob_grad`], nothing else.
+pub fn log_prob(
+    x: &CudaStorage,
+    xl: &Layout,
+    packed: &CudaStorage,
+    pl: &Layout,
+    b: &CudaStorage,
+    bl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let (batch, n, d) = dims(xl, pl)?;
+    elem_count(bl, n, "b")?;
+    let dev = &x.device;
+    if batch == 0 {
+        return Ok((wrap(dev, zeros(dev, 0)?), Shape::from(0)));
+    }
+    let (xv, pv) = (view(x, xl, "x")?, view(packed, pl, "packed parameters")?);
+    let bv = view(b, bl, "b")?;
+    let n_i = int(n, "n")?;
+    let logits = logits_slice(dev, &xv, &pv, batch, n, d)?;
+    let mut log_p = zeros(dev, batch)?;
+    // The kernel also writes g = x - sigmoid(l), which evaluation does not use.
+    let mut g = zeros(dev, batch * n)?;
+    let no_weights = 0i32;
+    let f = kernel(dev, "nade_log_prob_terms")?;
+    let stream = dev.cuda_stream();
+    let mut launch = stream.launch_builder(&f);
+    launch.arg(&logits);
+    launch.arg(&xv);
+    launch.arg(&bv);
+    launch.arg(&xv);
+    launch.arg(&no_weights);
+    launch.arg(&mut log_p);
+    launch.arg(&mut g);
+    launch.arg(&n_i);
+    // SAFETY: the arguments match the kernel's signature; every index stays in bounds.
+    unsafe { launch.launch(config(grid(batch)?, 1, LP_THREADS)) }.w()?;
+    Ok((wrap(dev, log_p), Shape::from(batch)))
+}
+
 /// Sequential sampling / completion of B images in ONE launch: walks i = 0..n; where
 /// observed[r, i] != 0 the value kept[r, i] is used (as 1 where it is nonzero, else 0), else
 /// x_i = 1 exactly when uniforms[r, i] < p_i = sigmoid(l_i) (strictly less). Returns

@@ -35,6 +35,86 @@ pub fn log_prob_with_grad(x: &Tensor, packed: &Tensor, b: &Tensor) -> Result<Ten
     )
 }
 
+/// log p(x) per image, (B,), for evaluation: one fused pass, no gradient (`NadeLogProb`). The
+/// CPU walk is the training pass's with the gradient left out; on CUDA, the logits kernel and
+/// the per-image likelihood kernel.
+pub fn log_prob(x: &Tensor, packed: &Tensor, b: &Tensor) -> Result<Tensor> {
+    x.apply_op3_no_bwd(packed, b, &NadeLogProb)
+}
+
+struct NadeLogProb;
+
+impl CustomOp3 for NadeLogProb {
+    fn name(&self) -> &'static str {
+        "nade-log-prob"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (batch, n, d) = dims(xl, pl)?;
+        let (x, p, b) = (
+            f32_slice(xs, xl, "x")?,
+            f32_slice(ps, pl, "parameters")?,
+            f32_slice(bs, bl, "b")?,
+        );
+        let params = Params::new(p, n, d);
+        let mut log_p = vec![0f32; batch];
+        log_p.par_iter_mut().enumerate().for_each_init(
+            || vec![0f32; d],
+            |a, (r, out)| *out = image_log_prob(&params, b, &x[r * n..(r + 1) * n], a),
+        );
+        Ok((CpuStorage::F32(log_p), Shape::from(batch)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ps: &candle_core::CudaStorage,
+        pl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        dims(xl, pl)?;
+        super::nade_cuda::log_prob(xs, xl, ps, pl, bs, bl)
+    }
+}
+
+dispatch_isa! {
+    /// log p(x) of one image by the recurrence, summed in f64 as the training pass does.
+    fn image_log_prob(params: &Params, b: &[f32], x: &[f32], a: &mut [f32]) -> f32 {
+        image_log_prob_inline::<FMA>(params, b, x, a)
+    }
+}
+
+#[inline(always)]
+fn image_log_prob_inline<const FMA: bool>(
+    params: &Params,
+    b: &[f32],
+    x: &[f32],
+    a: &mut [f32],
+) -> f32 {
+    a.copy_from_slice(params.c);
+    let mut log_p = 0f64;
+    for (i, &x_i) in x.iter().enumerate() {
+        let l = b[i] + simd::dot_sigmoid::<FMA>(params.v_row(i), a);
+        log_p += (x_i * l - l.max(0.0)) as f64 - ((-l.abs()).exp().ln_1p()) as f64;
+        if x_i != 0.0 {
+            simd::add_assign(a, params.w_col(i));
+        }
+    }
+    log_p as f32
+}
+
 /// (d packed, d b), on the device of the op's inputs.
 type Grads = (Tensor, Tensor);
 
