@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
+use candle_core::{Tensor, Var};
 
 use crate::config::{Schedule, TrainSection};
-use crate::kernels::cpu_storage::{f32_slice, f32_slice_mut};
+use crate::kernels::adam::{AdamStep, Update};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamConfig {
@@ -143,13 +143,7 @@ impl Adam {
             } else {
                 (g.clone(), update)
             };
-            if p.device().is_cpu() && p.is_contiguous() {
-                // One pass over the moments and one over the weights, in place: no temporaries.
-                moments.inplace_op2(&g, &update)?;
-                p.as_tensor().inplace_op2(moments, &ApplyAdam(update))?;
-            } else {
-                update.with_tensors(p, &g, moments)?;
-            }
+            update.apply(p, &g, moments)?;
         }
         Ok(norm)
     }
@@ -193,89 +187,6 @@ impl Adam {
             *moments = Tensor::stack(&rows, 0)?.contiguous()?;
         }
         self.step = step;
-        Ok(())
-    }
-}
-
-/// The numbers of one Adam step.
-#[derive(Clone, Copy, Debug)]
-struct Update {
-    beta1: f32,
-    beta2: f32,
-    /// Gradient clipping factor (1 without clipping).
-    grad_scale: f32,
-    lr: f32,
-    /// 1 - lr * weight_decay.
-    decay: f32,
-    correction1: f32,
-    correction2: f32,
-    eps: f32,
-}
-
-impl Update {
-    /// The same step with tensor ops, for devices without the in-place kernels.
-    fn with_tensors(&self, p: &Var, g: &Tensor, moments: &mut Tensor) -> candle_core::Result<()> {
-        let g = (g * self.grad_scale as f64)?;
-        let m = ((moments.get(0)? * self.beta1 as f64)? + (&g * (1.0 - self.beta1 as f64))?)?;
-        let v = ((moments.get(1)? * self.beta2 as f64)? + (g.sqr()? * (1.0 - self.beta2 as f64))?)?;
-        let m_hat = (&m / self.correction1 as f64)?;
-        let v_hat = (&v / self.correction2 as f64)?;
-        let step = (m_hat / (v_hat.sqrt()? + self.eps as f64)?)?;
-        let next =
-            ((p.as_tensor().flatten_all()? * self.decay as f64)? - (step * self.lr as f64)?)?;
-        p.set(&next.reshape(p.dims())?)?;
-        *moments = Tensor::stack(&[m, v], 0)?;
-        Ok(())
-    }
-}
-
-/// moments (2, numel) <- decayed moments plus the (clipped) gradient and its square.
-impl InplaceOp2 for Update {
-    fn name(&self) -> &'static str {
-        "adam-moments"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let g = f32_slice(s2, l2, "Adam operand")?;
-        let (m, v) = f32_slice_mut(s1, l1, "Adam state")?.split_at_mut(g.len());
-        let (b1, b2) = (self.beta1, self.beta2);
-        for ((m, v), &g) in m.iter_mut().zip(v.iter_mut()).zip(g) {
-            let g = g * self.grad_scale;
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-        }
-        Ok(())
-    }
-}
-
-/// weights <- decay * weights - lr * m_hat / (sqrt(v_hat) + eps).
-struct ApplyAdam(Update);
-
-impl InplaceOp2 for ApplyAdam {
-    fn name(&self) -> &'static str {
-        "adam-apply"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let u = &self.0;
-        let w = f32_slice_mut(s1, l1, "Adam state")?;
-        let (m, v) = f32_slice(s2, l2, "Adam operand")?.split_at(w.len());
-        for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
-            let step = (m / u.correction1) / ((v / u.correction2).sqrt() + u.eps);
-            *w = u.decay * *w - u.lr * step;
-        }
         Ok(())
     }
 }

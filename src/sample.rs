@@ -74,6 +74,7 @@ pub fn sample(
             kept: &none,
             observed: &none,
             uniforms: &u,
+            order: None,
         })?;
         Ok((
             to_binary(&drawn.values)?,
@@ -147,6 +148,7 @@ pub fn complete_with(
             kept: &kept,
             observed: &observed,
             uniforms: &u,
+            order: None,
         })?;
         to_binary(&drawn.values)
     })?;

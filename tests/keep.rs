@@ -133,6 +133,7 @@ fn the_batched_sampler_keeps_every_observed_value() {
                 kept: &t(&kept),
                 observed: &t(&observed),
                 uniforms: &t(&u),
+                order: None,
             })
             .unwrap();
         let values = out.values.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -159,6 +160,7 @@ fn the_batched_sampler_keeps_every_observed_value() {
                 kept: &t(&kept),
                 observed: &t(&observed),
                 uniforms: &t(&u),
+                order: None,
             })
             .unwrap();
         (
@@ -265,4 +267,33 @@ fn cli_keep_top_equals_rows_and_keep_left_is_a_one_line_error() {
     let bad = run(&["--keep", "diagonal:3"], "bad");
     let err = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(!bad.status.success() && err.contains("--keep"), "{err}");
+}
+
+/// A sampler can be asked for an order; a fixed-order model accepts its own and refuses any
+/// other with an error that says so.
+#[test]
+fn fixed_order_models_sample_in_their_own_order_only() {
+    let n = 6;
+    let device = Device::Cpu;
+    let zeros = candle_core::Tensor::zeros((2, n), candle_core::DType::F32, &device).unwrap();
+    let u = candle_core::Tensor::full(0.5f32, (2, n), &device).unwrap();
+    let own: Vec<usize> = (0..n).collect();
+    let reversed: Vec<usize> = (0..n).rev().collect();
+    for (c, cfg) in all_configs(n).into_iter().enumerate() {
+        let model = model(&cfg, &random_params(&cfg, 90 + c as u64, 1.0), &device);
+        assert_eq!(model.orders(), models::Orders::Fixed(own.clone()));
+        let ask = |order: &[usize]| {
+            model
+                .sample_batch(&models::Evidence {
+                    kept: &zeros,
+                    observed: &zeros,
+                    uniforms: &u,
+                    order: Some(order),
+                })
+                .map(|_| ())
+        };
+        assert!(ask(&own).is_ok(), "{cfg:?}");
+        let e = ask(&reversed).unwrap_err().to_string();
+        assert!(e.contains("own order only"), "{cfg:?}: {e}");
+    }
 }

@@ -3,6 +3,7 @@
 //! and `bwd`, so the op, not the model, picks the device; a model calls one function per op.
 //! Beside them: the SIMD helpers of the CPU kernels and views of candle's CPU storage.
 
+pub mod adam;
 pub mod cpu_storage;
 pub mod nade_log_prob;
 pub mod nade_logits;

@@ -336,6 +336,8 @@ impl Autoregressive for Nade {
         if !matches!(self.kernel, KernelState::Fused) {
             return super::sampler::sample_sequentially(self, evidence);
         }
+        let natural: Vec<usize> = (0..self.b.dim(0)?).collect();
+        evidence.check_fixed_order(&natural, "nade")?;
         let (values, probs) = nade_sample::sample(
             &self.packed()?,
             &self.b,

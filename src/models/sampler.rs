@@ -54,11 +54,26 @@ pub enum Orders {
 
 /// A batch to sample or complete, (B, n) f32 tensors on the model's device: where
 /// `observed` is 1 the dimension keeps its value in `kept`, elsewhere it is drawn with the
-/// uniform of the same place.
+/// uniform of the same place, walking the dimensions in `order` (None: the model's own).
 pub struct Evidence<'a> {
     pub kept: &'a Tensor,
     pub observed: &'a Tensor,
     pub uniforms: &'a Tensor,
+    /// The order to sample in: a permutation of 0..n the model supports ([`Orders`]).
+    pub order: Option<&'a [usize]>,
+}
+
+impl Evidence<'_> {
+    /// An error unless the order asked for is `own` (or none was asked for): what a model with
+    /// a fixed order answers.
+    pub fn check_fixed_order(&self, own: &[usize], kind: &str) -> Result<()> {
+        match self.order {
+            Some(order) if order != own => candle_core::bail!(
+                "a {kind} model samples in its own order only (0..n-1 for fvsbn, mlp and nade); order-agnostic models sample in any"
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What [`Autoregressive::sample_batch`] returns, (B, n) f32 each: the values (observed ones
@@ -80,8 +95,11 @@ pub fn sample_sequentially<M: Autoregressive + ?Sized>(
         kept,
         observed,
         uniforms,
+        ..
     } = *evidence;
     let (batch, n) = uniforms.dims2()?;
+    let natural: Vec<usize> = (0..n).collect();
+    evidence.check_fixed_order(&natural, model.config().kind())?;
     let observed_host = observed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     let prefix = (0..n)
         .take_while(|&i| observed_host.iter().all(|row| row[i] != 0.0))
