@@ -33,7 +33,7 @@ export CI=1 RUST_BACKTRACE=1
 
 for t in nade_cuda models sampling optim; do
   echo "===== $t" >> "$out/tests.txt"
-  case $t in nade_cuda) limit=60 ;; models) limit=90 ;; *) limit=150 ;; esac
+  case $t in nade_cuda | optim) limit=60 ;; models) limit=90 ;; *) limit=150 ;; esac
   timeout $limit ".device/bin/$t-test" --test-threads 4 > /tmp/test-$t.txt 2>&1
   rc=$?
   cat /tmp/test-$t.txt >> "$out/tests.txt"

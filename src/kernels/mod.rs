@@ -9,6 +9,7 @@ pub mod nade_log_prob;
 pub mod nade_logits;
 pub mod nade_packed;
 pub mod nade_sample;
+pub mod samplers;
 pub mod simd;
 
 #[cfg(feature = "cuda")]

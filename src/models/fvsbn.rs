@@ -4,8 +4,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::sampler::check_step;
-use super::{masks, Autoregressive, ModelConfig, ParamSpec, SamplerState};
+use super::sampler::{check_step, sample_sequentially};
+use super::{masks, Autoregressive, Evidence, ModelConfig, ParamSpec, SampledBatch, SamplerState};
+use crate::kernels::samplers::fvsbn_sample;
 
 /// `[model] kind = "fvsbn"`: no hyperparameters but the dimension.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +59,16 @@ impl Autoregressive for Fvsbn {
 
     fn named_tensors(&self) -> Vec<(String, Tensor)> {
         vec![("W".into(), self.w.clone()), ("b".into(), self.b.clone())]
+    }
+
+    fn sample_batch(&self, evidence: &Evidence) -> Result<SampledBatch> {
+        let natural: Vec<usize> = (0..self.cfg.n()).collect();
+        evidence.check_fixed_order(&natural, "fvsbn")?;
+        let w_masked_t = (self.w.detach() * &self.mask)?.t()?.contiguous()?;
+        match fvsbn_sample(&w_masked_t, &self.b.detach(), evidence)? {
+            Some(batch) => Ok(batch),
+            None => sample_sequentially(self, evidence),
+        }
     }
 
     fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {

@@ -5,8 +5,11 @@ use candle_core::{Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::sampler::check_step;
-use super::{masks, readout, Autoregressive, ModelConfig, ParamSpec, SamplerState};
+use super::sampler::{check_step, sample_sequentially};
+use super::{
+    masks, readout, Autoregressive, Evidence, ModelConfig, ParamSpec, SampledBatch, SamplerState,
+};
+use crate::kernels::samplers::mlp_sample;
 
 /// `[model] kind = "mlp"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +88,16 @@ impl Autoregressive for Mlp {
             ("alpha".into(), self.alpha.clone()),
             ("b".into(), self.b.clone()),
         ]
+    }
+
+    fn sample_batch(&self, evidence: &Evidence) -> Result<SampledBatch> {
+        let natural: Vec<usize> = (0..self.cfg.n()).collect();
+        evidence.check_fixed_order(&natural, "mlp")?;
+        let [a, c, alpha, b] = [&self.a, &self.c, &self.alpha, &self.b].map(Tensor::detach);
+        match mlp_sample(&a, &c, &alpha, &b, evidence)? {
+            Some(batch) => Ok(batch),
+            None => sample_sequentially(self, evidence),
+        }
     }
 
     fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
