@@ -117,42 +117,28 @@ impl KeepSpec {
             }
         };
         let mut pixels = Vec::with_capacity(n * count);
+        if let KeepSpec::Random(p) = *self {
+            for image in 0..count {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(image as u64 + 1);
+                pixels.extend((0..n).map(|_| u8::from(rng.random_bool(p))));
+            }
+            return BinaryDataset::new(n, pixels);
+        }
         match *self {
-            KeepSpec::Random(p) => {
-                for image in 0..count {
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                    rng.set_stream(image as u64 + 1);
-                    pixels.extend((0..n).map(|_| u8::from(rng.random_bool(p))));
-                }
-            }
-            KeepSpec::Top(r) | KeepSpec::Bottom(r) => {
-                check("rows", r, height)?;
-                let mask: Vec<u8> = (0..n)
-                    .map(|i| u8::from(region(i / width, i % width)))
-                    .collect();
-                for _ in 0..count {
-                    pixels.extend_from_slice(&mask);
-                }
-            }
-            KeepSpec::Left(c) | KeepSpec::Right(c) => {
-                check("columns", c, width)?;
-                let mask: Vec<u8> = (0..n)
-                    .map(|i| u8::from(region(i / width, i % width)))
-                    .collect();
-                for _ in 0..count {
-                    pixels.extend_from_slice(&mask);
-                }
-            }
+            KeepSpec::Top(r) | KeepSpec::Bottom(r) => check("rows", r, height)?,
+            KeepSpec::Left(c) | KeepSpec::Right(c) => check("columns", c, width)?,
             KeepSpec::Box { r1, c1, .. } => {
                 check("row", r1, height)?;
                 check("column", c1, width)?;
-                let mask: Vec<u8> = (0..n)
-                    .map(|i| u8::from(region(i / width, i % width)))
-                    .collect();
-                for _ in 0..count {
-                    pixels.extend_from_slice(&mask);
-                }
             }
+            KeepSpec::Random(_) => unreachable!("drawn above"),
+        }
+        let mask: Vec<u8> = (0..n)
+            .map(|i| u8::from(region(i / width, i % width)))
+            .collect();
+        for _ in 0..count {
+            pixels.extend_from_slice(&mask);
         }
         BinaryDataset::new(n, pixels)
     }

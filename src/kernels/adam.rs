@@ -154,6 +154,17 @@ mod cuda {
             .ok_or_else(|| candle_core::Error::Msg(format!("Adam: {what} must be contiguous")))
     }
 
+    /// The weight count (from the tensor of `numel` values) and the moments' offsets, checked.
+    fn sizes(weights: &Layout, moments: &Layout) -> Result<(usize, (usize, usize))> {
+        let (w0, w1) = offsets(weights, "the weights and the gradient")?;
+        let (m0, m1) = offsets(moments, "the moments")?;
+        let numel = w1 - w0;
+        if m1 - m0 != 2 * numel {
+            candle_core::bail!("Adam: moments hold {} values for {numel} weights", m1 - m0);
+        }
+        Ok((numel, (m0, m1)))
+    }
+
     fn launch_config(numel: usize) -> LaunchConfig {
         let blocks = numel.div_ceil(THREADS as usize).clamp(1, 65_535) as u32;
         LaunchConfig {
@@ -170,12 +181,9 @@ mod cuda {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (g0, g1) = offsets(l2, "the gradient")?;
-        let (m0, m1) = offsets(l1, "the moments")?;
-        let numel = g1 - g0;
-        if m1 - m0 != 2 * numel {
-            candle_core::bail!("Adam: moments hold {} values for {numel} weights", m1 - m0);
-        }
+        let (numel, (m0, m1)) = sizes(l2, l1)?;
+        let g0 = offsets(l2, "the gradient")?.0;
+        let g1 = g0 + numel;
         let dev = s1.device.clone();
         let f = dev
             .get_or_load_custom_func("adam_moments", MODULE, PTX)?
@@ -204,12 +212,9 @@ mod cuda {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (w0, w1) = offsets(l1, "the weights")?;
-        let (m0, m1) = offsets(l2, "the moments")?;
-        let numel = w1 - w0;
-        if m1 - m0 != 2 * numel {
-            candle_core::bail!("Adam: moments hold {} values for {numel} weights", m1 - m0);
-        }
+        let (numel, (m0, m1)) = sizes(l1, l2)?;
+        let w0 = offsets(l1, "the weights")?.0;
+        let w1 = w0 + numel;
         let dev = s1.device.clone();
         let f = dev
             .get_or_load_custom_func("adam_apply", MODULE, PTX)?
