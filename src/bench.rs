@@ -73,9 +73,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
     let base = ModelConfig::from_legacy(&spec.kind, data.n(), Some(spec.hidden))
         .map_err(|e| anyhow!("--model: {e}"))?;
     for kernel in &spec.kernels {
-        let cfg = base
-            .with_kernel(kernel)
-            .map_err(|e| anyhow!("--kernel: {e}"))?;
+        let cfg = base.with_kernel(kernel).map_err(|e| anyhow!("{e}"))?;
         cfg.validate().map_err(|e| anyhow!("{e}"))?;
         for &phase in &spec.phases {
             reset_peak_rss();

@@ -114,13 +114,15 @@ impl ModelConfig {
     pub fn with_kernel(&self, kernel: &str) -> std::result::Result<Self, String> {
         let mut cfg = self.clone();
         match &mut cfg {
-            ModelConfig::Nade(c) => c.kernel = kernel.parse()?,
+            ModelConfig::Nade(c) => {
+                c.kernel = kernel.parse().map_err(|e| format!("--kernel {kernel}: {e}"))?
+            }
             other if kernel == "auto" => {
                 let _ = other;
             }
             other => {
                 return Err(format!(
-                    "kernel {kernel:?}: a {} model has one way to compute (auto); kernels are a nade option",
+                    "--kernel {kernel}: a {} model has one way to compute (auto); only nade has kernels",
                     other.kind()
                 ))
             }
