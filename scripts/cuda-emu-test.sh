@@ -3,8 +3,8 @@
 # thread-per-CUDA-thread emulation (tests/cuda_emu/cuda_emu.h) and checks them against a double
 # precision reference (tests/cuda_emu/harness.cpp). Needs g++ with C++20 (std::barrier).
 #
-#   scripts/cuda-emu-test.sh           # all cases (a minute or two on 2 cores)
-#   scripts/cuda-emu-test.sh --quick   # the two small cases
+#   scripts/cuda-emu-test.sh           # all cases (about 7 minutes on 2 cores)
+#   scripts/cuda-emu-test.sh --quick   # the three small cases (about a minute)
 #   SANITIZE=thread scripts/cuda-emu-test.sh --quick   # with ThreadSanitizer: data races
 #
 # It checks indexing, synchronisation and the order of the sums; not the GPU's floating point

@@ -170,13 +170,16 @@ fn gpu_sample(
     (host(&values, len), host(&probs, len))
 }
 
-/// Shapes: tiny; n and d off the tile sizes; d > 256 (two logits groups); B > 32 * 32 (the
-/// gradient's slice loop); MNIST.
-const SHAPES: [(usize, usize, usize); 5] = [
+/// Shapes: tiny; n and d off the tile sizes; d > 256 (two logits groups); B > 8 * 32 (the
+/// gradient's slice loop, one image per thread); the gradient kernel with 2 and 4 images per
+/// thread (nade_cuda.rs picks them at these sizes); MNIST (8 images per thread).
+const SHAPES: [(usize, usize, usize); 7] = [
     (5, 3, 7),
     (37, 45, 70),
     (70, 50, 300),
     (1100, 20, 9),
+    (300, 60, 600),
+    (500, 50, 500),
     (1000, 784, 500),
 ];
 

@@ -16,17 +16,20 @@ use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, Shape};
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/nade.ptx"));
 const MODULE: &str = "nade_fused_cuda";
 
-/// Warps per block of `nade_logits` and `nade_grad_partial` (WARPS in nade.cu).
-const WARPS: usize = 8;
 /// WARPS * 32 (THREADS in nade.cu): hidden units per block of `nade_logits`.
 const THREADS: u32 = 256;
 /// Block size of `nade_log_prob_terms` (LP_THREADS in nade.cu: its reduction assumes it).
 const LP_THREADS: u32 = 256;
-/// Images per warp of `nade_grad_partial`.
-const GROUP: usize = 32;
-/// At most this many partial gradients ((2n + 1, d) each) in `nade_grad_partial`: 100 MB at
-/// n = 784, d = 500. Groups of 32 images beyond it are looped over.
+/// Warps per block of `nade_grad_tiles_M` (GRAD_WARPS in nade.cu); each holds M images.
+const GRAD_WARPS: usize = 8;
+/// Output tile (rows and columns) of `nade_grad_finish` (FIN_TILE in nade.cu), 256 threads.
+const FIN_TILE: usize = 64;
+/// At most this many partial sums ((2n, d) each) in `nade_grad_tiles_M`: 100 MB at n = 784,
+/// d = 500. Image groups beyond it are looped over.
 const MAX_SLICES: usize = 32;
+/// `nade_grad_tiles_M` takes the largest M (images per thread) that still gives this many
+/// blocks (about two per SM of an H100 / H200, which is what fits at its register count).
+const GRAD_MIN_BLOCKS: usize = 256;
 /// Largest block of `nade_sample` (one thread per hidden unit up to this).
 const SAMPLE_MAX_THREADS: usize = 512;
 
@@ -131,7 +134,7 @@ pub fn log_prob_grad(
     launch.arg(&batch_i);
     launch.arg(&n_i);
     // SAFETY: as above.
-    unsafe { launch.launch(config(grid(n.div_ceil(256))?, 1, 256)) }.w()?;
+    unsafe { launch.launch(config(grid(n.div_ceil(32))?, 1, 256)) }.w()?;
 
     let d_packed = grad_slice(dev, &xv, &pv, &g.as_view(), batch, n, d)?;
     Ok((wrap(dev, log_p), wrap(dev, d_packed), wrap(dev, d_b)))
@@ -282,7 +285,29 @@ fn logits_slice(
     Ok(out)
 }
 
-/// nade_grad_partial (+ nade_sum_parts over the slices): the (2n + 1, d) packed gradient.
+/// Images per thread of `nade_grad_tiles_M`: `NADE_CUDA_GRAD_IMAGES` (1, 2, 4 or 8) if set (for
+/// tuning; the results' last bits depend on it), else the largest M in {8, 4, 2} that gives
+/// at least GRAD_MIN_BLOCKS blocks, else 1. More images per thread: more independent work per
+/// thread and fewer partial sums; fewer: more threads.
+fn grad_images(batch: usize, d: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("NADE_CUDA_GRAD_IMAGES")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|m| [1, 2, 4, 8].contains(m))
+    });
+    if let Some(m) = forced {
+        return m;
+    }
+    let kblocks = d.div_ceil(32);
+    [8, 4, 2]
+        .into_iter()
+        .find(|&m| batch.div_ceil(GRAD_WARPS * m).min(MAX_SLICES) * kblocks >= GRAD_MIN_BLOCKS)
+        .unwrap_or(1)
+}
+
+/// nade_grad_tiles_M, then nade_grad_finish: the (2n + 1, d) packed gradient.
 fn grad_slice(
     dev: &CudaDevice,
     x: &CudaView<f32>,
@@ -297,28 +322,53 @@ fn grad_slice(
         return zeros(dev, len);
     }
     let (batch_i, n_i, d_i) = (int(batch, "batch")?, int(n, "n")?, int(d, "d")?);
-    // Block (kb, s): hidden units kb * WARPS .. + WARPS (a warp each), image groups of 32
-    // s, s + slices, ...; slice s accumulates its own zeroed (2n + 1, d) partial gradient.
-    let slices = batch.div_ceil(GROUP).min(MAX_SLICES);
-    let mut part = zeros(dev, slices * len)?;
-    let f = kernel(dev, "nade_grad_partial")?;
+    // Block (kb, s): hidden units kb * 32 .. + 32, image groups of GRAD_WARPS * m images
+    // s, s + slices, ...; slice s sums into its own part[.][s] of part (2n, slices, d), and
+    // P_n goes to pn (B, d).
+    let m = grad_images(batch, d);
+    let slices = batch.div_ceil(GRAD_WARPS * m).min(MAX_SLICES);
+    let slices_i = int(slices, "slices")?;
+    // SAFETY (both): the kernels write every element before anything reads it (part: the
+    // first group of every slice stores each (row, slice, k < d); pn: every (image, k < d)).
+    let mut part = unsafe { dev.alloc::<f32>(2 * n * slices * d) }?;
+    let mut pn = unsafe { dev.alloc::<f32>(batch * d) }?;
+    let f = kernel(dev, &format!("nade_grad_tiles_{m}"))?;
     let stream = dev.cuda_stream();
     let mut launch = stream.launch_builder(&f);
     launch.arg(x);
     launch.arg(g);
     launch.arg(p);
     launch.arg(&mut part);
+    launch.arg(&mut pn);
     launch.arg(&batch_i);
     launch.arg(&n_i);
     launch.arg(&d_i);
-    let cfg = config(grid(d.div_ceil(WARPS))?, grid_y(slices)?, THREADS);
+    let cfg = config(
+        grid(d.div_ceil(32))?,
+        grid_y(slices)?,
+        (GRAD_WARPS * 32) as u32,
+    );
     // SAFETY: the arguments match the kernel's signature; every index stays in bounds.
     unsafe { launch.launch(cfg) }.w()?;
-    if slices == 1 {
-        return Ok(part);
-    }
-    let mut out = zeros(dev, len)?;
-    sum_parts(dev, &part, &mut out, 1, len, slices)?;
+
+    // Every (row, k < d) of out is written by nade_grad_finish.
+    // SAFETY: as above.
+    let mut out = unsafe { dev.alloc::<f32>(len) }?;
+    let f = kernel(dev, "nade_grad_finish")?;
+    let mut launch = stream.launch_builder(&f);
+    launch.arg(x);
+    launch.arg(&pn);
+    launch.arg(&part);
+    launch.arg(&mut out);
+    launch.arg(&batch_i);
+    launch.arg(&n_i);
+    launch.arg(&d_i);
+    launch.arg(&slices_i);
+    // Rows of blocks: (n + 1) / 64 for dW^T and dc (the product), n / 64 for dV.
+    let rows = (n + 1).div_ceil(FIN_TILE) + n.div_ceil(FIN_TILE);
+    let cfg = config(grid(d.div_ceil(FIN_TILE))?, grid_y(rows)?, 256);
+    // SAFETY: as above.
+    unsafe { launch.launch(cfg) }.w()?;
     Ok(out)
 }
 
@@ -370,8 +420,8 @@ fn grid(blocks: usize) -> Result<u32> {
     }
 }
 
-/// A grid y dimension: 1 to 65535 blocks (the logits' groups, d / 256, and the gradient's
-/// slices, at most MAX_SLICES).
+/// A grid y dimension: 1 to 65535 blocks (the logits' groups, d / 256, the gradient's slices,
+/// at most MAX_SLICES, and nade_grad_finish's row tiles, about 2n / 64).
 fn grid_y(blocks: usize) -> Result<u32> {
     if blocks == 0 || blocks > 65535 {
         bail!("NADE CUDA kernels: grid y dimension of {blocks} blocks out of range (d too large?)");

@@ -25,6 +25,15 @@ inline dim3 blockDim, gridDim;
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __shared__ static  // one block at a time: a static local is the block's shared memory
+#define __align__(n) __attribute__((aligned(n)))
+
+struct float2 {
+    float x, y;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
 
 using std::max;
 using std::min;

@@ -57,17 +57,46 @@ static Vec logits(const Vec& x, const Vec& p, int B, int n, int d) {
     return out;
 }
 
-static Vec grad(const Vec& x, const Vec& p, const Vec& g, int B, int n, int d, int max_slices) {
+// Gradient launch parameters: m images per thread (0: the host's rule), at most max_slices
+// slices.
+struct GradCfg {
+    int m = 0;
+    int max_slices = 32;
+};
+
+static int grad_images(int B, int d, int max_slices) {
+    const int kblocks = (d + 31) / 32;
+    for (int m : {8, 4, 2}) {
+        const int groups = (B + GRAD_WARPS * m - 1) / (GRAD_WARPS * m);
+        if (std::min(groups, max_slices) * kblocks >= 256) return m;
+    }
+    return 1;
+}
+
+static Vec grad(const Vec& x, const Vec& p, const Vec& g, int B, int n, int d, GradCfg cfg) {
     const size_t len = (2 * size_t(n) + 1) * d;
-    const int groups = (B + 31) / 32;
-    const int slices = std::min(groups, max_slices);
-    Vec part(len * slices, 0.0f);
-    emu_launch({unsigned((d + WARPS - 1) / WARPS), unsigned(slices), 1}, {kThreads, 1, 1},
-               [&] { nade_grad_partial(x.data(), g.data(), p.data(), part.data(), B, n, d); });
-    if (slices == 1) return part;
-    Vec out(len, -1.0f);
-    emu_launch({2, 1, 1}, {64, 1, 1},
-               [&] { nade_sum_parts(part.data(), out.data(), 1, (long long)len, slices); });
+    const int m = cfg.m ? cfg.m : grad_images(B, d, cfg.max_slices);
+    const int groups = (B + GRAD_WARPS * m - 1) / (GRAD_WARPS * m);
+    const int slices = std::min(groups, cfg.max_slices);
+    // Garbage-filled, as the device buffers are not zeroed.
+    Vec part(2 * size_t(n) * slices * d, -7.0f), pn(size_t(B) * d, -7.0f), out(len, -7.0f);
+    const dim3 tg{unsigned((d + 31) / 32), unsigned(slices), 1};
+    const dim3 tb{GRAD_THREADS, 1, 1};
+    auto run = [&](auto kernel) {
+        emu_launch(tg, tb,
+                   [&] { kernel(x.data(), g.data(), p.data(), part.data(), pn.data(), B, n, d); });
+    };
+    switch (m) {
+        case 1: run(nade_grad_tiles_1); break;
+        case 2: run(nade_grad_tiles_2); break;
+        case 4: run(nade_grad_tiles_4); break;
+        case 8: run(nade_grad_tiles_8); break;
+        default: std::abort();
+    }
+    const unsigned rows = unsigned((n + 1 + FIN_TILE - 1) / FIN_TILE + (n + FIN_TILE - 1) / FIN_TILE);
+    emu_launch({unsigned((d + FIN_TILE - 1) / FIN_TILE), rows, 1}, {256, 1, 1}, [&] {
+        nade_grad_finish(x.data(), pn.data(), part.data(), out.data(), B, n, d, slices);
+    });
     return out;
 }
 
@@ -76,16 +105,16 @@ struct LogProbGrad {
 };
 
 static LogProbGrad log_prob_grad(const Vec& x, const Vec& p, const Vec& b, const Vec* w, int B,
-                                 int n, int d, int max_slices) {
+                                 int n, int d, GradCfg cfg) {
     const Vec l = logits(x, p, B, n, d);
     Vec log_p(B, -1.0f), g(size_t(B) * n, -1.0f), d_b(n, -1.0f);
     emu_launch({unsigned(B), 1, 1}, {LP_THREADS, 1, 1}, [&] {
         nade_log_prob_terms(l.data(), x.data(), b.data(), w ? w->data() : x.data(), w ? 1 : 0,
                             log_p.data(), g.data(), n);
     });
-    emu_launch({unsigned((n + 63) / 64), 1, 1}, {64, 1, 1},
+    emu_launch({unsigned((n + 31) / 32), 1, 1}, {256, 1, 1},
                [&] { nade_column_sum(g.data(), d_b.data(), B, n); });
-    return {log_p, grad(x, p, g, B, n, d, max_slices), d_b};
+    return {log_p, grad(x, p, g, B, n, d, cfg), d_b};
 }
 
 static void sample(const Vec& p, const Vec& b, const Vec& kept, const Vec& obs, const Vec& u,
@@ -161,9 +190,10 @@ static Vec uniform(std::mt19937& rng, size_t len, float lo, float hi) {
     return out;
 }
 
-static void run_case(int B, int n, int d, int max_slices, int sample_threads, unsigned seed) {
-    std::printf("case B=%d n=%d d=%d slices<=%d sample threads=%d\n", B, n, d, max_slices,
-                sample_threads);
+static void run_case(int B, int n, int d, GradCfg cfg, int sample_threads, unsigned seed) {
+    std::printf("case B=%d n=%d d=%d grad m=%d (%s) slices<=%d sample threads=%d\n", B, n, d,
+                cfg.m ? cfg.m : grad_images(B, d, cfg.max_slices), cfg.m ? "forced" : "auto",
+                cfg.max_slices, sample_threads);
     std::mt19937 rng(seed);
     // Packed [W^T; c; V], scaled like the model's initialisation but larger so that the
     // sigmoids are not all near 1/2.
@@ -187,7 +217,7 @@ static void run_case(int B, int n, int d, int max_slices, int sample_threads, un
     // logits_grad
     const std::vector<double> gd(gup.begin(), gup.end());
     const auto grad_ref = ref_grad(h, x, p, gd, B, n, d);
-    const Vec g1 = grad(x, p, gup, B, n, d, max_slices), g2 = grad(x, p, gup, B, n, d, max_slices);
+    const Vec g1 = grad(x, p, gup, B, n, d, cfg), g2 = grad(x, p, gup, B, n, d, cfg);
     check("grad", g1, grad_ref, 2e-5);
     same_bits("grad", g1, g2);
 
@@ -205,8 +235,8 @@ static void run_case(int B, int n, int d, int max_slices, int sample_threads, un
             }
         }
         const auto dp_ref = ref_grad(h, x, p, gl, B, n, d);
-        const auto r1 = log_prob_grad(x, p, b, wp, B, n, d, max_slices);
-        const auto r2 = log_prob_grad(x, p, b, wp, B, n, d, max_slices);
+        const auto r1 = log_prob_grad(x, p, b, wp, B, n, d, cfg);
+        const auto r2 = log_prob_grad(x, p, b, wp, B, n, d, cfg);
         std::printf(" %s\n", wp ? "weighted" : "unweighted");
         check("log_p", r1.log_p, lp_ref, 2e-5);
         check("d_packed", r1.d_packed, dp_ref, 2e-5);
@@ -246,14 +276,21 @@ static void run_case(int B, int n, int d, int max_slices, int sample_threads, un
 
 int main(int argc, char** argv) {
     const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
-    // d < 32, n < tiles; d not a multiple of 32 with groups = 1; n not a multiple of 16 or 32.
-    run_case(5, 3, 7, 32, 32, 1);
-    run_case(37, 45, 70, 32, 64, 2);
+    // d < 32, n < tiles; d not a multiple of 32 with groups = 1; n not a multiple of 16 or 32;
+    // images per thread 1 (the host's choice at these sizes), 2, 8 with partial groups.
+    run_case(5, 3, 7, {}, 32, 1);
+    run_case(37, 45, 70, {}, 64, 2);
+    run_case(37, 45, 70, {8, 32}, 64, 2);
     if (!quick) {
-        // d > 256: two groups in the logits (nade_sum_parts); B > 32 * slices: the group loop
-        // and the slice sum; the sampler with d > blockDim (each thread owns several units).
-        run_case(70, 50, 300, 2, 64, 3);
-        run_case(129, 33, 20, 3, 32, 4);
+        // d > 256: two groups in the logits (nade_sum_parts), several column blocks in the
+        // gradient; more groups than slices (the group loop: read-add-store into the partial
+        // sums); n + 1 > 64 (two row tiles in nade_grad_finish); the sampler with
+        // d > blockDim (each thread owns several units).
+        run_case(70, 50, 300, {2, 2}, 64, 3);
+        run_case(129, 33, 20, {1, 3}, 32, 4);
+        run_case(100, 70, 40, {4, 32}, 32, 5);
+        run_case(130, 20, 100, {8, 32}, 32, 6);
+        run_case(200, 20, 40, {8, 2}, 32, 7);
     }
     std::printf(failures ? "%d FAILURES\n" : "all ok\n", failures);
     return failures ? 1 : 0;

@@ -15,12 +15,10 @@
 
 #define FULL_MASK 0xffffffffu
 
-// Warps per block of the logits and gradient kernels (the host side, nade_cuda.rs, has the
-// same constants).
+// Warps per block of the logits kernel (the host side, nade_cuda.rs, has the same constants,
+// and those of the gradient kernels below).
 #define WARPS 8
 #define THREADS (WARPS * 32)
-// Pixels per tile of the gradient kernel's main pass: two values per pixel fill 32 lanes.
-#define GRAD_TILE 16
 
 // sigmoid(a) for the hidden units, fast: t = e^{-|a|} by ex2.approx, 1 / (1 + t) by
 // rcp.approx, sigmoid = 1 / (1 + t) for a >= 0 and t / (1 + t) otherwise. Finite and in
@@ -158,111 +156,259 @@ extern "C" __global__ void nade_sum_parts(const float* __restrict__ part, float*
 //   h_i = sigmoid(a_i), da_i = g_i V_i * h_i * (1 - h_i), P_j = sum_{i <= j} da_i,
 //   dV_i = sum_b g_{b,i} h_{b,i},  dW^T_j = sum_b [x_{b,j} != 0] (P_{b,n} - P_{b,j}),
 //   dc = sum_b P_{b,n}.
+// In two kernels: nade_grad_tiles_M walks every image once and produces the sums over images
+// of g h (for dV) and of -[x_j != 0] P_j (for dW^T), per slice of images, plus P_n per image;
+// nade_grad_finish adds the slices and the rest: dW^T += X^T P_n (a matrix product, X the
+// (B, n) indicator [x != 0]) and dc = 1^T P_n.
 //
-// Hidden units are independent given x, so a warp owns one unit k and 32 images (lane =
-// image), which makes the reduction over images a reduction over lanes, and W^T[i, k], V[i, k]
-// warp-uniform loads. Grid (ceil(d / WARPS), slices), block THREADS: block (kb, s) owns units
-// kb * WARPS + warp and the image groups s, s + slices, s + 2 slices, ... (32 images each).
-// Each slice accumulates a full packed gradient in part[s] ((2n + 1, d), zeroed by the host):
-// every element of it is read-modify-written by one thread only, in group order (and between
-// the passes that touch the same element from different lanes there is a __syncthreads), so
-// the result is deterministic. The host adds the slices in order (nade_sum_parts).
-//
-// Per group: pass 1 walks the pixels by tiles of GRAD_TILE (x and g of the tile staged in
-// shared memory), keeping a and P in registers; lane values s[j] = g h (for dV) and
-// s[GRAD_TILE + j] = -[x != 0] P_j (for dW^T) are reduced over the images by one
-// transpose_sum. Pass 2 adds [x_{b,j} != 0] P_{b,n} to dW^T, by tiles of 32 pixels. Then dc.
-__device__ __forceinline__ void load_tile(float (*tile)[33], const float* __restrict__ src,
-                                          int batch, int n, int img0, int i0, int width) {
-    for (int e = threadIdx.x; e < 32 * width; e += blockDim.x) {
-        const int r = e / width;
-        const int col = e - r * width;
-        const int img = img0 + r;
-        const int i = i0 + col;
-        tile[r][col] = (img < batch && i < n) ? src[(size_t)img * n + i] : 0.0f;
-    }
-}
+// nade_grad_tiles_M: a thread owns one hidden unit k (lane) and M images, whose a and P it keeps
+// in registers; the reduction over the thread's images is a plain in-register sum. Block
+// (kb, s), GRAD_WARPS warps: units kb * 32 + lane (the loads of W^T[i, k], V[i, k] are
+// coalesced), warp w the images img0 + w M + m (m < M) of image group grp = s, s + slices,
+// ... (GRAD_WARPS M images each). Pixels go by tiles of GRAD_TILE: (g, [x != 0]) of the tile
+// and the block's images staged in shared memory (read as warp broadcasts), W^T and V of the
+// tile prefetched into registers. Per pixel each warp leaves its sums in red; after a
+// __syncthreads the warps' sums are added in warp order and stored (coalesced) into the
+// slice's partial part[row][s] ((2n, slices, d): rows [0, n) the dW^T term, [n, 2n) dV), by a
+// plain store for the slice's first group and a read-add-store by the same thread for later
+// ones. The tile's staging and prefetch of the next tile happen in the same phase (the
+// buffers they write were last read before the __syncthreads). Finally P_n goes to
+// pn[img][k] ((B, d)). Every element of part and pn is written by one thread, every sum in a
+// fixed order: deterministic.
+#define GRAD_WARPS 8
+#define GRAD_THREADS (GRAD_WARPS * 32)
+#define GRAD_TILE 16  // a power of two
 
-extern "C" __global__ void __launch_bounds__(THREADS)
-nade_grad_partial(const float* __restrict__ x, const float* __restrict__ g,
-                  const float* __restrict__ p, float* __restrict__ part, int batch, int n, int d) {
+template <int M>
+__device__ __forceinline__ void grad_tiles(const float* __restrict__ x,
+                                           const float* __restrict__ g,
+                                           const float* __restrict__ p, float* __restrict__ part,
+                                           float* __restrict__ pn, int batch, int n, int d) {
+    constexpr int IMGS = GRAD_WARPS * M;
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
-    const int k = blockIdx.x * WARPS + warp;
+    const int k = blockIdx.x * 32 + lane;
     const bool live = k < d;
-    const int groups = (batch + 31) / 32;
+    const int slice = blockIdx.y;
+    const int slices = gridDim.y;
+    const int groups = (batch + IMGS - 1) / IMGS;
     const size_t D = (size_t)d;
     const float* wt = p;
     const float* c = p + (size_t)n * D;
     const float* v = c + D;
-    float* dwt = part + (size_t)blockIdx.y * (2 * (size_t)n + 1) * D;
-    float* dc = dwt + (size_t)n * D;
-    float* dv = dc + D;
 
-    __shared__ float xs[32][33];
-    __shared__ float gs[32][33];
-    for (int grp = blockIdx.y; grp < groups; grp += gridDim.y) {
-        const int img0 = grp * 32;
-        // Lanes past the batch see x = g = 0 and contribute nothing (P stays 0).
-        float a = live ? c[k] : 0.0f;
-        float P = 0.0f;
+    // (g, [x != 0]) for pixel i0 + j, image img0 + r at gx[j][r]; rows padded by one (fewer
+    // bank conflicts on the staging stores).
+    __shared__ float2 gx[GRAD_TILE][IMGS + 1];
+    // Per warp and pixel j: red[j] the dV sum, red[GRAD_TILE + j] the dW^T sum.
+    __shared__ float red[2 * GRAD_TILE][GRAD_WARPS][32];
 
-        // Pass 1.
+    float vv[GRAD_TILE], ww[GRAD_TILE];
+    // Stages tile i0 of group img0 and prefetches its V, W^T (0 past n or d: such pixels and
+    // units contribute nothing, as do images past the batch, staged as g = x = 0).
+    auto stage = [&](int img0, int i0) {
+        for (int e = threadIdx.x; e < IMGS * GRAD_TILE; e += GRAD_THREADS) {
+            const int r = e / GRAD_TILE;
+            const int col = e - r * GRAD_TILE;
+            const int img = img0 + r;
+            const int i = i0 + col;
+            float gv = 0.0f, xv = 0.0f;
+            if (img < batch && i < n) {
+                const size_t o = (size_t)img * n + i;
+                gv = g[o];
+                xv = x[o] != 0.0f ? 1.0f : 0.0f;
+            }
+            gx[col][r] = make_float2(gv, xv);
+        }
+#pragma unroll
+        for (int j = 0; j < GRAD_TILE; ++j) {
+            const bool in = live && i0 + j < n;
+            const size_t row = (size_t)(i0 + j) * D + k;
+            vv[j] = in ? v[row] : 0.0f;
+            ww[j] = in ? wt[row] : 0.0f;
+        }
+    };
+
+    for (int grp = slice; grp < groups; grp += slices) {
+        const bool first = grp == slice;
+        const int img0 = grp * IMGS;
+        float a[M], P[M];
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            a[m] = live ? c[k] : 0.0f;
+            P[m] = 0.0f;
+        }
+        stage(img0, 0);
         for (int i0 = 0; i0 < n; i0 += GRAD_TILE) {
-            load_tile(xs, x, batch, n, img0, i0, GRAD_TILE);
-            load_tile(gs, g, batch, n, img0, i0, GRAD_TILE);
-            __syncthreads();
-            float s[32];
+            __syncthreads();  // gx staged; red read by the previous tile's sums
 #pragma unroll
             for (int j = 0; j < GRAD_TILE; ++j) {
-                s[j] = 0.0f;
-                s[GRAD_TILE + j] = 0.0f;
-                if (i0 + j < n) {
-                    const size_t row = (size_t)(i0 + j) * D + k;
-                    const float gj = gs[lane][j];
-                    const float vk = live ? v[row] : 0.0f;
-                    const float h = sigmoid_fast(a);
-                    s[j] = gj * h;
-                    P = fmaf(gj * vk, h - h * h, P);
-                    if (xs[lane][j] != 0.0f) {
-                        s[GRAD_TILE + j] = -P;
-                        if (live) {
-                            a += wt[row];
-                        }
+                float sv = 0.0f, sw = 0.0f;
+#pragma unroll
+                for (int m = 0; m < M; ++m) {
+                    const float2 e = gx[j][warp * M + m];
+                    const float h = sigmoid_fast(a[m]);
+                    sv = fmaf(e.x, h, sv);
+                    P[m] = fmaf(e.x * vv[j], h - h * h, P[m]);
+                    if (e.y != 0.0f) {
+                        sw -= P[m];
+                        a[m] += ww[j];
                     }
                 }
+                red[j][warp][lane] = sv;
+                red[GRAD_TILE + j][warp][lane] = sw;
             }
-            __syncthreads();  // the tile is read: the next load_tile may overwrite it
-            const float r = transpose_sum(s, lane);
-            const int i = i0 + (lane & (GRAD_TILE - 1));
-            if (live && i < n) {
-                if (lane < GRAD_TILE) {
-                    dv[(size_t)i * D + k] += r;
-                } else {
-                    dwt[(size_t)i * D + k] += r;
+            __syncthreads();  // red written; gx, vv, ww read
+            for (int q = warp; q < 2 * GRAD_TILE; q += GRAD_WARPS) {
+                float s = red[q][0][lane];
+#pragma unroll
+                for (int w = 1; w < GRAD_WARPS; ++w) {
+                    s += red[q][w][lane];
+                }
+                const int i = i0 + (q & (GRAD_TILE - 1));
+                const int row = q < GRAD_TILE ? n + i : i;
+                if (live && i < n) {
+                    float* dst = part + ((size_t)row * slices + slice) * D + k;
+                    *dst = first ? s : *dst + s;
+                }
+            }
+            if (i0 + GRAD_TILE < n) {
+                stage(img0, i0 + GRAD_TILE);
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            const int img = img0 + warp * M + m;
+            if (live && img < batch) {
+                pn[(size_t)img * D + k] = P[m];
+            }
+        }
+        // The next group's first stage writes gx, last read before this group's final
+        // __syncthreads: no further barrier needed.
+    }
+}
+
+#define GRAD_TILES(M)                                                                          \
+    extern "C" __global__ void __launch_bounds__(GRAD_THREADS, 2)                              \
+        nade_grad_tiles_##M(const float* __restrict__ x, const float* __restrict__ g,          \
+                            const float* __restrict__ p, float* __restrict__ part,             \
+                            float* __restrict__ pn, int batch, int n, int d) {                 \
+        grad_tiles<M>(x, g, p, part, pn, batch, n, d);                                         \
+    }
+GRAD_TILES(1)
+GRAD_TILES(2)
+GRAD_TILES(4)
+GRAD_TILES(8)
+
+// nade_grad_finish: the packed gradient out ((2n + 1, d)) from part ((2n, slices, d)) and
+// pn ((B, d)). Block 256 threads (16 x 16), 64 x 64 outputs, 4 x 4 per thread (rows
+// r0 + 4 ty + u, columns k0 + 4 tx + v). Grid (ceil(d / 64), ceil((n + 1) / 64) + ceil(n / 64)):
+// - the first ceil((n + 1) / 64) rows of blocks do the product Y = X1^T P_n, X1 = [X, 1]
+//   (B, n + 1), so that Y's last row is dc: images by chunks of FIN_K staged in shared memory,
+//   each thread's sums in image order; then out[j] = sum_s part[j][s] (in slice order) + Y[j]
+//   for j < n (dW^T), out[n] = Y[n] (dc);
+// - the others: out[n + 1 + i] = sum_s part[n + i][s] (dV), in slice order.
+#define FIN_TILE 64
+#define FIN_K 16
+extern "C" __global__ void __launch_bounds__(256)
+nade_grad_finish(const float* __restrict__ x, const float* __restrict__ pn,
+                 const float* __restrict__ part, float* __restrict__ out, int batch, int n,
+                 int d, int slices) {
+    const int tx = threadIdx.x & 15;
+    const int ty = threadIdx.x >> 4;
+    const int k0 = blockIdx.x * FIN_TILE + 4 * tx;
+    const int prod_tiles = (n + 1 + FIN_TILE - 1) / FIN_TILE;
+    const size_t D = (size_t)d;
+    const size_t S = (size_t)slices;
+
+    if ((int)blockIdx.y >= prod_tiles) {
+        const int i0 = ((int)blockIdx.y - prod_tiles) * FIN_TILE + 4 * ty;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+#pragma unroll
+            for (int w = 0; w < 4; ++w) {
+                const int i = i0 + u;
+                const int k = k0 + w;
+                if (i < n && k < d) {
+                    const float* src = part + (size_t)(n + i) * S * D + k;
+                    float s = src[0];
+                    for (int q = 1; q < slices; ++q) {
+                        s += src[q * D];
+                    }
+                    out[(size_t)(n + 1 + i) * D + k] = s;
                 }
             }
         }
+        return;
+    }
 
-        // Pass 2: dW^T_j += sum_b [x_{b,j} != 0] P_{b,n}.
-        for (int i0 = 0; i0 < n; i0 += 32) {
-            load_tile(xs, x, batch, n, img0, i0, 32);
-            __syncthreads();
-            float s[32];
+    const int j0 = blockIdx.y * FIN_TILE;
+    __shared__ __align__(16) float xs[FIN_K][FIN_TILE];
+    __shared__ __align__(16) float ps[FIN_K][FIN_TILE];
+    float acc[4][4];
 #pragma unroll
-            for (int j = 0; j < 32; ++j) {
-                s[j] = xs[lane][j] != 0.0f ? P : 0.0f;
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            acc[u][w] = 0.0f;
+        }
+    }
+    for (int b0 = 0; b0 < batch; b0 += FIN_K) {
+        for (int e = threadIdx.x; e < FIN_K * FIN_TILE; e += 256) {
+            const int bb = e / FIN_TILE;
+            const int col = e - bb * FIN_TILE;
+            const int b = b0 + bb;
+            const int j = j0 + col;
+            const int k = blockIdx.x * FIN_TILE + col;
+            float xv = 0.0f, pv = 0.0f;
+            if (b < batch) {
+                if (j < n) {
+                    xv = x[(size_t)b * n + j] != 0.0f ? 1.0f : 0.0f;
+                } else if (j == n) {
+                    xv = 1.0f;
+                }
+                if (k < d) {
+                    pv = pn[(size_t)b * D + k];
+                }
             }
-            __syncthreads();
-            const float r = transpose_sum(s, lane);
-            if (live && i0 + lane < n) {
-                dwt[(size_t)(i0 + lane) * D + k] += r;
+            xs[bb][col] = xv;
+            ps[bb][col] = pv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int bb = 0; bb < FIN_K; ++bb) {
+            const float4 xr = *reinterpret_cast<const float4*>(&xs[bb][4 * ty]);
+            const float4 pr = *reinterpret_cast<const float4*>(&ps[bb][4 * tx]);
+            const float xa[4] = {xr.x, xr.y, xr.z, xr.w};
+            const float pa[4] = {pr.x, pr.y, pr.z, pr.w};
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+#pragma unroll
+                for (int w = 0; w < 4; ++w) {
+                    acc[u][w] = fmaf(xa[u], pa[w], acc[u][w]);
+                }
             }
         }
-
-        const float total = warp_sum(P);
-        if (live && lane == 0) {
-            dc[k] += total;
+        __syncthreads();
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            const int j = j0 + 4 * ty + u;
+            const int k = k0 + w;
+            if (j <= n && k < d) {
+                float s = acc[u][w];
+                if (j < n) {
+                    const float* src = part + (size_t)j * S * D + k;
+                    float t = src[0];
+                    for (int q = 1; q < slices; ++q) {
+                        t += src[q * D];
+                    }
+                    s = t + s;
+                }
+                out[(size_t)j * D + k] = s;
+            }
         }
     }
 }
@@ -303,18 +449,34 @@ nade_log_prob_terms(const float* __restrict__ logits, const float* __restrict__ 
     }
 }
 
-// out[i] = sum_b g[b, i], in order b = 0, 1, ...: one thread per column.
-extern "C" __global__ void nade_column_sum(const float* __restrict__ g, float* __restrict__ out,
-                                           int batch, int n) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) {
-        return;
-    }
+// out[i] = sum_b g[b, i]: block 256 threads (8 warps) owns the columns blockIdx.x * 32 + lane;
+// warp w sums the rows [w chunk, (w + 1) chunk) in order (chunk = ceil(batch / 8)), then warp 0
+// adds the 8 warps' sums in warp order. A fixed order.
+extern "C" __global__ void __launch_bounds__(256)
+nade_column_sum(const float* __restrict__ g, float* __restrict__ out, int batch, int n) {
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int i = blockIdx.x * 32 + lane;
+    const int chunk = (batch + 7) / 8;
+    const int b1 = min(batch, (warp + 1) * chunk);
+    __shared__ float red[8][32];
     float s = 0.0f;
-    for (int b = 0; b < batch; ++b) {
-        s += g[(size_t)b * n + i];
+    if (i < n) {
+#pragma unroll 8
+        for (int b = warp * chunk; b < b1; ++b) {
+            s += g[(size_t)b * n + i];
+        }
     }
-    out[i] = s;
+    red[warp][lane] = s;
+    __syncthreads();
+    if (warp == 0 && i < n) {
+        float t = red[0][lane];
+#pragma unroll
+        for (int w = 1; w < 8; ++w) {
+            t += red[w][lane];
+        }
+        out[i] = t;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
