@@ -42,6 +42,10 @@ done
 
 echo "== the CUDA kernels' own throughput test" >> "$log"
 timeout 45 .device/bin/nade_cuda-test --ignored --nocapture throughput >> "$log" 2>&1
+for m in 1 2 4 8; do
+  echo "-- NADE_CUDA_GRAD_IMAGES=$m" >> "$log"
+  NADE_CUDA_GRAD_IMAGES=$m timeout 30 .device/bin/nade_cuda-test --ignored --nocapture throughput 2>&1 | grep log_prob_grad >> "$log"
+done
 
 {
   for b in 100 1000; do
