@@ -22,6 +22,20 @@ mkdir -p /work/shared/data target/cuda/release
 [[ -e /work/shared/data/binarized_mnist ]] || ln -s "$NADE_DATA_DIR" /work/shared/data/binarized_mnist
 cp .device/bin/nade target/cuda/release/nade
 export CI=1 RUST_BACKTRACE=1
+# `bash scripts/gpu-check.sh bench`: only the benchmarks (ours and PyTorch's, same run).
+only=${1:-all}
+if [[ $only == bench ]]; then
+  for b in 100 1000; do
+    nade bench --device cuda --model nade --hidden 500 --batch $b --kernel fused --seconds 3 --json
+  done > "$out/bench.jsonl" 2>> "$log"
+  for m in fvsbn mlp; do
+    nade bench --device cuda --model $m --hidden 4 --batch 100 --phase sample --seconds 2 --json
+  done >> "$out/bench.jsonl" 2>> "$log"
+  PYTHONUNBUFFERED=1 timeout 120 python3 scripts/bench_torch.py --device cuda --seconds 2 \
+    --formulations compiled,loop > "$out/torch.jsonl" 2>> "$log"
+  echo "== done" >> "$log"
+  exit 0
+fi
 
 {
   echo "== first CUDA command on this machine (driver JIT of the PTX), then the second"
