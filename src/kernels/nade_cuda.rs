@@ -1,5 +1,5 @@
-//! The fused NADE passes on CUDA ([`crate::models::nade_fused`] and
-//! [`crate::models::nade_fused_loss`] are the CPU versions, with the same math), at the storage
+//! The fused NADE passes on CUDA ([`super::nade_logits`], [`super::nade_log_prob`] and
+//! [`super::nade_sample`] hold the CPU versions, with the same math), at the storage
 //! level so that candle `CustomOp` `cuda_fwd` methods can call them. The kernels are in
 //! `cuda/nade.cu` (compiled to PTX by build.rs); their launch configurations are described
 //! there and chosen here.
@@ -54,7 +54,7 @@ pub fn logits(
 }
 
 /// d(loss)/d(packed), shape (2n + 1, d) = [dW^T; dc; dV], given grad = d(loss)/d(logits)
-/// (B, n). Same math as FusedGrad in nade_fused.rs.
+/// (B, n). Same math as NadeLogitsGrad in nade_logits.rs.
 pub fn logits_grad(
     x: &CudaStorage,
     xl: &Layout,
@@ -74,7 +74,7 @@ pub fn logits_grad(
 
 /// log p(x) per image (B,) with b (n) the output bias, and the gradient of
 /// sum_b w_b log p(x_b) as (d packed (2n + 1, d), d b (n)); weights None = all ones. Same
-/// math as nade_fused_loss.rs. Returns (log p, d packed, d b).
+/// math as nade_log_prob.rs. Returns (log p, d packed, d b).
 pub fn log_prob_grad(
     x: &CudaStorage,
     xl: &Layout,

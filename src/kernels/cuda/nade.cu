@@ -1,5 +1,5 @@
 // Fused NADE kernels for CUDA: the O(nd) recurrence a_{i+1} = a_i + x_i W[:, i] of
-// src/models/nade_fused.rs (logits and their gradient) and nade_fused_loss.rs (log p and its
+// src/kernels/nade_logits.rs (logits and their gradient) and nade_log_prob.rs (log p and its
 // gradient), plus sequential sampling. Host side: src/kernels/nade_cuda.rs.
 //
 // Parameters travel packed as P = [W^T (n rows); c (1 row); V (n rows)], (2n + 1, d) f32
@@ -152,7 +152,7 @@ extern "C" __global__ void nade_sum_parts(const float* __restrict__ part, float*
 }
 
 // ---------------------------------------------------------------------------------------------
-// Gradient of the logits (same math as FusedGrad in nade_fused.rs), given g = dL/dlogits:
+// Gradient of the logits (same math as NadeLogitsGrad in nade_logits.rs), given g = dL/dlogits:
 //   h_i = sigmoid(a_i), da_i = g_i V_i * h_i * (1 - h_i), P_j = sum_{i <= j} da_i,
 //   dV_i = sum_b g_{b,i} h_{b,i},  dW^T_j = sum_b [x_{b,j} != 0] (P_{b,n} - P_{b,j}),
 //   dc = sum_b P_{b,n}.
@@ -415,7 +415,7 @@ nade_grad_finish(const float* __restrict__ x, const float* __restrict__ pn,
 
 // ---------------------------------------------------------------------------------------------
 // log p(x_b) and g_{b,i} = w_b (x_{b,i} - sigmoid(l_{b,i})), l = logits + bias (same math as
-// nade_fused_loss.rs): grid (B), block 256 (exactly: the reduction below assumes it). Each
+// nade_log_prob.rs): grid (B), block 256 (exactly: the reduction below assumes it). Each
 // thread sums its pixels' terms x l - softplus(l) in double, in pixel order, then a tree over
 // the 256 threads in shared memory: a fixed order.
 #define LP_THREADS 256
