@@ -103,6 +103,10 @@ struct TrainArgs {
     /// Do not evaluate the selected model on the test set (for hyperparameter sweeps).
     #[arg(long)]
     no_test: bool,
+    /// Start a new run in an output folder that already holds one (its best.safetensors and
+    /// last.safetensors are kept under new names, never deleted).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -211,6 +215,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     let opts = train::Options {
         resume: args.resume.is_some(),
         test: !args.no_test,
+        force: args.force,
         ..Default::default()
     };
     let s = train::run(&config, &opts)?;
@@ -329,8 +334,8 @@ struct CompleteArgs {
     /// First test image.
     #[arg(long, default_value_t = 0)]
     index: usize,
-    /// Take every S-th test image from --index on (the split is sorted by digit: 1000 shows
-    /// one of each).
+    /// Take every S-th test image from --index on (the split is roughly sorted by digit, so
+    /// 1000 spreads the images over the classes).
     #[arg(long, value_name = "S", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     stride: u64,
     /// Completions per image.

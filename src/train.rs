@@ -61,6 +61,9 @@ pub struct Options {
     /// Evaluate the selected model on the test set at the end. Off for hyperparameter sweeps,
     /// so that only the model finally chosen on the validation set ever sees the test set.
     pub test: bool,
+    /// Start a new run in an output folder that already holds one; its best and last
+    /// checkpoints are kept under new names, never deleted.
+    pub force: bool,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             resume: false,
             progress: std::io::stderr().is_terminal(),
             test: true,
+            force: false,
         }
     }
 }
@@ -90,6 +94,9 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     }
     let model_cfg = config.model_config(train.n())?;
     let out = &config.output.dir;
+    if !opts.resume {
+        make_room_for_a_new_run(out, opts.force)?;
+    }
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create output folder", out.display()))?;
 
@@ -331,6 +338,37 @@ impl Run<'_> {
         );
         Ok(())
     }
+}
+
+/// A new run must not overwrite an earlier one in the same folder: refuse, or with `force`
+/// keep the earlier run's checkpoints as `best.replaced-<unix time>.safetensors` (and `last`).
+fn make_room_for_a_new_run(out: &Path, force: bool) -> Result<()> {
+    let held: Vec<&str> = [BEST, LAST]
+        .into_iter()
+        .filter(|name| out.join(name).exists())
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        bail!(
+            "{}: already holds a run ({}); continue it with `nade train --resume {}`, or start a new one with another --out or with --force (which keeps the old checkpoints under new names)",
+            out.display(),
+            held.join(", "),
+            out.display()
+        );
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for name in held {
+        let stem = name.trim_end_matches(".safetensors");
+        let kept = out.join(format!("{stem}.replaced-{stamp}.safetensors"));
+        std::fs::rename(out.join(name), &kept)
+            .with_context(|| format!("{}: cannot keep {name} aside", out.display()))?;
+        eprintln!("--force: kept the earlier {name} as {}", kept.display());
+    }
+    Ok(())
 }
 
 /// The permutation of the training rows for `epoch`: stream epoch + 1 of the seed.

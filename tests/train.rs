@@ -88,6 +88,7 @@ fn quiet() -> Options {
         resume: false,
         progress: false,
         test: true,
+        force: false,
     }
 }
 
@@ -249,8 +250,13 @@ fn a_run_told_not_to_test_never_reads_the_test_split() {
     let (_, header) = safetensors::SafeTensors::read_metadata(&best).unwrap();
     let metadata = header.metadata().clone().unwrap();
     assert!(metadata.contains_key("valid_nll") && !metadata.contains_key("test_nll"));
-    // The same run with the test pass needs the file it deleted.
-    let err = format!("{:#}", train::run(&cfg, &quiet()).unwrap_err());
+    // The same run with the test pass needs the file it deleted (--force: the folder holds
+    // the first run).
+    let forced = Options {
+        force: true,
+        ..quiet()
+    };
+    let err = format!("{:#}", train::run(&cfg, &forced).unwrap_err());
     assert!(err.contains("toy_test.amat"), "{err}");
 }
 
@@ -348,4 +354,42 @@ fn resume_refuses_another_model_and_accepts_another_kernel() {
     blocked.train.epochs = 2;
     let summary = train::run(&blocked, &resume).unwrap();
     assert_eq!(summary.epochs_run, 2);
+}
+
+/// A new run never overwrites an earlier one: without --force it is refused with a message
+/// naming the folder and the ways out; with --force the earlier checkpoints are kept aside.
+#[test]
+fn a_new_run_refuses_a_folder_that_holds_one_and_force_keeps_the_old_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "fvsbn", 0, 2, "");
+    train::run(&cfg, &quiet()).unwrap();
+    let out = dir.path().join("out");
+    let best_before = std::fs::read(out.join("best.safetensors")).unwrap();
+    let e = format!("{:#}", train::run(&cfg, &quiet()).unwrap_err());
+    assert!(
+        e.contains(&out.display().to_string())
+            && e.contains("already holds a run")
+            && e.contains("--resume")
+            && e.contains("--force"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("best.safetensors")).unwrap(),
+        best_before
+    );
+
+    let mut one_epoch = cfg.clone();
+    one_epoch.train.epochs = 1;
+    let forced = Options {
+        force: true,
+        ..quiet()
+    };
+    train::run(&one_epoch, &forced).unwrap();
+    let kept: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with("best.replaced-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(out.join(&kept[0])).unwrap(), best_before);
 }
