@@ -107,29 +107,12 @@ pub fn log_prob_grad(
     let (batch_i, n_i) = (int(batch, "batch")?, int(n, "n")?);
     let logits = logits_slice(dev, &xv, &pv, batch, n, d)?;
 
-    // log p and g = w (x - sigmoid(l)), l = logits + b.
-    let mut log_p = zeros(dev, batch)?;
-    let mut g = zeros(dev, batch * n)?;
-    let has_weights = i32::from(wv.is_some());
-    // Without weights the kernel never reads its weights argument: x stands in.
-    let w_arg = wv.as_ref().unwrap_or(&xv);
-    let f = kernel(dev, "nade_log_prob_terms")?;
-    let stream = dev.cuda_stream();
-    let mut launch = stream.launch_builder(&f);
-    launch.arg(&logits);
-    launch.arg(&xv);
-    launch.arg(&bv);
-    launch.arg(w_arg);
-    launch.arg(&has_weights);
-    launch.arg(&mut log_p);
-    launch.arg(&mut g);
-    launch.arg(&n_i);
-    // SAFETY: the arguments match the kernel's signature; every index stays in bounds.
-    unsafe { launch.launch(config(grid(batch)?, 1, LP_THREADS)) }.w()?;
+    let (log_p, g) = log_prob_terms(dev, &logits, &xv, &bv, wv.as_ref(), batch, n)?;
 
     // d b = sum over images of g, in image order.
     let mut d_b = zeros(dev, n)?;
     let f = kernel(dev, "nade_column_sum")?;
+    let stream = dev.cuda_stream();
     let mut launch = stream.launch_builder(&f);
     launch.arg(&g);
     launch.arg(&mut d_b);
@@ -160,26 +143,43 @@ pub fn log_prob(
     }
     let (xv, pv) = (view(x, xl, "x")?, view(packed, pl, "packed parameters")?);
     let bv = view(b, bl, "b")?;
-    let n_i = int(n, "n")?;
     let logits = logits_slice(dev, &xv, &pv, batch, n, d)?;
-    let mut log_p = zeros(dev, batch)?;
     // The kernel also writes g = x - sigmoid(l), which evaluation does not use.
+    let (log_p, _) = log_prob_terms(dev, &logits, &xv, &bv, None, batch, n)?;
+    Ok((wrap(dev, log_p), Shape::from(batch)))
+}
+
+/// `nade_log_prob_terms`: log p per image and g = w (x - sigmoid(l)), l = logits + b (w = 1
+/// without weights), from the logits without the bias.
+fn log_prob_terms(
+    dev: &CudaDevice,
+    logits: &CudaSlice<f32>,
+    xv: &CudaView<f32>,
+    bv: &CudaView<f32>,
+    weights: Option<&CudaView<f32>>,
+    batch: usize,
+    n: usize,
+) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+    let n_i = int(n, "n")?;
+    let mut log_p = zeros(dev, batch)?;
     let mut g = zeros(dev, batch * n)?;
-    let no_weights = 0i32;
+    let has_weights = i32::from(weights.is_some());
+    // Without weights the kernel never reads its weights argument: x stands in.
+    let w_arg = weights.unwrap_or(xv);
     let f = kernel(dev, "nade_log_prob_terms")?;
     let stream = dev.cuda_stream();
     let mut launch = stream.launch_builder(&f);
-    launch.arg(&logits);
-    launch.arg(&xv);
-    launch.arg(&bv);
-    launch.arg(&xv);
-    launch.arg(&no_weights);
+    launch.arg(logits);
+    launch.arg(xv);
+    launch.arg(bv);
+    launch.arg(w_arg);
+    launch.arg(&has_weights);
     launch.arg(&mut log_p);
     launch.arg(&mut g);
     launch.arg(&n_i);
     // SAFETY: the arguments match the kernel's signature; every index stays in bounds.
     unsafe { launch.launch(config(grid(batch)?, 1, LP_THREADS)) }.w()?;
-    Ok((wrap(dev, log_p), Shape::from(batch)))
+    Ok((log_p, g))
 }
 
 /// Sequential sampling / completion of B images in ONE launch: walks i = 0..n; where
