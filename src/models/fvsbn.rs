@@ -5,7 +5,9 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::sampler::{check_step, sample_sequentially};
-use super::{masks, Autoregressive, Evidence, ModelConfig, ParamSpec, SampledBatch, SamplerState};
+use super::{
+    masks, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass, SampledBatch, SamplerState,
+};
 use crate::kernels::samplers::fvsbn_sample;
 
 /// `[model] kind = "fvsbn"`: no hyperparameters but the dimension.
@@ -22,9 +24,20 @@ impl FvsbnConfig {
         let n = self.n;
         vec![
             // Only the strict lower triangle is used; the rest stays in the file for a simple schema.
-            ParamSpec::weight("W", &[n, n], 1.0 / (n as f32).sqrt()),
+            ParamSpec::weight("W", &[n, n], 1.0 / (n as f32).sqrt()).strictly_lower(),
             ParamSpec::output_bias("b", &[n]),
         ]
+    }
+
+    /// Floats a batch of `batch` images holds at its peak besides the parameters: the masked
+    /// copy of W and, in training, its gradient and the one through the transpose; the logits
+    /// and the likelihood's (B, n) temporaries ([`ModelConfig::working_floats`]).
+    pub fn working_floats(&self, batch: usize, pass: Pass) -> f64 {
+        let (b, n) = (batch as f64, self.n as f64);
+        match pass {
+            Pass::Eval => n * n + 6.0 * b * n,
+            Pass::Train => 3.0 * n * n + 12.0 * b * n,
+        }
     }
 }
 

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampler::{check_step, sample_sequentially};
 use super::{
-    masks, readout, Autoregressive, Evidence, ModelConfig, ParamSpec, SampledBatch, SamplerState,
+    masks, readout, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass, SampledBatch,
+    SamplerState,
 };
 use crate::kernels::samplers::mlp_sample;
 
@@ -35,11 +36,23 @@ impl MlpConfig {
         let (n, d) = (self.n, self.hidden);
         vec![
             // A[i, :, j] is used only for j < i.
-            ParamSpec::weight("A", &[n, d, n], 1.0 / (n as f32).sqrt()),
+            ParamSpec::weight("A", &[n, d, n], 1.0 / (n as f32).sqrt()).strictly_lower(),
             ParamSpec::bias("c", &[n, d]),
             ParamSpec::weight("alpha", &[n, d], 1.0 / (d as f32).sqrt()),
             ParamSpec::output_bias("b", &[n]),
         ]
+    }
+
+    /// Floats a batch of `batch` images holds at its peak besides the parameters: the masked
+    /// copy of A (n d n: the model's size, whatever the batch), the (B, n, d) pre-activations,
+    /// hidden layers and read-out products, and in training their gradients and that of the
+    /// masked copy ([`ModelConfig::working_floats`]).
+    pub fn working_floats(&self, batch: usize, pass: Pass) -> f64 {
+        let (b, n, d) = (batch as f64, self.n as f64, self.hidden as f64);
+        match pass {
+            Pass::Eval => n * d * n + 3.0 * b * n * d + 6.0 * b * n,
+            Pass::Train => 2.0 * n * d * n + 8.0 * b * n * d + 12.0 * b * n,
+        }
     }
 }
 

@@ -167,8 +167,27 @@ impl ModelConfig {
         }
     }
 
+    /// Entries of all the checkpoint's tensors, as stored.
     pub fn num_params(&self) -> usize {
         self.param_specs().iter().map(ParamSpec::len).sum()
+    }
+
+    /// Parameters the model reads (FVSBN's W and MLP's A are stored whole but only their
+    /// strict lower triangles enter the model): the README's "parameters (used)".
+    pub fn num_used_params(&self) -> usize {
+        self.param_specs().iter().map(|s| s.used).sum()
+    }
+
+    /// Floats one batch of `batch` images holds at its peak on `device`, beyond the parameters
+    /// themselves (and, in training, their gradients and the optimizer's moments): the
+    /// activations the model's kernel materializes, and their gradients in training. An
+    /// estimate for the memory check before large allocations (src/memory.rs).
+    pub fn working_floats(&self, batch: usize, pass: Pass, device: &Device) -> f64 {
+        match self {
+            ModelConfig::Fvsbn(c) => c.working_floats(batch, pass),
+            ModelConfig::Mlp(c) => c.working_floats(batch, pass),
+            ModelConfig::Nade(c) => c.working_floats(batch, pass, device),
+        }
     }
 
     /// Builds the model from the tensors in `vb` (a checkpoint or a VarMap).

@@ -58,6 +58,38 @@ impl NadeConfig {
             ParamSpec::output_bias("b", &[n]),
         ]
     }
+
+    /// Floats a batch of `batch` images holds at its peak besides the parameters, with the
+    /// kernel `auto` resolves to on `device` ([`ModelConfig::working_floats`]):
+    /// - fused: nothing of size (B, n, d); the packed copy [W^T; c; V] and, in training, one
+    ///   gradient accumulator of that size per thread, their total and its split onto W, c, V;
+    /// - plain: the (B, n, n) masked input and the (B, n, d) pre-activations, hidden layers
+    ///   and read-out products (in training all kept for the backward pass, and their gradients);
+    /// - blocked:K: the same with a (B, n, K) masked input.
+    pub fn working_floats(&self, batch: usize, pass: Pass, device: &candle_core::Device) -> f64 {
+        let (b, n, d) = (batch as f64, self.n as f64, self.hidden as f64);
+        let packed = (2.0 * n + 1.0) * d;
+        let likelihood = 6.0 * b * n;
+        let kernel = match self.kernel {
+            NadeKernel::Auto => NadeKernel::auto_for(device),
+            other => other,
+        };
+        let masked = match kernel {
+            NadeKernel::Fused | NadeKernel::Auto => {
+                let threads = rayon::current_num_threads() as f64;
+                return match pass {
+                    Pass::Eval => packed + threads * d + likelihood,
+                    Pass::Train => (threads + 3.0) * (packed + n) + 2.0 * likelihood,
+                };
+            }
+            NadeKernel::Plain => b * n * n,
+            NadeKernel::Blocked(k) => b * n * k.min(self.n) as f64,
+        };
+        match pass {
+            Pass::Eval => masked + 4.0 * b * n * d + likelihood,
+            Pass::Train => 2.0 * (masked + 5.0 * b * n * d + likelihood),
+        }
+    }
 }
 
 /// How NADE computes A = c + (exclusive prefix of x_j W[:, j]).

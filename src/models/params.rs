@@ -43,6 +43,9 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
     pub init: Init,
     pub role: ParamRole,
+    /// Entries the model reads: all of them, or fewer where only a part of the tensor enters
+    /// the model ([`ParamSpec::strictly_lower`]). The README's results table counts these.
+    pub used: usize,
 }
 
 impl ParamSpec {
@@ -72,7 +75,19 @@ impl ParamSpec {
             shape: shape.to_vec(),
             init,
             role,
+            used: shape.iter().product(),
         }
+    }
+
+    /// The same tensor of shape [n, ..., n] of which the model reads only the entries
+    /// [i, ..., j] with j < i (the strict lower triangle, for every index in between): stored
+    /// whole for a simple schema, n (n - 1) / 2 times the middle dimensions used.
+    pub fn strictly_lower(mut self) -> Self {
+        let (first, last) = (self.shape[0], self.shape[self.shape.len() - 1]);
+        debug_assert_eq!(first, last, "{}: not square in its outer axes", self.name);
+        let middle: usize = self.shape[1..self.shape.len() - 1].iter().product();
+        self.used = first * first.saturating_sub(1) / 2 * middle;
+        self
     }
 
     pub fn len(&self) -> usize {
