@@ -29,6 +29,18 @@ pub struct Loaded {
     pub metadata: BTreeMap<String, String>,
     /// The `optim.*` tensors of a training checkpoint (empty for a plain model file).
     pub optimizer_state: HashMap<String, Tensor>,
+    /// Every tensor of the file as stored, in file order (the model is f32 whatever the file's
+    /// dtypes): what `nade info` lists.
+    pub stored: Vec<StoredTensor>,
+}
+
+/// A tensor's name, dtype and shape as the file holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoredTensor {
+    pub name: String,
+    /// The safetensors dtype: F32, I64, ...
+    pub dtype: String,
+    pub shape: Vec<usize>,
 }
 
 /// Writes `model` to `path` atomically. `extra` metadata is stored beside the model's own.
@@ -139,6 +151,14 @@ pub fn load(path: &Path, device: &Device, kernel: Option<&str>) -> Result<Loaded
         fs::read(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
     let origin = path.display().to_string();
     let (metadata, tensors) = parse(&bytes, &origin)?;
+    let stored = tensors
+        .iter()
+        .map(|(name, dtype, shape, _)| StoredTensor {
+            name: name.clone(),
+            dtype: format!("{dtype:?}"),
+            shape: shape.clone(),
+        })
+        .collect();
     let cfg = config_from_metadata(&metadata, &origin)?
         .with_kernel(kernel.unwrap_or("auto"))
         .map_err(|e| anyhow!("{e}"))?;
@@ -157,6 +177,7 @@ pub fn load(path: &Path, device: &Device, kernel: Option<&str>) -> Result<Loaded
         model,
         metadata,
         optimizer_state,
+        stored,
     })
 }
 
@@ -173,18 +194,22 @@ fn parse(bytes: &[u8], origin: &str) -> Result<(BTreeMap<String, String>, RawTen
         .collect();
     let file = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("{origin}: not a safetensors file ({e})"))?;
-    let tensors = file
-        .tensors()
+    // In file order (the header's map has none of its own).
+    let tensors = header
+        .offset_keys()
         .into_iter()
-        .map(|(name, view)| {
-            (
+        .map(|name| {
+            let view = file
+                .tensor(&name)
+                .map_err(|e| anyhow!("{origin}: tensor `{name}`: {e}"))?;
+            Ok((
                 name,
                 view.dtype(),
                 view.shape().to_vec(),
                 view.data().to_vec(),
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok((metadata, tensors))
 }
 

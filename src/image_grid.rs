@@ -67,15 +67,67 @@ pub fn kept_tile(values: &[u8], mask: &[u8]) -> Vec<u8> {
     tile
 }
 
+/// The most pixels a grid may have: 16384 x 16384, 256 MiB at one byte per pixel. A grid is
+/// held whole in memory while it is encoded, so a larger one is refused before anything is
+/// sampled ([`check_size`]).
+pub const MAX_PIXELS: u64 = 16384 * 16384;
+
 /// Width and height in pixels of a grid of `rows` x `columns` tiles of `shape` scaled by
-/// `scale`: columns * (w * scale) + (columns + 1) * GUTTER wide, likewise high.
-pub fn grid_size(rows: usize, columns: usize, shape: (usize, usize), scale: u32) -> (u32, u32) {
-    let (th, tw) = (shape.0 as u32 * scale, shape.1 as u32 * scale);
-    let (rows, columns) = (rows as u32, columns as u32);
+/// `scale`: columns * (w * scale) + (columns + 1) * GUTTER wide, likewise high. In u64, so
+/// that no count overflows it.
+pub fn grid_extent(rows: usize, columns: usize, shape: (usize, usize), scale: u32) -> (u64, u64) {
+    let scale = scale as u64;
+    let (th, tw) = (shape.0 as u64 * scale, shape.1 as u64 * scale);
+    let (rows, columns) = (rows as u64, columns as u64);
+    let gutter = GUTTER as u64;
     (
-        columns * tw + (columns + 1) * GUTTER,
-        rows * th + (rows + 1) * GUTTER,
+        columns * tw + (columns + 1) * gutter,
+        rows * th + (rows + 1) * gutter,
     )
+}
+
+/// [`grid_extent`] of a grid within [`MAX_PIXELS`] (larger ones wrap: check first).
+pub fn grid_size(rows: usize, columns: usize, shape: (usize, usize), scale: u32) -> (u32, u32) {
+    let (width, height) = grid_extent(rows, columns, shape, scale);
+    (width as u32, height as u32)
+}
+
+/// `extent` (width, height) if the grid fits [`MAX_PIXELS`], else an error naming `flags`, the
+/// command-line flags that set its size ("--count 40000 --scale 32").
+pub fn check_size(extent: (u64, u64), flags: &str) -> Result<(u64, u64)> {
+    let (width, height) = extent;
+    let pixels = width.saturating_mul(height);
+    if pixels > MAX_PIXELS {
+        let names: Vec<&str> = flags
+            .split_whitespace()
+            .filter(|word| word.starts_with("--"))
+            .collect();
+        anyhow::bail!(
+            "{flags}: the PNG grid would be {width} x {height} pixels ({}), over the limit of {MAX_PIXELS} pixels (16384 x 16384){}",
+            crate::memory::human_bytes(pixels as f64),
+            if names.is_empty() {
+                String::new()
+            } else {
+                format!("; lower {}", names.join(" or "))
+            }
+        );
+    }
+    Ok(extent)
+}
+
+/// An error unless `path` names a PNG file (`.png`, any case): the grids are PNG, and a
+/// `.jpg` name holding PNG bytes would mislead every viewer. `flag` names the option.
+pub fn check_png_name(flag: &str, path: &Path) -> Result<()> {
+    let png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !png {
+        anyhow::bail!(
+            "{flag} {}: the grid is written as PNG; give a file name ending in .png",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Lays `tiles` (each `shape.0 * shape.1` grays, row-major) out row by row, `columns` per
@@ -96,7 +148,11 @@ pub fn render(
         );
     }
     let rows = tiles.len().div_ceil(columns).max(1);
-    let (width, height) = grid_size(rows, columns, shape, scale);
+    let (width, height) = check_size(
+        grid_extent(rows, columns, shape, scale),
+        &format!("image grid of {} tiles at scale {scale}", tiles.len()),
+    )?;
+    let (width, height) = (width as u32, height as u32);
     let mut img = GrayImage::from_pixel(width, height, Luma([GUTTER_GRAY]));
     let s = scale as usize;
     for (index, tile) in tiles.iter().enumerate() {

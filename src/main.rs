@@ -15,8 +15,11 @@ use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
 use nade::image_grid;
+use nade::info;
 use nade::keep::{self, KeepSpec};
+use nade::memory;
 use nade::models::ModelConfig;
+use nade::progress::Progress;
 use nade::sample;
 use nade::train;
 
@@ -43,15 +46,35 @@ enum Command {
     Complete(CompleteArgs),
     /// Throughput of eval, training and sampling (images/s) and peak memory.
     Bench(BenchArgs),
+    /// What a checkpoint holds: model, config, parameters, tensors, metadata, epoch and NLLs.
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// A safetensors checkpoint.
+    checkpoint: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A count-like flag: a whole number of at least 1 (clap names the flag, this says why).
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(value) => Ok(value),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
 }
 
 #[derive(Args)]
 struct BenchArgs {
     #[arg(long, default_value = "nade", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::KINDS))]
     model: String,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = positive)]
     hidden: usize,
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = positive)]
     batch: usize,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -86,7 +109,7 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Override train.epochs.
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     epochs: Option<usize>,
     /// Override train.seed.
     #[arg(long)]
@@ -128,10 +151,11 @@ struct EvalArgs {
     #[arg(long, value_enum, default_value_t = Split::Test)]
     split: Split,
     /// Evaluate only the first N images of the split.
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = positive)]
     limit: Option<usize>,
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    batch: u64,
+    /// Images evaluated together.
+    #[arg(long, default_value_t = 100, value_parser = positive)]
+    batch: usize,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// How the model computes (NADE: auto, fused, blocked[:K] or plain; `--path` is its
@@ -161,7 +185,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => run_sample(args),
         Command::Complete(args) => run_complete(args),
         Command::Bench(args) => run_bench(args),
+        Command::Info(args) => run_info(args),
     }
+}
+
+fn run_info(args: InfoArgs) -> Result<()> {
+    let info = info::inspect(&args.checkpoint)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&info)?);
+    } else {
+        print!("{}", info.text());
+    }
+    Ok(())
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
@@ -247,8 +282,14 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         data.truncate(limit);
     }
     let model = loaded.model.as_ref();
+    memory::check(&memory::evaluation(
+        model.config(),
+        args.batch,
+        data.len(),
+        &device,
+    ))?;
     let progress = !args.json && std::io::stderr().is_terminal();
-    let summary = eval::nll(model, &data, args.batch as usize, &device, progress)?;
+    let summary = eval::nll(model, &data, args.batch, &device, progress)?;
     let cfg = model.config();
     if args.json {
         let json = serde_json::json!({
@@ -290,12 +331,12 @@ struct SampleArgs {
     /// A safetensors checkpoint.
     checkpoint: PathBuf,
     /// Number of images.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    count: u64,
+    #[arg(long, value_parser = positive)]
+    count: usize,
     /// Seed of the Bernoulli draws: the same seed gives the same images.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The PNG grid to write.
+    /// The PNG grid to write (a name ending in .png).
     #[arg(long, default_value = "samples.png")]
     out: PathBuf,
     /// Also write the images as .amat text (one 0/1 vector per line).
@@ -310,8 +351,8 @@ struct SampleArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Images sampled together.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    batch: u64,
+    #[arg(long, default_value_t = 100, value_parser = positive)]
+    batch: usize,
 }
 
 #[derive(Args)]
@@ -329,22 +370,23 @@ struct CompleteArgs {
     #[arg(long, value_name = "SPEC")]
     keep: Option<KeepSpec>,
     /// Number of test images, from --index on.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    count: u64,
+    #[arg(long, value_parser = positive)]
+    count: usize,
     /// First test image.
     #[arg(long, default_value_t = 0)]
     index: usize,
     /// Take every S-th test image from --index on (the split is roughly sorted by digit, so
     /// 1000 spreads the images over the classes).
-    #[arg(long, value_name = "S", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    stride: u64,
+    #[arg(long, value_name = "S", default_value_t = 1, value_parser = positive)]
+    stride: usize,
     /// Completions per image.
-    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    samples: u64,
+    #[arg(long, value_name = "K", default_value_t = 5, value_parser = positive)]
+    samples: usize,
     /// Seed of the Bernoulli draws: the same seed gives the same completions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The PNG grid to write: per image the original, the kept part, the completions.
+    /// The PNG grid to write (a name ending in .png): per image the original, the kept
+    /// part, the completions.
     #[arg(long, default_value = "completions.png")]
     out: PathBuf,
     /// Also write the completions as .amat text, image by image (the K of --index first).
@@ -358,21 +400,37 @@ struct CompleteArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Images completed together.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
-    batch: u64,
+    #[arg(long, default_value_t = 100, value_parser = positive)]
+    batch: usize,
 }
 
 fn run_sample(args: SampleArgs) -> Result<()> {
+    image_grid::check_png_name("--out", &args.out)?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
-    let samples = sample::sample(
-        model,
-        args.count as usize,
-        args.batch as usize,
-        args.seed,
-        &device,
+    let cfg = model.config();
+    let (width, height) = image_grid::check_size(
+        sample::samples_grid_extent(args.count, cfg.n(), args.scale),
+        &format!("--count {} --scale {}", args.count, args.scale),
     )?;
+    memory::check(&memory::sampling(&memory::SamplingJob {
+        cfg,
+        count: args.count,
+        batch: args.batch,
+        workers: sample::workers(&device, args.count.div_ceil(args.batch)),
+        grid_pixels: width * height,
+        amat: args.amat.is_some(),
+        count_flag: format!("--count {}", args.count),
+    }))?;
+    // A bar on a terminal, plain lines otherwise; short runs need neither.
+    let progress = if args.count >= LONG_SAMPLING {
+        Progress::to_stderr("sampled", "images", args.count)
+    } else {
+        Progress::Hidden
+    };
+    let samples =
+        sample::sample_with_progress(model, args.count, args.batch, args.seed, &device, &progress)?;
     image_grid::write_png(
         &args.out,
         &sample::samples_image(&samples, args.probs, args.scale)?,
@@ -391,7 +449,11 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// Images from which `nade sample` reports its progress (about a second of NADE-500 on 2 cores).
+const LONG_SAMPLING: usize = 10_000;
+
 fn run_complete(args: CompleteArgs) -> Result<()> {
+    image_grid::check_png_name("--out", &args.out)?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
@@ -408,15 +470,32 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
         path: args.data.data,
         dataset: args.data.dataset,
     };
+    let (width, height) = image_grid::check_size(
+        sample::completions_grid_extent(args.count, args.samples, n, args.scale),
+        &format!(
+            "--count {} --samples {} --scale {}",
+            args.count, args.samples, args.scale
+        ),
+    )?;
     let test = load_split(&source, Split::Test)?;
-    let given = sample::select_rows(&test, args.index, args.count as usize, args.stride as usize)?;
+    let given = sample::select_rows(&test, args.index, args.count, args.stride)?;
+    let total = given.len() * args.samples;
+    memory::check(&memory::sampling(&memory::SamplingJob {
+        cfg: model.config(),
+        count: total,
+        batch: args.batch,
+        workers: sample::workers(&device, total.div_ceil(args.batch)),
+        grid_pixels: width * height,
+        amat: args.amat.is_some(),
+        count_flag: format!("--count {} --samples {}", args.count, args.samples),
+    }))?;
     let masks = spec.masks(n, given.len(), args.seed)?;
     let completions = sample::complete_with(
         model,
         &given,
         &masks,
-        args.samples as usize,
-        args.batch as usize,
+        args.samples,
+        args.batch,
         args.seed,
         &device,
     )

@@ -24,6 +24,7 @@ use crate::data::BinaryDataset;
 use crate::image_grid::{self, binary_tile, kept_tile, prob_tile, tile_shape};
 use crate::keep::prefix_masks;
 use crate::models::{self, Autoregressive, Evidence, Orders};
+use crate::progress::Progress;
 
 /// Images a batch holds when the caller does not say ([`write_sample_grid`]).
 pub const DEFAULT_BATCH: usize = 100;
@@ -65,9 +66,21 @@ pub fn sample(
     seed: u64,
     device: &Device,
 ) -> Result<Samples> {
+    sample_with_progress(model, count, batch, seed, device, &Progress::Hidden)
+}
+
+/// [`sample`], advancing `progress` by the images of each finished batch.
+pub fn sample_with_progress(
+    model: &dyn Autoregressive,
+    count: usize,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+    progress: &Progress,
+) -> Result<Samples> {
     let n = model.config().n();
     let start = Instant::now();
-    let batches = batched(count, batch, device, |first, end| {
+    let batches = batched(count, batch, device, progress, |first, end| {
         let none = Tensor::zeros((end - first, n), models::DTYPE, device)?;
         let u = Tensor::from_vec(uniforms(seed, first, end, n), (end - first, n), device)?;
         let drawn = model.sample_batch(&Evidence {
@@ -81,6 +94,7 @@ pub fn sample(
             drawn.probs.flatten_all()?.to_vec1::<f32>()?,
         ))
     })?;
+    progress.finish();
     let mut pixels = Vec::with_capacity(count * n);
     let mut probs = Vec::with_capacity(count * n);
     for (x, p) in batches {
@@ -139,7 +153,7 @@ pub fn complete_with(
     );
     check_conditioning(model, masks)?;
     let total = given.len() * samples_per_image;
-    let batches = batched(total, batch, device, |first, end| {
+    let batches = batched(total, batch, device, &Progress::Hidden, |first, end| {
         let rows: Vec<usize> = (first..end).map(|r| r / samples_per_image).collect();
         let kept = given.tensor_rows(&rows, device)?;
         let observed = masks.tensor_rows(&rows, device)?;
@@ -184,25 +198,39 @@ fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> Resu
     Ok(())
 }
 
+/// Threads that sample `batches` batches on `device` at once ([`batched`]).
+pub fn workers(device: &Device, batches: usize) -> usize {
+    if device.is_cpu() {
+        std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .min(batches)
+    } else {
+        1
+    }
+}
+
 /// Runs `job(first, end)` for the batches [first, end) of `total` rows, in order of `first`
-/// in the result. On the CPU the batches are spread over the cores (candle's element-wise
-/// CPU kernels, the sigmoid among them, run on one thread); elsewhere they run one by one.
+/// in the result, advancing `progress` by each finished batch's rows. On the CPU the batches
+/// are spread over the cores (candle's element-wise CPU kernels, the sigmoid among them, run
+/// on one thread); elsewhere they run one by one.
 fn batched<T: Send>(
     total: usize,
     batch: usize,
     device: &Device,
+    progress: &Progress,
     job: impl Fn(usize, usize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     ensure!(batch > 0, "batch size must be positive");
     let starts: Vec<usize> = (0..total).step_by(batch).collect();
-    let run = |first: usize| job(first, (first + batch).min(total));
-    let workers = if device.is_cpu() {
-        std::thread::available_parallelism()
-            .map_or(1, |p| p.get())
-            .min(starts.len())
-    } else {
-        1
+    let run = |first: usize| {
+        let end = (first + batch).min(total);
+        let result = job(first, end);
+        if result.is_ok() {
+            progress.inc(end - first);
+        }
+        result
     };
+    let workers = workers(device, starts.len());
     if workers <= 1 {
         return starts.into_iter().map(run).collect();
     }
@@ -287,6 +315,25 @@ pub fn select_rows(
     let n = data.n();
     let rows = (0..count).flat_map(|k| data.row(index + k * stride).iter().copied());
     BinaryDataset::new(n, rows.collect())
+}
+
+/// Width and height in pixels of the grid of `count` sampled n-dimensional images
+/// ([`samples_image`]), in u64: what [`image_grid::check_size`] judges before any sampling.
+pub fn samples_grid_extent(count: usize, n: usize, scale: u32) -> (u64, u64) {
+    let columns = image_grid::near_square_columns(count);
+    let rows = count.div_ceil(columns).max(1);
+    image_grid::grid_extent(rows, columns, tile_shape(n), scale)
+}
+
+/// Width and height in pixels of the grid of `images` completed images with `per_image`
+/// completions each ([`completions_image`]).
+pub fn completions_grid_extent(
+    images: usize,
+    per_image: usize,
+    n: usize,
+    scale: u32,
+) -> (u64, u64) {
+    image_grid::grid_extent(images.max(1), per_image + 2, tile_shape(n), scale)
 }
 
 /// The grid of sampled images: binary pixels, or with `probs` their Bernoulli means.

@@ -26,6 +26,7 @@ use crate::data::{BinaryDataset, Split};
 use crate::device;
 use crate::eval::{self, NllSummary};
 use crate::io::write_atomically;
+use crate::memory;
 use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot;
@@ -93,6 +94,8 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         );
     }
     let model_cfg = config.model_config(train.n())?;
+    let need = memory::training(&model_cfg, &config.train, train.len(), valid.len(), &device);
+    memory::check(&need)?;
     let out = &config.output.dir;
     if !opts.resume {
         make_room_for_a_new_run(out, opts.force)?;
