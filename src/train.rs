@@ -25,7 +25,7 @@ use crate::data::source::load_split;
 use crate::data::{BinaryDataset, Split};
 use crate::device;
 use crate::eval::{self, NllSummary};
-use crate::io::write_atomically;
+use crate::io::{remove_stale_temporaries, write_atomically};
 use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot;
@@ -99,6 +99,20 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     }
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create output folder", out.display()))?;
+    let removed = remove_stale_temporaries(out)?;
+    if !removed.is_empty() {
+        let names: Vec<_> = removed
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|name| name.to_string_lossy())
+            .collect();
+        eprintln!(
+            "{}: removed {} stale temporary file(s) of an interrupted write: {}",
+            out.display(),
+            removed.len(),
+            names.join(", ")
+        );
+    }
 
     let (params, optimizer_state, state) = if opts.resume {
         restore(config, &model_cfg, &out.join(LAST), &device)?

@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use candle_core::Device;
 use nade::checkpoint;
@@ -392,4 +393,75 @@ fn a_new_run_refuses_a_folder_that_holds_one_and_force_keeps_the_old_best() {
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(std::fs::read(out.join(&kept[0])).unwrap(), best_before);
+}
+
+/// `nade train ARGS` with stdout and stderr piped (not a terminal).
+fn nade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nade"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The config of [`config`] written to `dir/run.toml`, for the binary.
+fn config_file(cfg: &Config, dir: &Path) -> PathBuf {
+    let path = dir.join("run.toml");
+    std::fs::write(&path, cfg.to_toml()).unwrap();
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+/// A kill -9 during a write leaves `.NAME.PID.tmp`; the next run in the folder removes those
+/// whose writer is gone, says so, and leaves every other file alone.
+#[test]
+fn a_new_run_removes_stale_temporaries_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "fvsbn", 0, 1, "");
+    let file = config_file(&cfg, dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // No process has this pid (Linux pids stop at 2^22); an hour old for systems where the
+    // age decides.
+    let stale = ".last.safetensors.4000000000.tmp";
+    // This test's own process is alive: its temporary may be a write in progress.
+    let live = format!(".best.safetensors.{}.tmp", std::process::id());
+    let foreign = [
+        ".notes.tmp",
+        "notes.txt",
+        ".metrics.jsonl.tmp",
+        "x.4000000000.tmp",
+    ];
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for name in foreign.iter().copied().chain([stale, live.as_str()]) {
+        let f = std::fs::File::create(out.join(name)).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    let run = nade(&["train", file.to_str().unwrap()]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        !out.join(stale).exists(),
+        "the stale temporary is still there"
+    );
+    let said: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("stale temporary"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(
+        said[0].contains("removed 1 ") && said[0].contains(stale),
+        "{stderr}"
+    );
+    for name in foreign {
+        assert!(out.join(name).exists(), "{name} was removed");
+    }
+    if cfg!(target_os = "linux") {
+        assert!(
+            out.join(&live).exists(),
+            "a live process's temporary was removed"
+        );
+    }
 }
