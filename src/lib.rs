@@ -18,5 +18,6 @@ pub mod models;
 pub mod optim;
 pub mod plot;
 pub mod sample;
+pub mod threads;
 pub mod train;
 pub mod train_state;

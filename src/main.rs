@@ -18,6 +18,7 @@ use nade::image_grid;
 use nade::keep::{self, KeepSpec};
 use nade::models::ModelConfig;
 use nade::sample;
+use nade::threads;
 use nade::train;
 
 #[derive(Parser)]
@@ -76,6 +77,27 @@ struct BenchArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: ThreadsArg,
+}
+
+/// `--threads N`, on every command that computes.
+#[derive(Args)]
+struct ThreadsArg {
+    /// CPU threads (0 = all cores).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = threads_parser())]
+    threads: u64,
+}
+
+fn threads_parser() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(0..=threads::MAX as u64)
+}
+
+impl ThreadsArg {
+    /// Sizes the CPU thread pools; before any computation.
+    fn apply(&self) -> Result<()> {
+        threads::set(self.threads as usize, "--threads")
+    }
 }
 
 #[derive(Args)]
@@ -100,6 +122,9 @@ struct TrainArgs {
     /// Override data.dir.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Override train.threads: CPU threads (0 = all cores).
+    #[arg(long, value_name = "N", value_parser = threads_parser())]
+    threads: Option<u64>,
     /// Do not evaluate the selected model on the test set (for hyperparameter sweeps).
     #[arg(long)]
     no_test: bool,
@@ -141,6 +166,8 @@ struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: ThreadsArg,
 }
 
 fn main() -> ExitCode {
@@ -165,6 +192,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
+    args.threads.apply()?;
     let device = device::select(args.device)?;
     let spec = bench::BenchSpec {
         kind: args.model,
@@ -211,7 +239,11 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(data) = args.data {
         config.data.dir = Some(data);
     }
+    if let Some(threads) = args.threads {
+        config.train.threads = threads as usize;
+    }
     config.validate()?;
+    threads::set(config.train.threads, "train.threads")?;
     let opts = train::Options {
         resume: args.resume.is_some(),
         test: !args.no_test,
@@ -236,6 +268,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
+    args.threads.apply()?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, Some(&args.kernel))?;
     let source = DataSource {
@@ -263,6 +296,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "nll_std_err": summary.std_err,
             "bits_per_dim": summary.bits_per_dim,
             "device": device::name(&device),
+            "threads": threads::current(),
             "kernel": cfg.kernel_name(),
             "path": cfg.kernel_name(),
             "seconds": summary.seconds,
@@ -312,6 +346,8 @@ struct SampleArgs {
     /// Images sampled together.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
+    #[command(flatten)]
+    threads: ThreadsArg,
 }
 
 #[derive(Args)]
@@ -360,9 +396,12 @@ struct CompleteArgs {
     /// Images completed together.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
+    #[command(flatten)]
+    threads: ThreadsArg,
 }
 
 fn run_sample(args: SampleArgs) -> Result<()> {
+    args.threads.apply()?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
@@ -392,6 +431,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 }
 
 fn run_complete(args: CompleteArgs) -> Result<()> {
+    args.threads.apply()?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();

@@ -197,9 +197,8 @@ fn batched<T: Send>(
     let starts: Vec<usize> = (0..total).step_by(batch).collect();
     let run = |first: usize| job(first, (first + batch).min(total));
     let workers = if device.is_cpu() {
-        std::thread::available_parallelism()
-            .map_or(1, |p| p.get())
-            .min(starts.len())
+        // rayon's pool size: all cores, or `--threads`.
+        crate::threads::current().min(starts.len())
     } else {
         1
     };

@@ -465,3 +465,24 @@ fn a_new_run_removes_stale_temporaries_and_nothing_else() {
         );
     }
 }
+
+#[test]
+fn the_threads_key_takes_zero_or_a_count_and_names_itself_otherwise() {
+    let base = "[model]\nkind = \"nade\"\nhidden = 8\n[output]\ndir = \"x\"\n[train]\n";
+    let parse = |line: &str| Config::from_toml(&format!("{base}{line}\n"));
+    assert_eq!(parse("threads = 0").unwrap().train.threads, 0);
+    assert_eq!(parse("threads = 3").unwrap().train.threads, 3);
+    assert_eq!(Config::from_toml(base).unwrap().train.threads, 0);
+    for bad in [
+        "threads = -1",
+        "threads = 1.5",
+        "threads = \"all\"",
+        "threads = 5000",
+    ] {
+        let e = format!("{:#}", parse(bad).unwrap_err());
+        assert!(e.contains("threads"), "{bad}: {e}");
+        assert_eq!(e.lines().count(), 1, "{bad}: {e}");
+    }
+    let e = format!("{:#}", parse("threads = 5000").unwrap_err());
+    assert!(e.contains("train.threads = 5000"), "{e}");
+}
