@@ -15,6 +15,7 @@ use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
 use nade::image_grid;
+use nade::interrupt::{self, Interrupted};
 use nade::keep::{self, KeepSpec};
 use nade::models::ModelConfig;
 use nade::sample;
@@ -174,6 +175,11 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(stop) = e.downcast_ref::<Interrupted>() {
+                // A clean stop on Ctrl-C: what is saved and how to go on, not an error.
+                eprintln!("{stop}");
+                return ExitCode::from(interrupt::EXIT_STATUS);
+            }
             // One line: the context chain joined, most general first.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -244,6 +250,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     }
     config.validate()?;
     threads::set(config.train.threads, "train.threads")?;
+    interrupt::install()?;
     let opts = train::Options {
         resume: args.resume.is_some(),
         test: !args.no_test,
