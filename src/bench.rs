@@ -58,6 +58,8 @@ pub struct BenchResult {
     pub hidden: usize,
     pub batch: usize,
     pub device: String,
+    /// CPU threads (rayon's pool; `--threads`).
+    pub threads: usize,
     pub data: String,
     pub iterations: usize,
     pub images_per_s: f64,
@@ -137,6 +139,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                 hidden: cfg.hidden().unwrap_or(0),
                 batch: spec.batch,
                 device: device::name(device).into(),
+                threads: crate::threads::current(),
                 data: data_name.clone(),
                 iterations,
                 images_per_s: (iterations * spec.batch) as f64 / elapsed,

@@ -90,6 +90,8 @@ pub struct TrainSection {
     /// Start the output biases at the logits of the training data's pixel means.
     pub init_bias_from_data: bool,
     pub device: DeviceChoice,
+    /// CPU threads; 0 = all cores (`--threads` overrides it).
+    pub threads: usize,
 }
 
 impl Default for TrainSection {
@@ -115,6 +117,7 @@ impl Default for TrainSection {
             sample_every: 10,
             init_bias_from_data: true,
             device: DeviceChoice::Auto,
+            threads: 0,
         }
     }
 }
@@ -174,6 +177,7 @@ impl Config {
         positive_u("eval_batch_size", t.eval_batch_size)?;
         positive_u("patience", t.patience)?;
         positive_f("lr", t.lr)?;
+        crate::threads::validate(t.threads, "train.threads")?;
         positive_f("adam_eps", t.adam_eps)?;
         for (key, v) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
             if !(0.0..1.0).contains(&v) {

@@ -16,11 +16,13 @@ use nade::device::{self, DeviceChoice};
 use nade::eval;
 use nade::image_grid;
 use nade::info;
+use nade::interrupt::{self, Interrupted};
 use nade::keep::{self, KeepSpec};
 use nade::memory;
 use nade::models::ModelConfig;
 use nade::progress::Progress;
 use nade::sample;
+use nade::threads;
 use nade::train;
 
 #[derive(Parser)]
@@ -99,6 +101,27 @@ struct BenchArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: ThreadsArg,
+}
+
+/// `--threads N`, on every command that computes.
+#[derive(Args)]
+struct ThreadsArg {
+    /// CPU threads (0 = all cores).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = threads_parser())]
+    threads: u64,
+}
+
+fn threads_parser() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(0..=threads::MAX as u64)
+}
+
+impl ThreadsArg {
+    /// Sizes the CPU thread pools; before any computation.
+    fn apply(&self) -> Result<()> {
+        threads::set(self.threads as usize, "--threads")
+    }
 }
 
 #[derive(Args)]
@@ -123,6 +146,9 @@ struct TrainArgs {
     /// Override data.dir.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Override train.threads: CPU threads (0 = all cores).
+    #[arg(long, value_name = "N", value_parser = threads_parser())]
+    threads: Option<u64>,
     /// Do not evaluate the selected model on the test set (for hyperparameter sweeps).
     #[arg(long)]
     no_test: bool,
@@ -165,12 +191,19 @@ struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    threads: ThreadsArg,
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(stop) = e.downcast_ref::<Interrupted>() {
+                // A clean stop on Ctrl-C: what is saved and how to go on, not an error.
+                eprintln!("{stop}");
+                return ExitCode::from(interrupt::EXIT_STATUS);
+            }
             // One line: the context chain joined, most general first.
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -200,6 +233,7 @@ fn run_info(args: InfoArgs) -> Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
+    args.threads.apply()?;
     let device = device::select(args.device)?;
     let spec = bench::BenchSpec {
         kind: args.model,
@@ -246,7 +280,12 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(data) = args.data {
         config.data.dir = Some(data);
     }
+    if let Some(threads) = args.threads {
+        config.train.threads = threads as usize;
+    }
     config.validate()?;
+    threads::set(config.train.threads, "train.threads")?;
+    interrupt::install()?;
     let opts = train::Options {
         resume: args.resume.is_some(),
         test: !args.no_test,
@@ -271,6 +310,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
+    args.threads.apply()?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, Some(&args.kernel))?;
     let source = DataSource {
@@ -304,6 +344,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "nll_std_err": summary.std_err,
             "bits_per_dim": summary.bits_per_dim,
             "device": device::name(&device),
+            "threads": threads::current(),
             "kernel": cfg.kernel_name(),
             "path": cfg.kernel_name(),
             "seconds": summary.seconds,
@@ -353,6 +394,8 @@ struct SampleArgs {
     /// Images sampled together.
     #[arg(long, default_value_t = 100, value_parser = positive)]
     batch: usize,
+    #[command(flatten)]
+    threads: ThreadsArg,
 }
 
 #[derive(Args)]
@@ -402,9 +445,12 @@ struct CompleteArgs {
     /// Images completed together.
     #[arg(long, default_value_t = 100, value_parser = positive)]
     batch: usize,
+    #[command(flatten)]
+    threads: ThreadsArg,
 }
 
 fn run_sample(args: SampleArgs) -> Result<()> {
+    args.threads.apply()?;
     image_grid::check_png_name("--out", &args.out)?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
@@ -453,6 +499,7 @@ fn run_sample(args: SampleArgs) -> Result<()> {
 const LONG_SAMPLING: usize = 10_000;
 
 fn run_complete(args: CompleteArgs) -> Result<()> {
+    args.threads.apply()?;
     image_grid::check_png_name("--out", &args.out)?;
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;

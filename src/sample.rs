@@ -201,9 +201,8 @@ fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> Resu
 /// Threads that sample `batches` batches on `device` at once ([`batched`]).
 pub fn workers(device: &Device, batches: usize) -> usize {
     if device.is_cpu() {
-        std::thread::available_parallelism()
-            .map_or(1, |p| p.get())
-            .min(batches)
+        // rayon's pool size: all cores, or `--threads`.
+        crate::threads::current().min(batches)
     } else {
         1
     }

@@ -7,13 +7,11 @@
 //! therefore continues with exactly the numbers an uninterrupted run would have used.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -21,16 +19,20 @@ use serde::Serialize;
 
 use crate::checkpoint;
 use crate::config::Config;
-use crate::data::source::load_split;
+use crate::data::source::{load_split, resolve_dir};
 use crate::data::{BinaryDataset, Split};
 use crate::device;
 use crate::eval::{self, NllSummary};
-use crate::io::write_atomically;
+use crate::interrupt::{self, Interrupted};
+use crate::io::{remove_stale_temporaries, write_atomically};
 use crate::memory;
 use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
 use crate::optim::{Adam, AdamConfig};
 use crate::plot;
 use crate::sample;
+use crate::threads;
+pub use crate::train_progress::Progress;
+use crate::train_progress::{epoch_line, eta_seconds, EpochProgress};
 pub use crate::train_state::{config_of_run, EpochRecord, TrainState, LAST, RUN_CONFIG};
 use crate::train_state::{read_state, restore};
 
@@ -57,8 +59,8 @@ pub struct Summary {
 pub struct Options {
     /// Continue from `output.dir/last.safetensors`.
     pub resume: bool,
-    /// Progress bars (only sensible on a terminal).
-    pub progress: bool,
+    /// Progress within epochs: bars (on a terminal), plain lines, or none.
+    pub progress: Progress,
     /// Evaluate the selected model on the test set at the end. Off for hyperparameter sweeps,
     /// so that only the model finally chosen on the validation set ever sees the test set.
     pub test: bool,
@@ -71,7 +73,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             resume: false,
-            progress: std::io::stderr().is_terminal(),
+            progress: Progress::for_stderr(),
             test: true,
             force: false,
         }
@@ -102,6 +104,20 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     }
     std::fs::create_dir_all(out)
         .with_context(|| format!("{}: cannot create output folder", out.display()))?;
+    let removed = remove_stale_temporaries(out)?;
+    if !removed.is_empty() {
+        let names: Vec<_> = removed
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|name| name.to_string_lossy())
+            .collect();
+        eprintln!(
+            "{}: removed {} stale temporary file(s) of an interrupted write: {}",
+            out.display(),
+            removed.len(),
+            names.join(", ")
+        );
+    }
 
     let (params, optimizer_state, state) = if opts.resume {
         restore(config, &model_cfg, &out.join(LAST), &device)?
@@ -123,6 +139,19 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     if opts.resume {
         adam.restore(&optimizer_state, state.adam_steps)?;
     }
+    for line in banner(config, &model_cfg, &device, &train, &valid) {
+        println!("{line}");
+    }
+    if opts.resume {
+        println!(
+            "resuming {} from epoch {} of {} (the last completed; best so far: epoch {}, valid {:.4})",
+            out.display(),
+            state.epoch,
+            config.train.epochs,
+            state.best_epoch,
+            state.best_valid
+        );
+    }
     let mut run = Run {
         config,
         model: trainable.model.as_ref(),
@@ -131,7 +160,11 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         device: &device,
         opts,
     };
-    run.fit(&mut adam, state)?;
+    {
+        // Ctrl-C stops between minibatches only while the epochs run; see crate::interrupt.
+        let _armed = interrupt::arm();
+        run.fit(&mut adam, state)?;
+    }
 
     // The selected model, on the test set, once.
     let best_path = out.join(BEST);
@@ -143,7 +176,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
             &test,
             config.train.eval_batch_size,
             &device,
-            opts.progress,
+            opts.progress == Progress::Bars,
         )?;
         let mut metadata = best.metadata.clone();
         metadata.insert("test_nll".into(), test_nll.nll_nats.to_string());
@@ -230,15 +263,19 @@ impl Run<'_> {
         let diverged_above = 100.0 * uniform_nll;
         let order = epoch_order(self.train.len(), t.seed, epoch);
         let batches = order.len().div_ceil(t.batch_size);
-        let bar = epoch_bar(self.opts.progress, batches, epoch + 1);
+        let mut progress = EpochProgress::new(self.opts.progress, batches, epoch + 1, t.epochs);
         let start = Instant::now();
         let (mut loss_sum, mut grad_norm_sum, mut seen) = (0f64, 0f64, 0usize);
         for (b, rows) in order.chunks(t.batch_size).enumerate() {
+            if interrupt::requested() {
+                progress.abandon();
+                return Err(self.interrupted(state).into());
+            }
             let x = self.train.tensor_rows(rows, self.device)?;
             let loss = models::mean_nll(self.model, &x)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() || value > diverged_above {
-                bar.abandon();
+                progress.abandon();
                 bail!(
                     "epoch {}, batch {}: the training loss is {value:.4e} nats per image \
                      (non-finite, or over 100x the uniform model's {:.1}): the run diverged and \
@@ -253,16 +290,9 @@ impl Run<'_> {
             grad_norm_sum += adam.step(&loss.backward()?, lr)?;
             loss_sum += value * rows.len() as f64;
             seen += rows.len();
-            bar.inc(1);
-            if b % 10 == 0 {
-                let rate = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "NLL {:.3}  {rate:.0} images/s",
-                    loss_sum / seen as f64
-                ));
-            }
+            progress.batch_done(b + 1, seen, loss_sum);
         }
-        bar.finish_and_clear();
+        progress.finish();
         Ok(EpochTraining {
             nll: loss_sum / seen as f64,
             mean_grad_norm: grad_norm_sum / batches as f64,
@@ -337,10 +367,77 @@ impl Run<'_> {
         }
         println!(
             "{}",
-            epoch_line(state.history.last().expect("just pushed"), valid)
+            epoch_line(
+                state.history.last().expect("just pushed"),
+                t.epochs,
+                eta_seconds(&state.history, t.epochs)
+            )
         );
         Ok(())
     }
+
+    /// What a Ctrl-C during the epoch after `state`'s leaves: the files of the last completed
+    /// epoch, and the command that continues from there.
+    fn interrupted(&self, state: &TrainState) -> Interrupted {
+        let dir = &self.config.output.dir;
+        let (out, last, best) = (
+            dir.display(),
+            dir.join(LAST).display().to_string(),
+            dir.join(BEST).display().to_string(),
+        );
+        let epochs = self.config.train.epochs;
+        let now = state.epoch + 1;
+        if state.epoch == 0 {
+            return Interrupted(format!(
+                "interrupted in epoch 1 of {epochs}, before any epoch completed: nothing saved in {out}; run the same command again to start over"
+            ));
+        }
+        Interrupted(format!(
+            "interrupted in epoch {now} of {epochs}: saved are {last} (epoch {} of {epochs}, with the optimizer state) and {best} (epoch {}, valid {:.4}); continue with `nade train --resume {out}`, which goes on from epoch {now}",
+            state.epoch, state.best_epoch, state.best_valid
+        ))
+    }
+}
+
+/// The start banner: the model, its size, the device, the data and where the run writes.
+fn banner(
+    config: &Config,
+    model_cfg: &ModelConfig,
+    device: &Device,
+    train: &BinaryDataset,
+    valid: &BinaryDataset,
+) -> Vec<String> {
+    let t = &config.train;
+    let on = if device.is_cpu() {
+        match threads::current() {
+            1 => "cpu (1 thread)".to_string(),
+            n => format!("cpu ({n} threads)"),
+        }
+    } else {
+        device::name(device).to_string()
+    };
+    let model = serde_json::to_string(model_cfg).unwrap_or_else(|_| model_cfg.describe());
+    let source = config.data.source();
+    vec![
+        format!(
+            "model {model}: {} parameters, on {on}",
+            model_cfg.num_params()
+        ),
+        format!(
+            "data {} ({}): {} train and {} valid images of {} values",
+            resolve_dir(source.path.as_deref()).display(),
+            source.dataset,
+            train.len(),
+            valid.len(),
+            train.n()
+        ),
+        format!(
+            "output {}: at most {} epochs (early stopping after {} without a better validation NLL)",
+            config.output.dir.display(),
+            t.epochs,
+            t.patience
+        ),
+    ]
 }
 
 /// A new run must not overwrite an earlier one in the same folder: refuse, or with `force`
@@ -381,28 +478,6 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..len).collect();
     order.shuffle(&mut rng);
     order
-}
-
-fn epoch_bar(progress: bool, batches: usize, epoch: usize) -> ProgressBar {
-    if !progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(batches as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix:>4} {bar:30} {pos}/{len} batches [{elapsed}<{eta}] {msg}",
-        )
-        .expect("static template"),
-    );
-    bar.set_prefix(epoch.to_string());
-    bar
-}
-
-fn epoch_line(r: &EpochRecord, valid: &NllSummary) -> String {
-    format!(
-        "epoch {:4}  train {:8.3}  valid {:8.3}  best {:8.3} (epoch {})  lr {:.2e}  {:6.1} s  {:6.0} images/s  (valid {:.1} s)",
-        r.epoch, r.train_nll, r.valid_nll, r.best_valid, r.best_epoch, r.lr, r.train_seconds, r.train_images_per_s, valid.seconds
-    )
 }
 
 /// metrics.jsonl and curve.png, rewritten whole from the history each epoch so that a resumed

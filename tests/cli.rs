@@ -569,3 +569,91 @@ fn a_kernel_for_a_model_without_kernels_is_an_error() {
         ]));
     }
 }
+
+/// `--threads 1` sizes the thread pools (eval and bench report it) and changes no number;
+/// sample and complete take it too; a count beyond the limit is refused.
+#[test]
+fn threads_one_runs_every_command_and_gives_the_default_nll() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("toy_test.amat");
+    let rows: Vec<String> = common::random_binary(300, 6, 0.4, 5)
+        .chunks(6)
+        .map(|row| {
+            let row: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            row.join(" ")
+        })
+        .collect();
+    std::fs::write(&data, rows.join("\n") + "\n").unwrap();
+    for kind in ModelConfig::KINDS {
+        let ckpt = dir.path().join(format!("{kind}.safetensors"));
+        write_checkpoint(&ckpt, kind, 6, 5);
+        let default = eval_json(&ckpt, &data);
+        let (c, d) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
+        let one = json(&nade(&[
+            "eval",
+            c,
+            "--data",
+            d,
+            "--json",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+        ]));
+        assert_eq!(one["threads"], 1, "{kind}");
+        assert_eq!(one["nll_nats"], default["nll_nats"], "{kind}");
+    }
+    let ckpt = dir.path().join("nade.safetensors");
+    let c = ckpt.to_str().unwrap();
+    let png = dir.path().join("s.png");
+    let sample = nade(&[
+        "sample",
+        c,
+        "--count",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        sample.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sample.stderr)
+    );
+    let complete = nade(&[
+        "complete",
+        c,
+        "--rows",
+        "1",
+        "--count",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        complete.status.success(),
+        "{}",
+        String::from_utf8_lossy(&complete.stderr)
+    );
+    let bench = json(&nade(&[
+        "bench",
+        "--model",
+        "fvsbn",
+        "--phase",
+        "eval",
+        "--seconds",
+        "0.05",
+        "--threads",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(bench["threads"], 1);
+    let out = nade(&["eval", c, "--threads", "5000"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
+}

@@ -3,12 +3,14 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use candle_core::Device;
 use nade::checkpoint;
 use nade::config::Config;
-use nade::train::{self, Options};
+use nade::train::{self, Options, Progress};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -86,7 +88,7 @@ dir = "{}"
 fn quiet() -> Options {
     Options {
         resume: false,
-        progress: false,
+        progress: Progress::Off,
         test: true,
         force: false,
     }
@@ -392,4 +394,216 @@ fn a_new_run_refuses_a_folder_that_holds_one_and_force_keeps_the_old_best() {
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(std::fs::read(out.join(&kept[0])).unwrap(), best_before);
+}
+
+/// `nade train ARGS` with stdout and stderr piped (not a terminal).
+fn nade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nade"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The config of [`config`] written to `dir/run.toml`, for the binary.
+fn config_file(cfg: &Config, dir: &Path) -> PathBuf {
+    let path = dir.join("run.toml");
+    std::fs::write(&path, cfg.to_toml()).unwrap();
+    path
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+fn epochs_recorded(out: &Path) -> usize {
+    metrics_without_timing(out).len()
+}
+
+/// Not on a terminal, the binary prints the banner (model, size, device, data, output, epoch
+/// bound), "epoch k of N" with an ETA after every epoch, and on resume where it goes on from.
+#[test]
+fn cli_training_prints_a_banner_epochs_of_n_and_where_a_resume_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "nade", 8, 2, "");
+    let file = config_file(&cfg, dir.path());
+    let out = dir.path().join("out");
+    let run = nade(&["train", file.to_str().unwrap(), "--threads", "1"]);
+    let stdout = text(&run.stdout);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let params = cfg.model_config(N).unwrap().num_params();
+    for want in [
+        format!("model {{\"kind\":\"nade\",\"n\":{N},\"hidden\":8"),
+        format!("{params} parameters, on cpu (1 thread)"),
+        format!(
+            "data {} (toy): 4000 train and 1000 valid images of {N} values",
+            dir.path().join("data").display()
+        ),
+        format!("output {}: at most 2 epochs", out.display()),
+        "epoch 1 of 2 ".to_string(),
+        "epoch 2 of 2 ".to_string(),
+        "ETA <= ".to_string(),
+    ] {
+        assert!(stdout.contains(&want), "no `{want}` in:\n{stdout}");
+    }
+
+    let out_arg = out.to_str().unwrap();
+    let resumed = nade(&["train", "--resume", out_arg, "--epochs", "3"]);
+    let stdout = text(&resumed.stdout);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let want = format!("resuming {out_arg} from epoch 2 of 3");
+    assert!(stdout.contains(&want), "no `{want}` in:\n{stdout}");
+    assert!(stdout.contains("epoch 3 of 3 "), "{stdout}");
+    assert_eq!(epochs_recorded(&out), 3);
+}
+
+/// A kill -9 during a write leaves `.NAME.PID.tmp`; the next run in the folder removes those
+/// whose writer is gone, says so, and leaves every other file alone.
+#[test]
+fn a_new_run_removes_stale_temporaries_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "fvsbn", 0, 1, "");
+    let file = config_file(&cfg, dir.path());
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // No process has this pid (Linux pids stop at 2^22); an hour old for systems where the
+    // age decides.
+    let stale = ".last.safetensors.4000000000.tmp";
+    // This test's own process is alive: its temporary may be a write in progress.
+    let live = format!(".best.safetensors.{}.tmp", std::process::id());
+    let foreign = [
+        ".notes.tmp",
+        "notes.txt",
+        ".metrics.jsonl.tmp",
+        "x.4000000000.tmp",
+    ];
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for name in foreign.iter().copied().chain([stale, live.as_str()]) {
+        let f = std::fs::File::create(out.join(name)).unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    let run = nade(&["train", file.to_str().unwrap()]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        !out.join(stale).exists(),
+        "the stale temporary is still there"
+    );
+    let said: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("stale temporary"))
+        .collect();
+    assert_eq!(said.len(), 1, "{stderr}");
+    assert!(
+        said[0].contains("removed 1 ") && said[0].contains(stale),
+        "{stderr}"
+    );
+    for name in foreign {
+        assert!(out.join(name).exists(), "{name} was removed");
+    }
+    if cfg!(target_os = "linux") {
+        assert!(
+            out.join(&live).exists(),
+            "a live process's temporary was removed"
+        );
+    }
+}
+
+/// Ctrl-C (SIGINT) during training stops between minibatches with a message naming what is
+/// saved and the command that continues, exits non-zero, leaves no temporary, and
+/// `--resume` goes on from the last completed epoch.
+#[cfg(unix)]
+#[test]
+fn sigint_stops_cleanly_and_resume_continues_from_the_last_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "nade", 8, 1, "");
+    cfg.train.epochs = 10_000;
+    cfg.train.patience = 10_000;
+    let file = config_file(&cfg, dir.path());
+    let out = dir.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nade"))
+        .args(["train", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Wait for the first completed epoch, then interrupt.
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the run ended before its first epoch: {seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("epoch 1 of 10000 ") {
+            break;
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "stderr: {stderr}");
+    let out_arg = out.to_str().unwrap();
+    assert!(
+        stderr.contains("interrupted in epoch")
+            && stderr.contains(&format!("nade train --resume {out_arg}")),
+        "{stderr}"
+    );
+    // The epoch last.safetensors holds, as the message says it.
+    let saved: usize = stderr
+        .split("last.safetensors (epoch ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no saved epoch in: {stderr}"));
+    assert!(saved >= 1);
+    assert_eq!(epochs_recorded(&out), saved);
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let until = (saved + 1).to_string();
+    let resumed = nade(&["train", "--resume", out_arg, "--epochs", &until]);
+    let stdout = text(&resumed.stdout);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let want = format!("resuming {out_arg} from epoch {saved} of {until}");
+    assert!(stdout.contains(&want), "no `{want}` in:\n{stdout}");
+    assert_eq!(epochs_recorded(&out), saved + 1);
+}
+
+#[test]
+fn the_threads_key_takes_zero_or_a_count_and_names_itself_otherwise() {
+    let base = "[model]\nkind = \"nade\"\nhidden = 8\n[output]\ndir = \"x\"\n[train]\n";
+    let parse = |line: &str| Config::from_toml(&format!("{base}{line}\n"));
+    assert_eq!(parse("threads = 0").unwrap().train.threads, 0);
+    assert_eq!(parse("threads = 3").unwrap().train.threads, 3);
+    assert_eq!(Config::from_toml(base).unwrap().train.threads, 0);
+    for bad in [
+        "threads = -1",
+        "threads = 1.5",
+        "threads = \"all\"",
+        "threads = 5000",
+    ] {
+        let e = format!("{:#}", parse(bad).unwrap_err());
+        assert!(e.contains("threads"), "{bad}: {e}");
+        assert_eq!(e.lines().count(), 1, "{bad}: {e}");
+    }
+    let e = format!("{:#}", parse("threads = 5000").unwrap_err());
+    assert!(e.contains("train.threads = 5000"), "{e}");
 }
