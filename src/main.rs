@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use nade::bench;
 use nade::checkpoint;
 use nade::config::Config;
-use nade::data::source::{load_split, DataSource};
+use nade::data::source::{load_split, DataSource, PathOrigin};
 use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
@@ -70,7 +70,8 @@ struct BenchArgs {
     /// Timed seconds per (path, phase) after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Data folder for real binarized MNIST batches (synthetic ones if absent; no download).
+    /// Data folder for real binarized MNIST batches (synthetic ones if it lacks the training
+    /// file; no download). A folder named here or by NADE_DATA_DIR must exist.
     #[arg(long)]
     data: Option<PathBuf>,
     /// One JSON object per line.
@@ -210,6 +211,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(data) = args.data {
         config.data.dir = Some(data);
+        config.data.dir_origin = PathOrigin::Flag;
     }
     config.validate()?;
     let opts = train::Options {
@@ -240,6 +242,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let loaded = checkpoint::load(&args.checkpoint, &device, Some(&args.kernel))?;
     let source = DataSource {
         path: args.data.data,
+        path_origin: PathOrigin::Flag,
         dataset: args.data.dataset,
     };
     let mut data = load_split(&source, args.split)?;
@@ -406,6 +409,7 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
     };
     let source = DataSource {
         path: args.data.data,
+        path_origin: PathOrigin::Flag,
         dataset: args.data.dataset,
     };
     let test = load_split(&source, Split::Test)?;
