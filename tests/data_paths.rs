@@ -134,10 +134,10 @@ fn a_failed_download_leaves_no_default_folder_behind() {
     let e = lines[1].strip_prefix("error: ").unwrap();
     let folder = std::path::absolute(dir.join("data/binarized_mnist")).unwrap();
     assert!(
-        e.starts_with(&format!(
+        e.starts_with(
             "binarized MNIST not found: put binarized_mnist_train.amat, binarized_mnist_valid.amat \
              and binarized_mnist_test.amat (from http://127.0.0.1:"
-        )) && e.contains(&format!("into {}, or point", folder.display())),
+        ) && e.contains(&format!("into {}, or point", folder.display())),
         "{e}"
     );
     assert_eq!(entries(dir), ["m.safetensors"]);

@@ -42,34 +42,45 @@ const UCI: DataSet = DataSet {
     probe: "dna_test.amat",
 };
 
-/// Every test of this file that needs real data: name, data set, body (given the folder).
-const REAL_DATA_TESTS: [(&str, &DataSet, fn(&Path)); 6] = [
-    (
-        "shipped_checkpoints_reproduce_the_results_table",
-        &MNIST,
-        shipped_checkpoints_reproduce_the_results_table,
-    ),
-    (
-        "eval_on_the_real_test_split_reports_the_count_and_a_sane_nll",
-        &MNIST,
-        eval_on_the_real_test_split_reports_the_count_and_a_sane_nll,
-    ),
-    (
-        "cli_complete_on_the_real_test_split",
-        &MNIST,
-        cli_complete_on_the_real_test_split,
-    ),
-    (
-        "real_binarized_mnist_test_split",
-        &MNIST,
-        real_binarized_mnist_test_split,
-    ),
-    (
-        "load_split_downloads_missing_mnist_and_verifies_it",
-        &MNIST,
-        load_split_downloads_missing_mnist_and_verifies_it,
-    ),
-    ("real_uci_dna_test_split", &UCI, real_uci_dna_test_split),
+/// A test of this file that needs real data.
+struct RealDataTest {
+    name: &'static str,
+    set: &'static DataSet,
+    /// Runs it on the data folder.
+    body: fn(&Path),
+}
+
+const REAL_DATA_TESTS: [RealDataTest; 6] = [
+    RealDataTest {
+        name: "shipped_checkpoints_reproduce_the_results_table",
+        set: &MNIST,
+        body: shipped_checkpoints_reproduce_the_results_table,
+    },
+    RealDataTest {
+        name: "eval_on_the_real_test_split_reports_the_count_and_a_sane_nll",
+        set: &MNIST,
+        body: eval_on_the_real_test_split_reports_the_count_and_a_sane_nll,
+    },
+    RealDataTest {
+        name: "cli_complete_on_the_real_test_split",
+        set: &MNIST,
+        body: cli_complete_on_the_real_test_split,
+    },
+    RealDataTest {
+        name: "real_binarized_mnist_test_split",
+        set: &MNIST,
+        body: real_binarized_mnist_test_split,
+    },
+    RealDataTest {
+        name: "load_split_downloads_missing_mnist_and_verifies_it",
+        set: &MNIST,
+        body: load_split_downloads_missing_mnist_and_verifies_it,
+    },
+    RealDataTest {
+        name: "real_uci_dna_test_split",
+        set: &UCI,
+        body: real_uci_dna_test_split,
+    },
 ];
 
 // ---------------------------------------------------------------- finding the data
@@ -158,13 +169,13 @@ fn main() -> ExitCode {
     // One line on stderr says how many real-data tests of this run have their data, and from
     // where: the summary's "passed" does not tell them apart from the others.
     let (mut ran, mut found_in, mut missing) = (0, Vec::new(), 0);
-    for (name, set, test) in REAL_DATA_TESTS {
+    for RealDataTest { name, set, body } in REAL_DATA_TESTS {
         let plan = plan(set, find(set, env_dir.as_deref(), &root), ci);
         let dir = match &plan {
             Plan::Run(dir) => Some(dir.display().to_string()),
             _ => None,
         };
-        let trial = trial(name, plan, test);
+        let trial = trial(name, plan, body);
         if !args.is_filtered_out(&trial) {
             match dir {
                 Some(dir) => {
@@ -312,7 +323,7 @@ fn missing_data_is_ignored_or_fails_under_ci() {
         let line = line.unwrap_or_else(|| panic!("no line for {name}: {stdout}"));
         line.split_once(" ... ").unwrap().1.to_string()
     };
-    for (name, _, _) in REAL_DATA_TESTS {
+    for RealDataTest { name, .. } in REAL_DATA_TESTS {
         assert!(outcome(name).starts_with("ignored (no "), "{stdout}");
     }
     // Each says where it looked.
