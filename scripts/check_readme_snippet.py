@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs the README's numpy snippet (the shipped NADE's NLL on the first 1,000 test images) and
 fails unless it prints the number the README states and `nade eval --limit 1000` agrees.
-Run from the repository root after `cargo build --release`, with ../shared beside it.
+Run from the repository root after `cargo build --release`; the snippet and `nade eval` read the
+test split from where nade finds it: $NADE_DATA_DIR, else data/binarized_mnist.
 """
 import contextlib
 import io

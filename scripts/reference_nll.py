@@ -9,7 +9,10 @@ if any pair differs by more than 1e-4 relative.
 
     pip install numpy safetensors
     cargo build --release
-    python3 scripts/reference_nll.py --data ../shared/data/binarized_mnist
+    python3 scripts/reference_nll.py [--data DIR]
+
+The data folder is found as `nade` finds it: --data, else $NADE_DATA_DIR, else
+data/binarized_mnist.
 """
 import argparse
 import json
@@ -75,7 +78,8 @@ def random_checkpoint(kind, n, hidden, rng):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("NADE_DATA_DIR", "data/binarized_mnist"))
+    # An empty NADE_DATA_DIR counts as unset, as in nade.
+    ap.add_argument("--data", default=os.environ.get("NADE_DATA_DIR") or "data/binarized_mnist")
     ap.add_argument("--split", default="test")
     ap.add_argument("--nade", default="target/release/nade", help="the nade binary")
     ap.add_argument("--models", default="fvsbn,mlp:8,nade:500", help="kind[:hidden],...")

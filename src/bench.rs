@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::data::source::{resolve_dir, split_file};
+use crate::data::source::{resolve_dir, split_file, PathOrigin};
 use crate::data::{amat, BinaryDataset};
 use crate::device;
 use crate::models::{self, ModelConfig, Pass, Trainable};
@@ -152,9 +152,14 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
 
 /// Real binarized MNIST training images when the data folder has them (no download), else
 /// synthetic images with MNIST's pixel mean (0.13): the fused kernel's speed depends on it.
+/// A folder named by `--data` or `$NADE_DATA_DIR` must exist (a typo is not "no data").
 fn bench_data(dir: Option<PathBuf>, rows: usize) -> Result<(BinaryDataset, String)> {
+    let data_path = resolve_dir(dir.as_deref(), PathOrigin::Flag);
+    if data_path.origin != PathOrigin::DefaultDir && !data_path.exists()? {
+        return Err(data_path.missing());
+    }
     let file = split_file(
-        &resolve_dir(dir.as_deref()),
+        &data_path.path,
         "binarized_mnist",
         crate::data::Split::Train,
     );

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::data::source::DataSource;
+use crate::data::source::{DataSource, PathOrigin};
 use crate::device::DeviceChoice;
 use crate::models::ModelConfig;
 
@@ -30,12 +30,16 @@ pub struct DataSection {
     pub dir: Option<PathBuf>,
     /// File prefix; default binarized_mnist.
     pub dataset: Option<String>,
+    /// Who set `dir`: this config, or `nade train --data` (for the error when it is missing).
+    #[serde(skip)]
+    pub dir_origin: PathOrigin,
 }
 
 impl DataSection {
     pub fn source(&self) -> DataSource {
         let mut source = DataSource {
             path: self.dir.clone(),
+            path_origin: self.dir_origin,
             ..DataSource::default()
         };
         if let Some(name) = &self.dataset {

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use nade::bench;
 use nade::checkpoint;
 use nade::config::Config;
-use nade::data::source::{load_split, DataSource};
+use nade::data::source::{load_split, DataSource, PathOrigin};
 use nade::data::Split;
 use nade::device::{self, DeviceChoice};
 use nade::eval;
@@ -95,7 +95,8 @@ struct BenchArgs {
     /// Timed seconds per (path, phase) after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Data folder for real binarized MNIST batches (synthetic ones if absent; no download).
+    /// Data folder for real binarized MNIST batches (synthetic ones if it lacks the training
+    /// file; no download). A folder named here or by NADE_DATA_DIR must exist.
     #[arg(long)]
     data: Option<PathBuf>,
     /// One JSON object per line.
@@ -279,6 +280,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(data) = args.data {
         config.data.dir = Some(data);
+        config.data.dir_origin = PathOrigin::Flag;
     }
     if let Some(threads) = args.threads {
         config.train.threads = threads as usize;
@@ -315,6 +317,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let loaded = checkpoint::load(&args.checkpoint, &device, Some(&args.kernel))?;
     let source = DataSource {
         path: args.data.data,
+        path_origin: PathOrigin::Flag,
         dataset: args.data.dataset,
     };
     let mut data = load_split(&source, args.split)?;
@@ -515,6 +518,7 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
     };
     let source = DataSource {
         path: args.data.data,
+        path_origin: PathOrigin::Flag,
         dataset: args.data.dataset,
     };
     let (width, height) = image_grid::check_size(

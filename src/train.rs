@@ -425,7 +425,9 @@ fn banner(
         ),
         format!(
             "data {} ({}): {} train and {} valid images of {} values",
-            resolve_dir(source.path.as_deref()).display(),
+            resolve_dir(source.path.as_deref(), source.path_origin)
+                .path
+                .display(),
             source.dataset,
             train.len(),
             valid.len(),

@@ -3,51 +3,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
-use common::shared_data;
+use candle_core::Device;
+use common::bin::{eval_json, json, nade, write_checkpoint};
 use nade::checkpoint;
 use nade::data::amat::read_amat;
-use nade::models::{self, ModelConfig};
-
-fn nade(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nade"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A randomly initialised checkpoint written by this crate.
-fn write_checkpoint(path: &Path, kind: &str, n: usize, hidden: usize) {
-    let cfg = common::new_config(kind, n, hidden);
-    let params = models::init_params(&cfg, 1, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .collect();
-    let model = cfg
-        .build(VarBuilder::from_tensors(params, DType::F32, &Device::Cpu))
-        .unwrap();
-    checkpoint::save(path, model.as_ref(), &Default::default()).unwrap();
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `nade eval CKPT --data DATA --json --device cpu`, parsed.
-fn eval_json(ckpt: &Path, data: &Path) -> serde_json::Value {
-    let (ckpt, data) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
-    json(&nade(&[
-        "eval", ckpt, "--data", data, "--json", "--device", "cpu",
-    ]))
-}
+use nade::models::ModelConfig;
 
 /// A failed run: non-zero exit, exactly one line on stderr, starting with "error:".
 fn error_line(out: &Output) -> String {
@@ -88,36 +50,6 @@ fn eval_json_on_a_file_matches_the_library() {
 }
 
 #[test]
-fn eval_on_the_real_test_split_reports_the_count_and_a_sane_nll() {
-    let Some(data) = shared_data("binarized_mnist") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("nade.safetensors");
-    write_checkpoint(&ckpt, "nade", 784, 20);
-    let args = [
-        "eval",
-        ckpt.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--limit",
-        "300",
-        "--json",
-    ];
-    let out = json(&nade(&args));
-    assert_eq!(out["split"], "test");
-    assert_eq!(out["count"], 300);
-    // An untrained model is near uniform: 784 ln 2 = 543 nats, give or take its random init.
-    let nll = out["nll_nats"].as_f64().unwrap();
-    assert!((400.0..700.0).contains(&nll), "{nll}");
-    // Text mode says the same number.
-    let text = nade(&args[..args.len() - 1]);
-    assert!(text.status.success());
-    let line = String::from_utf8_lossy(&text.stdout).to_string();
-    assert!(line.contains(&format!("NLL {nll:.4}")), "{line}");
-}
-
-#[test]
 fn bad_inputs_are_one_line_errors_naming_the_culprit() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("fvsbn.safetensors");
@@ -152,38 +84,6 @@ fn bad_inputs_are_one_line_errors_naming_the_culprit() {
     // clap rejects a zero batch before anything runs.
     let out = nade(&["eval", ckpt, "--batch", "0"]);
     assert!(!out.status.success());
-}
-
-/// The shipped checkpoints load and give, over the whole test split, the numbers the README's
-/// results table shows (docs/*-test.json, from which scripts/results_table.py writes it).
-#[test]
-fn shipped_checkpoints_reproduce_the_results_table() {
-    let Some(data) = shared_data("binarized_mnist") else {
-        return;
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for model in ["fvsbn", "mlp", "nade"] {
-        let ckpt = root.join(format!("checkpoints/{model}.safetensors"));
-        let recorded: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join(format!("docs/{model}-test.json"))).unwrap(),
-        )
-        .unwrap();
-        let out = eval_json(&ckpt, &data);
-        assert_eq!(out["count"], 10_000);
-        let (got, want) = (
-            out["nll_nats"].as_f64().unwrap(),
-            recorded["nll_nats"].as_f64().unwrap(),
-        );
-        assert!(
-            (got - want).abs() < 1e-6 * want,
-            "{model}: {got} vs the recorded {want}"
-        );
-        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-        assert!(
-            readme.contains(&format!("| {:.2} ± ", want)),
-            "{model}: README lacks {want:.2}"
-        );
-    }
 }
 
 /// A data folder with toy_{train,valid,test}.amat of seeded random n-dimensional rows.

@@ -1,25 +1,24 @@
 //! Tests of the data layer: `.amat` and IDX parsing, binarization, download and lookup.
 //!
-//! Everything runs on synthetic data written into temporary folders, plus two checks on the
-//! real files in ../shared/data. Downloads are served by a one-shot HTTP server on
-//! 127.0.0.1; nothing here reads or sets environment variables except `CI`.
+//! Everything runs on synthetic data written into temporary folders (the checks on the real
+//! files are in tests/real_data.rs). Downloads are served by a one-shot HTTP server on
+//! 127.0.0.1; nothing here reads or sets environment variables.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 use candle_core::Device;
-use common::shared_data;
+use common::http::{serve_once, unreachable_base_url};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nade::data::amat::{parse_amat, read_amat};
 use nade::data::download::download;
 use nade::data::idx::{parse_idx_images, read_idx_images, Binarization, GrayImages};
 use nade::data::source::{
-    known_content_sha256, load_split_from, resolve_dir_with, DataSource, DEFAULT_DIR,
+    known_content_sha256, load_split_at, load_split_from, resolve_dir_with, DataPath, DataSource,
+    PathOrigin, DEFAULT_DIR,
 };
 use nade::data::{BinaryDataset, Split};
 use tempfile::TempDir;
@@ -55,39 +54,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
-}
-
-/// Serves one HTTP response to one connection on 127.0.0.1; returns the base URL.
-fn serve_once(status: &str, body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let status = status.to_owned();
-    thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else {
-            return;
-        };
-        // Read the request head; the body of a GET is empty.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-            head.push(byte[0]);
-        }
-        let header = format!(
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = stream.write_all(header.as_bytes());
-        let _ = stream.write_all(&body);
-    });
-    base
-}
-
-/// A base URL on which nothing listens: the port of a listener that was dropped.
-fn unreachable_base_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
 }
 
 fn no_part_files(dir: &Path) -> bool {
@@ -276,6 +242,22 @@ fn amat_missing_file() {
         "{message}"
     );
     assert_one_line(&message);
+}
+
+/// A `.amat.gz` left compressed: the message says so and what to do, not raw bytes.
+#[test]
+fn amat_gzip_compressed_says_so() {
+    let dir = TempDir::new().unwrap();
+    let path = write(dir.path(), "test.amat.gz", gzip(b"0 1 1\n1 0 0\n"));
+    let message = err(read_amat(&path));
+    assert_eq!(
+        message,
+        format!(
+            "{}: looks gzip-compressed (it starts with the gzip magic bytes 1f 8b), not .amat \
+             text: decompress it first (gunzip)",
+            path.display()
+        )
+    );
 }
 
 // ---------------------------------------------------------------- IDX
@@ -513,6 +495,13 @@ fn download_with_wrong_checksum_keeps_nothing() {
 #[test]
 fn download_http_error_and_bad_content_keep_nothing() {
     let dir = TempDir::new().unwrap();
+    // The folders created for the destination go too.
+    let nested = dir.path().join("new/folder/x.amat");
+    let base = serve_once("404 Not Found", b"no such file".to_vec());
+    let message = err(download(&format!("{base}/x.amat"), &nested, None));
+    assert!(message.contains("404"), "{message}");
+    assert!(!dir.path().join("new").exists());
+
     let dest = dir.path().join("x.amat");
     let base = serve_once("404 Not Found", b"no such file".to_vec());
     let message = err(download(&format!("{base}/x.amat"), &dest, None));
@@ -534,18 +523,88 @@ fn download_http_error_and_bad_content_keep_nothing() {
 fn resolve_dir_order() {
     let explicit = Path::new("/a");
     let env = std::ffi::OsStr::new("/b");
-    assert_eq!(resolve_dir_with(Some(explicit), Some(env)), explicit);
-    assert_eq!(resolve_dir_with(None, Some(env)), Path::new("/b"));
+    let at = |path: &str, origin| DataPath {
+        path: PathBuf::from(path),
+        origin,
+    };
+    for origin in [PathOrigin::Flag, PathOrigin::Config] {
+        assert_eq!(
+            resolve_dir_with(Some(explicit), origin, Some(env)),
+            at("/a", origin)
+        );
+    }
     assert_eq!(
-        resolve_dir_with(None, Some(std::ffi::OsStr::new(""))),
-        Path::new(DEFAULT_DIR)
+        resolve_dir_with(None, PathOrigin::Flag, Some(env)),
+        at("/b", PathOrigin::Env)
     );
     assert_eq!(
-        resolve_dir_with(None, None),
-        Path::new("data/binarized_mnist")
+        resolve_dir_with(None, PathOrigin::Flag, Some(std::ffi::OsStr::new(""))),
+        at(DEFAULT_DIR, PathOrigin::DefaultDir)
+    );
+    assert_eq!(
+        resolve_dir_with(None, PathOrigin::Config, None),
+        at("data/binarized_mnist", PathOrigin::DefaultDir)
     );
     let src = DataSource::default();
     assert_eq!((src.path, src.dataset.as_str()), (None, "binarized_mnist"));
+}
+
+/// A mistyped `--data x.amat` once became a folder `x.amat/` that a download then filled: a
+/// path somebody named must exist, and nothing is created for it.
+#[test]
+fn a_named_path_that_does_not_exist_is_an_error_and_creates_nothing() {
+    let dir = TempDir::new().unwrap();
+    // Were a download attempted, the message would be the offline one instead.
+    let unused = unreachable_base_url();
+    for name in ["x.amat", "somedir", "deeper/somedir"] {
+        let path = dir.path().join(name);
+        for (origin, named_by) in [
+            (PathOrigin::Flag, "given by --data"),
+            (PathOrigin::Config, "given by [data] dir in the config"),
+            (PathOrigin::Env, "given by NADE_DATA_DIR"),
+        ] {
+            let data_path = DataPath {
+                path: path.clone(),
+                origin,
+            };
+            for dataset in ["binarized_mnist", "dna"] {
+                let message = err(load_split_at(&data_path, dataset, Split::Test, &unused));
+                assert_eq!(
+                    message,
+                    format!("{}: no such file or folder ({named_by})", path.display())
+                );
+            }
+        }
+        // The library entry point without an origin says the same, minus who named it.
+        let message = err(load_split_from(
+            &path,
+            "binarized_mnist",
+            Split::Test,
+            &unused,
+        ));
+        assert_eq!(
+            message,
+            format!("{}: no such file or folder", path.display())
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "created {left:?}");
+
+    // The default folder may be missing, but only binarized MNIST is ever downloaded into it.
+    let default = DataPath {
+        path: dir.path().join("data/binarized_mnist"),
+        origin: PathOrigin::DefaultDir,
+    };
+    let message = err(load_split_at(&default, "dna", Split::Test, &unused));
+    assert_eq!(
+        message,
+        format!(
+            "{}: no such file or folder (the default data folder; name another with --data or \
+             NADE_DATA_DIR)",
+            default.path.display()
+        )
+    );
+    assert!(!dir.path().join("data").exists());
 }
 
 #[test]
@@ -602,10 +661,16 @@ fn load_split_rejects_unpublished_content() {
 #[test]
 fn offline_message_names_files_and_folder() {
     let dir = TempDir::new().unwrap();
-    let folder = dir.path().join("mnist");
+    // The default folder, missing, with a missing parent: both created for the download and
+    // both removed when it fails (an `eval` run anywhere offline once left them behind).
+    let folder = dir.path().join("data/binarized_mnist");
     let base = unreachable_base_url();
-    let message = err(load_split_from(
-        &folder,
+    let default = DataPath {
+        path: folder.clone(),
+        origin: PathOrigin::DefaultDir,
+    };
+    let message = err(load_split_at(
+        &default,
         "binarized_mnist",
         Split::Test,
         &base,
@@ -618,9 +683,13 @@ fn offline_message_names_files_and_folder() {
     );
     assert!(message.starts_with(&expected_start), "{message}");
     assert_one_line(&message);
-    assert!(no_part_files(&folder));
+    assert!(
+        !dir.path().join("data").exists(),
+        "the created folders stayed"
+    );
 
     // With only the test split missing, the message names just that file and its URL.
+    std::fs::create_dir_all(&folder).unwrap();
     write(&folder, "binarized_mnist_train.amat", "0\n");
     write(&folder, "binarized_mnist_valid.amat", "0\n");
     let message = err(load_split_from(
@@ -636,11 +705,14 @@ fn offline_message_names_files_and_folder() {
         folder.display()
     );
     assert!(message.starts_with(&expected_start), "{message}");
+    // A folder that existed before is kept, and holds no partial download.
+    assert!(folder.is_dir() && no_part_files(&folder));
 }
 
+/// A server with the wrong content: the download is refused and nothing is kept. (With the
+/// real test split served, the download is kept: tests/real_data.rs.)
 #[test]
-fn load_split_downloads_missing_mnist_and_verifies_it() {
-    // A server with the wrong content: the download is refused and nothing is kept.
+fn load_split_refuses_a_download_with_wrong_content() {
     let dir = TempDir::new().unwrap();
     let (text, _) = fake_mnist_text(4);
     let base = serve_once("200 OK", text.into_bytes());
@@ -657,60 +729,4 @@ fn load_split_downloads_missing_mnist_and_verifies_it() {
     assert!(message.contains("content SHA-256 is"), "{message}");
     assert!(!dir.path().join("binarized_mnist_valid.amat").exists());
     assert!(no_part_files(dir.path()));
-
-    // A server with the real test split (served from ../shared/data): downloaded and kept.
-    let Some(shared) = shared_data("binarized_mnist") else {
-        return;
-    };
-    let real = std::fs::read(shared.join("binarized_mnist_test.amat")).unwrap();
-    let base = serve_once("200 OK", real.clone());
-    let folder = dir.path().join("created");
-    let data = load_split_from(&folder, "binarized_mnist", Split::Test, &base).unwrap();
-    assert_eq!((data.len(), data.n()), (10_000, 784));
-    assert_eq!(
-        std::fs::read(folder.join("binarized_mnist_test.amat")).unwrap(),
-        real
-    );
-    // Present now: read locally, no server needed.
-    let again = load_split_from(
-        &folder,
-        "binarized_mnist",
-        Split::Test,
-        &unreachable_base_url(),
-    );
-    assert_eq!(again.unwrap(), data);
-}
-
-// ---------------------------------------------------------------- real data
-
-#[test]
-fn real_binarized_mnist_test_split() {
-    let Some(dir) = shared_data("binarized_mnist") else {
-        return;
-    };
-    // Verified against the published checksum inside load_split_from.
-    let data = load_split_from(
-        &dir,
-        "binarized_mnist",
-        Split::Test,
-        &unreachable_base_url(),
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!((data.len(), data.n()), (10_000, 784));
-    assert!((data.mean() - 0.13251).abs() < 5e-5, "mean {}", data.mean());
-    assert_eq!(
-        data.sha256_hex(),
-        "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86"
-    );
-}
-
-#[test]
-fn real_uci_dna_test_split() {
-    let Some(dir) = shared_data("uci_binary") else {
-        return;
-    };
-    let data = load_split_from(&dir, "dna", Split::Test, &unreachable_base_url())
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    assert_eq!((data.len(), data.n()), (1186, 180));
-    assert!((data.mean() - 0.2514).abs() < 5e-4, "mean {}", data.mean());
 }

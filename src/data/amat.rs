@@ -11,6 +11,9 @@ use anyhow::{anyhow, bail, Result};
 
 use super::BinaryDataset;
 
+/// The first two bytes of every gzip stream (RFC 1952); never the start of `.amat` text.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
 /// Reads and parses an `.amat` file; errors name the file and line.
 pub fn read_amat(path: &Path) -> Result<BinaryDataset> {
     let bytes = fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
@@ -28,8 +31,17 @@ pub fn parse_amat(text: &str, origin: &str) -> Result<BinaryDataset> {
 /// Rules: the first line sets the width and every other line must match it; each value is
 /// `0` or `1`, or a float spelling of exactly 0 or 1 (`0.0`, `1.000`, `1e0`) since some
 /// writers emit those; a file without vectors is an error; blank lines may end the file but
-/// not interrupt the data (a lost row would shift everything after it unnoticed).
+/// not interrupt the data (a lost row would shift everything after it unnoticed); gzip bytes
+/// are an error that says so.
 pub fn parse_amat_bytes(bytes: &[u8], origin: &str) -> Result<BinaryDataset> {
+    // A downloaded `.amat.gz` left compressed would otherwise be reported as a bad value made
+    // of raw binary bytes on line 1, which tells nobody what to do.
+    if bytes.starts_with(&GZIP_MAGIC) {
+        bail!(
+            "{origin}: looks gzip-compressed (it starts with the gzip magic bytes 1f 8b), \
+             not .amat text: decompress it first (gunzip)"
+        );
+    }
     // Each value takes at least two bytes (digit and separator), so this never reallocates
     // for a well-formed file and over-reserves by at most one value.
     let mut values = Vec::with_capacity(bytes.len() / 2 + 1);

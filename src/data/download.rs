@@ -27,17 +27,19 @@ pub fn download(url: &str, dest: &Path, expected_content_sha256: Option<&str>) -
 /// The bytes go to `dest` + `.part` in the same folder, which is renamed to `dest` only once
 /// the text parses and, if given, the SHA-256 of its 0/1 values (the content checksum of the
 /// data READMEs, independent of whitespace) matches. On any failure the partial file is
-/// removed, so `dest` is never a truncated or wrong file that later runs would trust.
+/// removed, so `dest` is never a truncated or wrong file that later runs would trust; so are
+/// the folders created for `dest`, so a failed download leaves nothing behind.
 /// Progress in bytes goes to stderr when it is a terminal.
 pub fn download_amat(
     url: &str,
     dest: &Path,
     expected_content_sha256: Option<&str>,
 ) -> Result<BinaryDataset> {
-    if let Some(folder) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(folder)
-            .map_err(|e| anyhow!("{}: cannot create folder: {e}", folder.display()))?;
-    }
+    let folders = match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(folder) => CreatedFolders::create(folder)?,
+        None => CreatedFolders::none(),
+    };
+    // Declared after `folders`, so dropped first: the file goes before its folder.
     let part = PartFile::new(dest)?;
 
     fetch(url, part.path())?;
@@ -64,6 +66,7 @@ pub fn download_amat(
         )
     })?;
     part.keep();
+    folders.keep();
     Ok(data)
 }
 
@@ -140,6 +143,54 @@ impl Drop for PartFile {
         if !self.keep {
             // Best effort: the file may never have been created.
             let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The folders created for a download's destination, deepest first; removed on drop unless
+/// [`CreatedFolders::keep`] was called.
+struct CreatedFolders {
+    folders: Vec<PathBuf>,
+    keep: bool,
+}
+
+impl CreatedFolders {
+    /// Creates `folder` and its missing parents.
+    fn create(folder: &Path) -> Result<Self> {
+        let missing = folder
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        fs::create_dir_all(folder)
+            .map_err(|e| anyhow!("{}: cannot create folder: {e}", folder.display()))?;
+        Ok(Self {
+            folders: missing,
+            keep: false,
+        })
+    }
+
+    fn none() -> Self {
+        Self {
+            folders: Vec::new(),
+            keep: false,
+        }
+    }
+
+    /// The download succeeded: the folders hold its file.
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for CreatedFolders {
+    fn drop(&mut self) {
+        if !self.keep {
+            for folder in &self.folders {
+                // remove_dir removes only an empty folder: never anything another process
+                // put there meanwhile.
+                let _ = fs::remove_dir(folder);
+            }
         }
     }
 }

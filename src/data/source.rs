@@ -6,6 +6,7 @@
 //! environment variables.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
@@ -97,6 +98,10 @@ const KNOWN_CONTENT_SHA256: [(&str, Split, &str); 12] = [
 pub struct DataSource {
     /// Folder or file; None means [`DATA_DIR_ENV`], then [`DEFAULT_DIR`].
     pub path: Option<PathBuf>,
+    /// Who gave `path` (the `--data` flag or a config's `[data] dir`), for the error when it
+    /// does not exist.
+    #[serde(skip)]
+    pub path_origin: PathOrigin,
     /// File name prefix: `binarized_mnist`, `dna`, `mushrooms`, `nips`, or your own.
     pub dataset: String,
 }
@@ -105,22 +110,89 @@ impl Default for DataSource {
     fn default() -> Self {
         Self {
             path: None,
+            path_origin: PathOrigin::default(),
             dataset: DEFAULT_DATASET.to_owned(),
         }
     }
 }
 
-/// The data path: `explicit` (flag or config), else `$NADE_DATA_DIR`, else [`DEFAULT_DIR`].
-pub fn resolve_dir(explicit: Option<&Path>) -> PathBuf {
-    resolve_dir_with(explicit, std::env::var_os(DATA_DIR_ENV).as_deref())
+/// Who named the data path. A path somebody named must exist (a typo must not become a new
+/// folder that a download then fills); only [`DEFAULT_DIR`], which nobody named, may be
+/// created, for the download of binarized MNIST.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathOrigin {
+    /// `--data` on the command line.
+    Flag,
+    /// `[data] dir` in a run's config: the default, as a config file is what deserializes.
+    #[default]
+    Config,
+    /// The environment variable [`DATA_DIR_ENV`].
+    Env,
+    /// [`DEFAULT_DIR`]: nothing named a path.
+    DefaultDir,
+}
+
+impl fmt::Display for PathOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Flag => "given by --data",
+            Self::Config => "given by [data] dir in the config",
+            Self::Env => "given by NADE_DATA_DIR",
+            Self::DefaultDir => {
+                "the default data folder; name another with --data or NADE_DATA_DIR"
+            }
+        })
+    }
+}
+
+/// A data path (folder or `.amat` file) and who named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPath {
+    pub path: PathBuf,
+    pub origin: PathOrigin,
+}
+
+impl DataPath {
+    /// Whether the path exists; an error naming the path and where it came from when it cannot
+    /// be looked at.
+    pub fn exists(&self) -> Result<bool> {
+        self.path.try_exists().map_err(|e| {
+            anyhow!(
+                "{}: cannot access: {e} ({})",
+                self.path.display(),
+                self.origin
+            )
+        })
+    }
+
+    /// The error for a path that does not exist, naming it and where it came from.
+    pub fn missing(&self) -> anyhow::Error {
+        anyhow!(
+            "{}: no such file or folder ({})",
+            self.path.display(),
+            self.origin
+        )
+    }
+}
+
+/// The data path: `explicit` (from `origin`: flag or config), else `$NADE_DATA_DIR`, else
+/// [`DEFAULT_DIR`].
+pub fn resolve_dir(explicit: Option<&Path>, origin: PathOrigin) -> DataPath {
+    resolve_dir_with(explicit, origin, std::env::var_os(DATA_DIR_ENV).as_deref())
 }
 
 /// [`resolve_dir`] with the environment value passed in; an empty value counts as unset.
-pub fn resolve_dir_with(explicit: Option<&Path>, env_dir: Option<&OsStr>) -> PathBuf {
-    explicit
-        .map(Path::to_path_buf)
-        .or_else(|| env_dir.filter(|d| !d.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
+pub fn resolve_dir_with(
+    explicit: Option<&Path>,
+    origin: PathOrigin,
+    env_dir: Option<&OsStr>,
+) -> DataPath {
+    let (path, origin) = match (explicit, env_dir.filter(|d| !d.is_empty())) {
+        (Some(path), _) => (path.to_path_buf(), origin),
+        (None, Some(env)) => (PathBuf::from(env), PathOrigin::Env),
+        (None, None) => (PathBuf::from(DEFAULT_DIR), PathOrigin::DefaultDir),
+    };
+    DataPath { path, origin }
 }
 
 /// Base URL of the binarized MNIST files: `$NADE_DATA_URL`, else [`BINARIZED_MNIST_URL`].
@@ -150,20 +222,55 @@ pub fn known_content_sha256(dataset: &str, split: Split) -> Option<&'static str>
 
 /// Loads one split as chosen by `src`, the environment and the defaults.
 pub fn load_split(src: &DataSource, split: Split) -> Result<BinaryDataset> {
-    let path = resolve_dir(src.path.as_deref());
-    load_split_from(&path, &src.dataset, split, &download_base_url())
+    let data_path = resolve_dir(src.path.as_deref(), src.path_origin);
+    load_split_at(&data_path, &src.dataset, split, &download_base_url())
 }
 
-/// Loads one split from `path`, downloading binarized MNIST from `download_base_url` if
-/// needed.
+/// Loads one split from `data_path` as [`load_split_from`] does, except for a path that does
+/// not exist: an error naming it and who named it, unless it is the default folder and the
+/// data set binarized MNIST, which is then downloaded into it (the folder is created, and
+/// removed again if the download fails).
+pub fn load_split_at(
+    data_path: &DataPath,
+    dataset: &str,
+    split: Split,
+    download_base_url: &str,
+) -> Result<BinaryDataset> {
+    let downloadable = data_path.origin == PathOrigin::DefaultDir && dataset == DEFAULT_DATASET;
+    if !data_path.exists()? && !downloadable {
+        return Err(data_path.missing());
+    }
+    read_or_download(&data_path.path, dataset, split, download_base_url)
+}
+
+/// Loads one split from `path`, an existing file or folder, downloading binarized MNIST from
+/// `download_base_url` if needed.
 ///
 /// - `path` is a file: it is read as is and `split` is ignored; if its name is that of a
 ///   published split (`dna_test.amat` ...) its checksum is verified.
 /// - otherwise `path` is the folder of `{dataset}_{split}.amat`. Published splits are
 ///   verified against their checksums, so a truncated or different file is an error rather
 ///   than a silently different benchmark. A missing binarized MNIST file is downloaded into
-///   the folder (created if need be); any other missing file is an error.
+///   the folder; any other missing file is an error.
+/// - `path` does not exist: an error naming it (a mistyped name never becomes a folder).
 pub fn load_split_from(
+    path: &Path,
+    dataset: &str,
+    split: Split,
+    download_base_url: &str,
+) -> Result<BinaryDataset> {
+    if !path
+        .try_exists()
+        .map_err(|e| anyhow!("{}: cannot access: {e}", path.display()))?
+    {
+        bail!("{}: no such file or folder", path.display());
+    }
+    read_or_download(path, dataset, split, download_base_url)
+}
+
+/// [`load_split_from`] without the existence check: a missing folder is created by the
+/// download of a binarized MNIST file (and removed again if it fails).
+fn read_or_download(
     path: &Path,
     dataset: &str,
     split: Split,

@@ -1,8 +1,11 @@
-//! Helpers shared by the integration tests: seeded random models and data.
+//! Helpers shared by the integration tests: seeded random models and data; running the
+//! binary (`bin`); a local HTTP server (`http`).
 #![allow(dead_code)]
 
+pub mod bin;
+pub mod http;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -102,25 +105,4 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-/// A folder of ../shared/data, or None after a loud note; in CI a missing folder fails.
-pub fn shared_data(name: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing; CI must provide the real data",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "\n!!!!! NOTE: {} is missing: real-data test NOT run !!!!!\n",
-        dir.display()
-    );
-    None
 }

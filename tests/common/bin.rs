@@ -1,0 +1,52 @@
+//! Running the built `nade` binary, and the checkpoints its tests feed it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use nade::{checkpoint, models};
+
+/// `nade ARGS`, run to completion.
+pub fn nade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nade"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A randomly initialised checkpoint written by this crate.
+pub fn write_checkpoint(path: &Path, kind: &str, n: usize, hidden: usize) {
+    let cfg = super::new_config(kind, n, hidden);
+    let params = models::init_params(&cfg, 1, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let model = cfg
+        .build(VarBuilder::from_tensors(params, DType::F32, &Device::Cpu))
+        .unwrap();
+    checkpoint::save(path, model.as_ref(), &Default::default()).unwrap();
+}
+
+/// The stdout of a run that succeeded; else the test fails showing its stderr.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// [`ok`], parsed as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// `nade eval CKPT --data DATA --json --device cpu`, parsed.
+pub fn eval_json(ckpt: &Path, data: &Path) -> serde_json::Value {
+    let (ckpt, data) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
+    json(&nade(&[
+        "eval", ckpt, "--data", data, "--json", "--device", "cpu",
+    ]))
+}
