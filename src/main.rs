@@ -138,6 +138,9 @@ struct EvalArgs {
     /// older name). Other models have one way (auto).
     #[arg(long, alias = "path", default_value = "auto")]
     kernel: String,
+    /// A mixture of masks (made): evaluate its first K masks only (default: all of them).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    masks: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -246,7 +249,14 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if let Some(limit) = args.limit {
         data.truncate(limit);
     }
-    let model = loaded.model.as_ref();
+    let model = match args.masks {
+        Some(k) => {
+            let cfg = loaded.model.config().with_masks(k as usize).map_err(anyhow::Error::msg)?;
+            nade::models::rebuilt(loaded.model.as_ref(), &cfg, &device)?
+        }
+        None => loaded.model,
+    };
+    let model = model.as_ref();
     let progress = !args.json && std::io::stderr().is_terminal();
     let summary = eval::nll(model, &data, args.batch as usize, &device, progress)?;
     let cfg = model.config();
@@ -257,6 +267,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "n": cfg.n(),
             "hidden": cfg.hidden().unwrap_or(0),
             "config": cfg.structure(),
+            "masks": cfg.masks_used(),
             "split": args.split.to_string(),
             "count": summary.count,
             "nll_nats": summary.nll_nats,

@@ -232,6 +232,9 @@ impl Run<'_> {
         let (mut loss_sum, mut grad_norm_sum, mut seen) = (0f64, 0f64, 0usize);
         for (b, rows) in order.chunks(t.batch_size).enumerate() {
             let x = self.train.tensor_rows(rows, self.device)?;
+            // The step count is restored on --resume, so the model's per-step choices (MADE's
+            // mask) continue as in an uninterrupted run.
+            self.model.begin_train_step(adam.steps_taken());
             let loss = models::mean_nll(self.model, &x)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() || value > diverged_above {
