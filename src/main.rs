@@ -251,7 +251,11 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     }
     let model = match args.masks {
         Some(k) => {
-            let cfg = loaded.model.config().with_masks(k as usize).map_err(anyhow::Error::msg)?;
+            let cfg = loaded
+                .model
+                .config()
+                .with_masks(k as usize)
+                .map_err(anyhow::Error::msg)?;
             nade::models::rebuilt(loaded.model.as_ref(), &cfg, &device)?
         }
         None => loaded.model,

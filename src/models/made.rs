@@ -148,14 +148,21 @@ impl MadeConfig {
         ));
         specs.push(ParamSpec::output_bias("c", &[n]));
         if self.direct {
-            specs.push(ParamSpec::weight("A", &[n, n], 1.0 / (n.max(1) as f32).sqrt()));
+            specs.push(ParamSpec::weight(
+                "A",
+                &[n, n],
+                1.0 / (n.max(1) as f32).sqrt(),
+            ));
         }
         let drawn = self.draw_masks();
         let k = self.masks;
         specs.push(ParamSpec::buffer(
             "order",
             &[k, n],
-            drawn.iter().flat_map(|m| m.order.iter().map(|&d| d as i64)).collect(),
+            drawn
+                .iter()
+                .flat_map(|m| m.order.iter().map(|&d| d as i64))
+                .collect(),
         ));
         for (l, &h) in self.hidden.iter().enumerate() {
             specs.push(ParamSpec::buffer(
@@ -445,7 +452,9 @@ impl Made {
             .collect::<Result<Vec<_>>>()?;
         let connectivity = read_connectivity(cfg, &order_tensor, &degree_tensors)?;
         let entries: usize = {
-            let sizes: Vec<usize> = std::iter::once(n).chain(cfg.hidden.iter().copied()).collect();
+            let sizes: Vec<usize> = std::iter::once(n)
+                .chain(cfg.hidden.iter().copied())
+                .collect();
             let hidden: usize = sizes.windows(2).map(|w| w[0] * w[1]).sum();
             k * (hidden + n * below + if cfg.direct { n * n } else { 0 })
         };
@@ -513,13 +522,19 @@ impl Made {
     fn common_order(&self) -> Option<&[usize]> {
         let used = self.connectivity();
         let first = &used[0].order;
-        used.iter().all(|m| &m.order == first).then_some(first.as_slice())
+        used.iter()
+            .all(|m| &m.order == first)
+            .then_some(first.as_slice())
     }
 
     /// log p_k(x_kept) of every row under each used mask: the sum of mask k's conditionals
     /// over the leading positions of its order that the row observes (all of the kept set
     /// when it is a prefix of every order, as `complete_with` ensures).
-    fn prefix_log_likelihoods(&self, kept: &Tensor, observed: &[Vec<f32>]) -> Result<Vec<Vec<f64>>> {
+    fn prefix_log_likelihoods(
+        &self,
+        kept: &Tensor,
+        observed: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f64>>> {
         let rows = observed.len();
         let kept_host = kept.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let mut out = vec![Vec::with_capacity(self.connectivity().len()); rows];
@@ -569,10 +584,7 @@ impl Made {
         }
         for &d in &order[prefix..] {
             let p = sigmoid(&state.logits()?)?; // (B, 1)
-            let drawn = uniforms
-                .narrow(1, d, 1)?
-                .lt(&p)?
-                .to_dtype(super::DTYPE)?;
+            let drawn = uniforms.narrow(1, d, 1)?.lt(&p)?.to_dtype(super::DTYPE)?;
             let x = if observed_host.iter().any(|row| row[d] != 0.0) {
                 let seen = observed.narrow(1, d, 1)?;
                 (&drawn + seen.mul(&(kept.narrow(1, d, 1)? - &drawn)?)?)?
@@ -610,18 +622,19 @@ impl Made {
             let deeper = w.layers[1..]
                 .iter()
                 .zip(&m.layers[1..])
-                .map(|((weight, bias), mask)| Ok(((weight * mask)?.t()?.contiguous()?, bias.clone())))
+                .map(|((weight, bias), mask)| {
+                    Ok(((weight * mask)?.t()?.contiguous()?, bias.clone()))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let n = w.c.dim(0)?;
             let direct_t = match (&w.a, &m.a) {
                 (Some(a), Some(ma)) => Some((a * ma)?.t()?.contiguous()?),
                 _ => None,
             };
-            let out = w
-                .c
-                .reshape((1, n))?
-                .broadcast_as((batch, n))?
-                .contiguous()?;
+            let out =
+                w.c.reshape((1, n))?
+                    .broadcast_as((batch, n))?
+                    .contiguous()?;
             Ok(MadeSampler {
                 order: self.connectivity[k].order.clone(),
                 activation: self.made.activation,
@@ -716,7 +729,10 @@ impl Autoregressive for Made {
                         self.with_mask(k, |m| self.forward(&self.weights, m, x))?
                     }
                     Resample::Fresh => {
-                        let m = self.made.fresh_mask(step).masks(self.made.direct, &self.device)?;
+                        let m = self
+                            .made
+                            .fresh_mask(step)
+                            .masks(self.made.direct, &self.device)?;
                         self.forward(&self.weights, &m, x)?
                     }
                 };
@@ -762,7 +778,12 @@ impl Autoregressive for Made {
     fn orders(&self) -> Orders {
         match self.common_order() {
             Some(order) => Orders::Fixed(order.to_vec()),
-            None => Orders::Mixture(self.connectivity().iter().map(|m| m.order.clone()).collect()),
+            None => Orders::Mixture(
+                self.connectivity()
+                    .iter()
+                    .map(|m| m.order.clone())
+                    .collect(),
+            ),
         }
     }
 

@@ -22,8 +22,13 @@ pub fn degree_mask(
     let values: Vec<f32> = rows
         .iter()
         .flat_map(|&r| {
-            cols.iter()
-                .map(move |&c| if r > c || (!strict && r == c) { 1.0 } else { 0.0 })
+            cols.iter().map(move |&c| {
+                if r > c || (!strict && r == c) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
         })
         .collect();
     Tensor::from_vec(values, (rows.len(), cols.len()), device)

@@ -154,7 +154,10 @@ impl ModelConfig {
                     ..c.clone()
                 };
                 cfg.validate().map_err(|_| {
-                    format!("--masks {k}: the model has {} mask(s), so 1..={}", c.masks, c.masks)
+                    format!(
+                        "--masks {k}: the model has {} mask(s), so 1..={}",
+                        c.masks, c.masks
+                    )
                 })?;
                 Ok(ModelConfig::Made(cfg))
             }
