@@ -51,6 +51,9 @@ struct BenchArgs {
     model: String,
     #[arg(long, default_value_t = 500)]
     hidden: usize,
+    /// MADE: K, the masks of the ensemble (eval and sample use all K, train one per step).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    masks: u64,
     #[arg(long, default_value_t = 100)]
     batch: usize,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -172,6 +175,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let spec = bench::BenchSpec {
         kind: args.model,
         hidden: args.hidden,
+        masks: args.masks as usize,
         batch: args.batch,
         kernels: args.kernel,
         phases: args.phase,

@@ -168,6 +168,27 @@ impl ModelConfig {
         }
     }
 
+    /// The same structure with an ensemble of `k` masks, in random orders when k > 1
+    /// (`nade bench --masks`); only MADE has masks, other models take k = 1.
+    pub fn with_mask_count(&self, k: usize) -> std::result::Result<Self, String> {
+        match self {
+            ModelConfig::Made(c) => Ok(ModelConfig::Made(made::MadeConfig {
+                masks: k,
+                order: if k > 1 {
+                    made::OrderChoice::Random
+                } else {
+                    c.order
+                },
+                ..c.clone()
+            })),
+            _ if k == 1 => Ok(self.clone()),
+            other => Err(format!(
+                "--masks {k}: a {} model has no masks (only made has)",
+                other.kind()
+            )),
+        }
+    }
+
     /// The masks density and sampling use (None for models without masks).
     pub fn masks_used(&self) -> Option<usize> {
         match self {
