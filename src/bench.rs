@@ -91,19 +91,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
             // The batches live on the device before the clock starts, as in
             // scripts/bench_torch.py: the time is the model's, not the upload's.
             let on_device = data.tensor_range(0, batches * spec.batch, device)?;
-            let mut adam = Adam::new(
-                trainable.named_vars(),
-                &[],
-                AdamConfig {
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: 0.0,
-                    l1: 0.0,
-                    l2: 0.0,
-                    clip_norm: 0.0,
-                },
-            )?;
+            let mut adam = Adam::new(trainable.named_vars(), &[], AdamConfig::default())?;
             let mut step = |k: usize| -> Result<()> {
                 let first = (k % batches) * spec.batch;
                 match phase {

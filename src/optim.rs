@@ -25,6 +25,22 @@ pub struct AdamConfig {
     pub clip_norm: f64,
 }
 
+/// Adam's usual constants (0.9, 0.999, 1e-8) and no regularization: what `nade bench` and the
+/// tests step with.
+impl Default for AdamConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            l1: 0.0,
+            l2: 0.0,
+            clip_norm: 0.0,
+        }
+    }
+}
+
 impl AdamConfig {
     pub fn from_train(t: &TrainSection) -> Self {
         Self {

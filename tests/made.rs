@@ -242,20 +242,7 @@ fn masked_weights_get_zero_gradient_and_are_never_overwritten() {
         })
         .collect();
     let trainable = Trainable::new(&model_cfg, tensors, &Device::Cpu).unwrap();
-    let mut adam = Adam::new(
-        trainable.named_vars(),
-        &[],
-        AdamConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            l1: 0.0,
-            l2: 0.0,
-            clip_norm: 0.0,
-        },
-    )
-    .unwrap();
+    let mut adam = Adam::new(trainable.named_vars(), &[], AdamConfig::default()).unwrap();
     let x = rows(&random_binary(16, n, 0.5, 6), n);
     let value = |name: &str| {
         let data = trainable.varmap.data().lock().unwrap();

@@ -8,13 +8,9 @@ const L2: f64 = 1.0;
 
 fn config(l1: f64, l2: f64) -> AdamConfig {
     AdamConfig {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
         l1,
         l2,
-        clip_norm: 0.0,
+        ..AdamConfig::default()
     }
 }
 
