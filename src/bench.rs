@@ -38,6 +38,8 @@ pub struct BenchSpec {
     /// A model kind ([`ModelConfig::KINDS`]).
     pub kind: String,
     pub hidden: usize,
+    /// MADE's K (1 for the other models).
+    pub masks: usize,
     pub batch: usize,
     /// Kernels to compare (NADE: auto, fused, blocked[:K], plain; other models: auto).
     pub kernels: Vec<String>,
@@ -56,6 +58,8 @@ pub struct BenchResult {
     pub kernel: String,
     pub phase: String,
     pub hidden: usize,
+    /// MADE's K (1 for the other models).
+    pub masks: usize,
     pub batch: usize,
     pub device: String,
     /// CPU threads (rayon's pool; `--threads`).
@@ -73,7 +77,9 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
     }
     let (data, data_name) = bench_data(spec.data.clone(), spec.batch * 20)?;
     let base = ModelConfig::from_legacy(&spec.kind, data.n(), Some(spec.hidden))
-        .map_err(|e| anyhow!("--model: {e}"))?;
+        .map_err(|e| anyhow!("--model: {e}"))?
+        .with_mask_count(spec.masks)
+        .map_err(|e| anyhow!("{e}"))?;
     for kernel in &spec.kernels {
         let cfg = base.with_kernel(kernel).map_err(|e| anyhow!("{e}"))?;
         cfg.validate().map_err(|e| anyhow!("{e}"))?;
@@ -107,6 +113,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                     }
                     Phase::Train => {
                         let x = on_device.narrow(0, first, spec.batch)?;
+                        model.begin_train_step(k as u64);
                         let loss = models::mean_nll(model.as_ref(), &x)?;
                         adam.step(&loss.backward()?, 1e-4)?;
                     }
@@ -136,7 +143,8 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                 model: cfg.kind().to_string(),
                 kernel: cfg.kernel_name().unwrap_or_else(|| "-".into()),
                 phase: phase.name().into(),
-                hidden: cfg.hidden().unwrap_or(0),
+                hidden: cfg.hidden().unwrap_or(spec.hidden),
+                masks: cfg.masks_used().unwrap_or(1),
                 batch: spec.batch,
                 device: device::name(device).into(),
                 threads: crate::threads::current(),

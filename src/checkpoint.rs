@@ -109,6 +109,9 @@ fn model_metadata(cfg: &ModelConfig) -> Result<BTreeMap<String, String>> {
     if let Some(hidden) = cfg.hidden() {
         metadata.insert("hidden".into(), hidden.to_string());
     }
+    for (key, value) in cfg.extra_metadata() {
+        metadata.insert(key.into(), value);
+    }
     Ok(metadata)
 }
 
@@ -159,7 +162,11 @@ pub fn load(path: &Path, device: &Device, kernel: Option<&str>) -> Result<Loaded
             shape: shape.clone(),
         })
         .collect();
-    let cfg = config_from_metadata(&metadata, &origin)?
+    let shapes = tensors
+        .iter()
+        .map(|(name, _, shape, _)| (name.clone(), shape.clone()))
+        .collect();
+    let cfg = config_from_metadata(&metadata, &shapes, &origin)?
         .with_kernel(kernel.unwrap_or("auto"))
         .map_err(|e| anyhow!("{e}"))?;
     let (model_tensors, state_tensors): (RawTensors, RawTensors) = tensors
@@ -215,9 +222,11 @@ fn parse(bytes: &[u8], origin: &str) -> Result<(BTreeMap<String, String>, RawTen
 
 /// The model config of a checkpoint: its `config` JSON when it has one, else `model`, `n`
 /// and `hidden` (files of other tools, and of nade before configs were stored, whose
-/// `config` holds the run's TOML).
+/// `config` holds the run's TOML), completed from the tensors' `shapes` where the model
+/// needs it (MADE: its layers, masks and direct connection, with `activation`).
 pub fn config_from_metadata(
     metadata: &BTreeMap<String, String>,
+    shapes: &BTreeMap<String, Vec<usize>>,
     origin: &str,
 ) -> Result<ModelConfig> {
     let get = |key: &str| {
@@ -261,8 +270,11 @@ pub fn config_from_metadata(
             } else {
                 None
             };
-            ModelConfig::from_legacy(kind, n, hidden)
-                .map_err(|e| anyhow!("{origin}: __metadata__: {e}"))?
+            let mut cfg = ModelConfig::from_legacy(kind, n, hidden)
+                .map_err(|e| anyhow!("{origin}: __metadata__: {e}"))?;
+            cfg.complete_from_file(metadata, shapes)
+                .map_err(|e| anyhow!("{origin}: {e}"))?;
+            cfg
         }
     };
     if cfg.n() == 0 {

@@ -76,6 +76,9 @@ struct BenchArgs {
     model: String,
     #[arg(long, default_value_t = 500, value_parser = positive)]
     hidden: usize,
+    /// MADE: K, the masks of the ensemble (eval and sample use all K, train one per step).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    masks: u64,
     #[arg(long, default_value_t = 100, value_parser = positive)]
     batch: usize,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -189,6 +192,9 @@ struct EvalArgs {
     /// older name). Other models have one way (auto).
     #[arg(long, alias = "path", default_value = "auto")]
     kernel: String,
+    /// A mixture of masks (made): evaluate its first K masks only (default: all of them).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
+    masks: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -239,6 +245,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let spec = bench::BenchSpec {
         kind: args.model,
         hidden: args.hidden,
+        masks: args.masks as usize,
         batch: args.batch,
         kernels: args.kernel,
         phases: args.phase,
@@ -324,7 +331,18 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if let Some(limit) = args.limit {
         data.truncate(limit);
     }
-    let model = loaded.model.as_ref();
+    let model = match args.masks {
+        Some(k) => {
+            let cfg = loaded
+                .model
+                .config()
+                .with_masks(k as usize)
+                .map_err(anyhow::Error::msg)?;
+            nade::models::rebuilt(loaded.model.as_ref(), &cfg, &device)?
+        }
+        None => loaded.model,
+    };
+    let model = model.as_ref();
     memory::check(&memory::evaluation(
         model.config(),
         args.batch,
@@ -341,6 +359,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "n": cfg.n(),
             "hidden": cfg.hidden().unwrap_or(0),
             "config": cfg.structure(),
+            "masks": cfg.masks_used(),
             "split": args.split.to_string(),
             "count": summary.count,
             "nll_nats": summary.nll_nats,

@@ -171,14 +171,21 @@ pub fn complete_with(
 
 /// Whether `model` can condition exactly on every kept set of `masks`.
 fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> Result<()> {
-    let Orders::Fixed(order) = model.orders() else {
-        return Ok(());
+    let orders = match model.orders() {
+        Orders::Fixed(order) => vec![order],
+        Orders::Mixture(orders) => orders,
+        Orders::Any => return Ok(()),
     };
-    let natural = order.iter().enumerate().all(|(t, &i)| t == i);
+    let natural = orders.len() == 1 && orders[0].iter().enumerate().all(|(t, &i)| t == i);
     for (r, mask) in masks.rows().enumerate() {
         let kept = mask.iter().filter(|&&v| v != 0).count();
-        if order[..kept].iter().any(|&i| mask[i] == 0) {
-            let order_name = if natural {
+        if orders
+            .iter()
+            .any(|order| order[..kept].iter().any(|&i| mask[i] == 0))
+        {
+            let order_name = if orders.len() > 1 {
+                format!("the pixel order of every one of its {} masks", orders.len())
+            } else if natural {
                 "its pixel order 0..n-1 (whole rows from the top: --keep top:R or --rows R)"
                     .to_string()
             } else {

@@ -272,6 +272,9 @@ impl Run<'_> {
                 return Err(self.interrupted(state).into());
             }
             let x = self.train.tensor_rows(rows, self.device)?;
+            // The step count is restored on --resume, so the model's per-step choices (MADE's
+            // mask) continue as in an uninterrupted run.
+            self.model.begin_train_step(adam.steps_taken());
             let loss = models::mean_nll(self.model, &x)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() || value > diverged_above {

@@ -36,12 +36,39 @@ fn write_by_hand<S: AsRef<str>>(
                 TensorView::new(Dtype::F32, shape.clone(), data).unwrap(),
             )
         })
+        .collect::<Vec<_>>();
+    // MADE's integer buffers go out as I64, as another tool writes them.
+    let integers: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .filter(|(name, ..)| is_integer_buffer(name.as_ref()))
+        .map(|(name, shape, v)| {
+            (
+                name.as_ref().to_string(),
+                shape.clone(),
+                v.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(&str, TensorView)> = views
+        .into_iter()
+        .filter(|(name, _)| !is_integer_buffer(name))
+        .chain(integers.iter().map(|(name, shape, data)| {
+            (
+                name.as_str(),
+                TensorView::new(Dtype::I64, shape.clone(), data).unwrap(),
+            )
+        }))
         .collect();
     let meta: HashMap<String, String> = metadata
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+/// The names of MADE's order and degree buffers.
+fn is_integer_buffer(name: &str) -> bool {
+    name == "order" || name.starts_with("degrees")
 }
 
 fn schema_tensors(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -78,9 +105,16 @@ fn round_trip_keeps_tensors_logits_and_metadata() {
             .iter()
             .zip(loaded.model.named_tensors())
         {
-            let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(a, b, "tensor {name}");
+            let as_f32 = |t: &Tensor| {
+                t.flatten_all()
+                    .unwrap()
+                    .to_dtype(candle_core::DType::F32)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            };
+            assert_eq!(a.dtype(), b.dtype(), "tensor {name}");
+            assert_eq!(as_f32(a), as_f32(&b), "tensor {name}");
         }
         let x = Tensor::from_vec(random_binary(4, 9, 0.5, 3), (4, 9), &device).unwrap();
         let before = model
@@ -342,4 +376,67 @@ fn a_checkpoint_whose_config_is_the_old_run_toml_loads() {
         loaded.model.config(),
         &config("nade", 6, 3, NadeKernel::Plain)
     );
+}
+
+/// A MADE file written by another tool with only `model`, `n` and `activation`: the layer
+/// sizes, K and the direct connection come from the tensors, and it computes what the model
+/// it was written from computes. Without `activation`, or with an order that is not a
+/// permutation, it is refused by name.
+#[test]
+fn a_made_file_with_model_n_and_activation_only_loads() {
+    use nade::models::made::{Activation, MadeConfig, OrderChoice};
+    let dir = tempfile::tempdir().unwrap();
+    let n = 7;
+    for (hidden, masks, direct) in [(vec![5], 1, false), (vec![4, 6], 3, true)] {
+        let made = MadeConfig {
+            masks,
+            order: OrderChoice::Random,
+            seed: 9,
+            ..made_config(n, &hidden, direct, Activation::Sigmoid)
+        };
+        let cfg = ModelConfig::Made(made.clone());
+        let tensors = schema_tensors(&cfg, 4);
+        let path = dir.path().join("made.safetensors");
+        write_by_hand(
+            &path,
+            &tensors,
+            &[("model", "made"), ("n", "7"), ("activation", "sigmoid")],
+        );
+        let loaded = checkpoint::load(&path, &Device::Cpu, None).unwrap();
+        let ModelConfig::Made(got) = loaded.model.config().clone() else {
+            panic!("not a made model")
+        };
+        assert_eq!(
+            (got.hidden.clone(), got.masks, got.direct, got.activation),
+            (hidden.clone(), masks, direct, Activation::Sigmoid)
+        );
+        let params: HashMap<String, Vec<f32>> = tensors
+            .iter()
+            .map(|(n, _, v)| (n.to_string(), v.clone()))
+            .collect();
+        let reference = model(&cfg, &params, &Device::Cpu);
+        let x = Tensor::from_vec(random_binary(5, n, 0.5, 1), (5, n), &Device::Cpu).unwrap();
+        let lp = |m: &dyn nade::models::Autoregressive| {
+            m.log_prob(&x, Pass::Eval)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(lp(loaded.model.as_ref()), lp(reference.as_ref()));
+
+        write_by_hand(&path, &tensors, &[("model", "made"), ("n", "7")]);
+        let e = load_err(&path);
+        assert!(e.contains("`activation`"), "{e}");
+
+        let mut broken = tensors.clone();
+        let order = broken.iter_mut().find(|(n, ..)| n == "order").unwrap();
+        order.2[1] = order.2[0];
+        write_by_hand(
+            &path,
+            &broken,
+            &[("model", "made"), ("n", "7"), ("activation", "sigmoid")],
+        );
+        let e = load_err(&path);
+        assert!(e.contains("`order`") && e.contains("permutation"), "{e}");
+    }
 }

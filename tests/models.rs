@@ -108,6 +108,12 @@ fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> 
             }
             logits
         }
+        "made" => {
+            let ModelConfig::Made(c) = cfg else {
+                unreachable!("kind made")
+            };
+            made_reference(c, p).logits(0, &x)
+        }
         other => panic!("no naive loop for {other}"),
     }
 }

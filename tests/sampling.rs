@@ -15,7 +15,7 @@ use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::device;
 use nade::image_grid::{self, GUTTER};
-use nade::models::{self, Autoregressive, NadeKernel, Pass};
+use nade::models::{self, Autoregressive, NadeKernel};
 use nade::sample::{self, complete, sample};
 
 fn host(t: &Tensor) -> Vec<f32> {
@@ -124,53 +124,6 @@ fn sampler_logits_equal_parallel_logits_at_n_784() {
             }
         }
     }
-}
-
-/// Index of a binary vector in all_binary_vectors order: bit j is x_j.
-fn index_of(row: &[u8]) -> usize {
-    row.iter()
-        .enumerate()
-        .map(|(j, &v)| usize::from(v) << j)
-        .sum()
-}
-
-/// Pearson's chi-square of observed counts against expected ones, cells with an expected
-/// count below 5 pooled into one; returns (statistic, degrees of freedom).
-fn chi_square(counts: &[u64], expected: &[f64]) -> (f64, usize) {
-    let (mut stat, mut cells) = (0.0, 0);
-    let (mut pooled_obs, mut pooled_exp) = (0.0, 0.0);
-    for (&o, &e) in counts.iter().zip(expected) {
-        if e < 5.0 {
-            pooled_obs += o as f64;
-            pooled_exp += e;
-        } else {
-            stat += (o as f64 - e).powi(2) / e;
-            cells += 1;
-        }
-    }
-    if pooled_exp > 0.0 {
-        stat += (pooled_obs - pooled_exp).powi(2) / pooled_exp;
-        cells += 1;
-    }
-    (stat, cells - 1)
-}
-
-/// The 0.999 quantile of chi-square with `df` degrees of freedom, by Wilson-Hilferty:
-/// df (1 - 2/(9 df) + z sqrt(2/(9 df)))^3 with z = 3.0902 the 0.999 normal quantile
-/// (within 1% of the exact quantile for df >= 10: 29.59 exact vs 29.67 at df = 10).
-fn chi2_999(df: usize) -> f64 {
-    let k = df as f64;
-    let a = 2.0 / (9.0 * k);
-    k * (1.0 - a + 3.0902 * a.sqrt()).powi(3)
-}
-
-/// Exact p(x) of every x in {0,1}^n, by enumeration.
-fn exact_probs(model: &dyn Autoregressive, n: usize, device: &Device) -> Vec<f64> {
-    let x = Tensor::from_vec(all_binary_vectors(n), (1 << n, n), device).unwrap();
-    host(&model.log_prob(&x, Pass::Eval).unwrap())
-        .iter()
-        .map(|&lp| (lp as f64).exp())
-        .collect()
 }
 
 /// 20,000 samples of every small model: their frequencies match p(x) by a chi-square test

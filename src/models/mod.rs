@@ -5,6 +5,7 @@
 
 pub mod fvsbn;
 pub mod likelihood;
+pub mod made;
 mod masks;
 pub mod mlp;
 pub mod nade;
@@ -32,11 +33,13 @@ pub enum ModelConfig {
     Mlp(mlp::MlpConfig),
     /// Neural autoregressive density estimator: one weight matrix shared by all dimensions.
     Nade(nade::NadeConfig),
+    /// Masked autoencoder (MADE): every conditional from one masked MLP, K-mask ensembles.
+    Made(made::MadeConfig),
 }
 
 impl ModelConfig {
     /// The `kind` names, for messages.
-    pub const KINDS: [&'static str; 3] = ["fvsbn", "mlp", "nade"];
+    pub const KINDS: [&'static str; 4] = ["fvsbn", "mlp", "nade", "made"];
 
     /// The kinds that condition on any set of observed dimensions ([`Orders::Any`]).
     pub const ANY_ORDER_KINDS: [&'static str; 0] = [];
@@ -46,6 +49,7 @@ impl ModelConfig {
             ModelConfig::Fvsbn(_) => "fvsbn",
             ModelConfig::Mlp(_) => "mlp",
             ModelConfig::Nade(_) => "nade",
+            ModelConfig::Made(_) => "made",
         }
     }
 
@@ -55,6 +59,7 @@ impl ModelConfig {
             ModelConfig::Fvsbn(c) => c.n,
             ModelConfig::Mlp(c) => c.n,
             ModelConfig::Nade(c) => c.n,
+            ModelConfig::Made(c) => c.n,
         }
     }
 
@@ -63,13 +68,15 @@ impl ModelConfig {
             ModelConfig::Fvsbn(c) => c.n = n,
             ModelConfig::Mlp(c) => c.n = n,
             ModelConfig::Nade(c) => c.n = n,
+            ModelConfig::Made(c) => c.n = n,
         }
     }
 
     /// The hidden size of the one-hidden-layer models (the checkpoint's `hidden` metadata).
+    /// MADE has a list of layers and no `hidden` key: its tensors say the sizes.
     pub fn hidden(&self) -> Option<usize> {
         match self {
-            ModelConfig::Fvsbn(_) => None,
+            ModelConfig::Fvsbn(_) | ModelConfig::Made(_) => None,
             ModelConfig::Mlp(c) => Some(c.hidden),
             ModelConfig::Nade(c) => Some(c.hidden),
         }
@@ -81,6 +88,7 @@ impl ModelConfig {
             ModelConfig::Fvsbn(_) => Ok(()),
             ModelConfig::Mlp(c) => c.validate(),
             ModelConfig::Nade(c) => c.validate(),
+            ModelConfig::Made(c) => c.validate(),
         }
     }
 
@@ -100,6 +108,12 @@ impl ModelConfig {
                 hidden: need()?,
                 kernel: NadeKernel::default(),
             }),
+            // Layers of `hidden` (bench, tests), or none yet: a file's tensors say them
+            // ([`ModelConfig::complete_from_file`]).
+            "made" => ModelConfig::Made(made::MadeConfig::with_hidden(
+                n,
+                hidden.into_iter().collect(),
+            )),
             other => {
                 return Err(format!(
                     "unknown model kind {other:?} (expected {})",
@@ -130,6 +144,81 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// The same model evaluated (and sampled) with its first `k` masks (`--masks`): a
+    /// run-time choice like the kernel. Only MADE is a mixture of masks.
+    pub fn with_masks(&self, k: usize) -> std::result::Result<Self, String> {
+        match self {
+            ModelConfig::Made(c) => {
+                let cfg = made::MadeConfig {
+                    eval_masks: Some(k),
+                    ..c.clone()
+                };
+                cfg.validate().map_err(|_| {
+                    format!(
+                        "--masks {k}: the model has {} mask(s), so 1..={}",
+                        c.masks, c.masks
+                    )
+                })?;
+                Ok(ModelConfig::Made(cfg))
+            }
+            other => Err(format!(
+                "--masks {k}: a {} model is not a mixture of masks (only made is)",
+                other.kind()
+            )),
+        }
+    }
+
+    /// The same structure with an ensemble of `k` masks, in random orders when k > 1
+    /// (`nade bench --masks`); only MADE has masks, other models take k = 1.
+    pub fn with_mask_count(&self, k: usize) -> std::result::Result<Self, String> {
+        match self {
+            ModelConfig::Made(c) => Ok(ModelConfig::Made(made::MadeConfig {
+                masks: k,
+                order: if k > 1 {
+                    made::OrderChoice::Random
+                } else {
+                    c.order
+                },
+                ..c.clone()
+            })),
+            _ if k == 1 => Ok(self.clone()),
+            other => Err(format!(
+                "--masks {k}: a {} model has no masks (only made has)",
+                other.kind()
+            )),
+        }
+    }
+
+    /// The masks density and sampling use (None for models without masks).
+    pub fn masks_used(&self) -> Option<usize> {
+        match self {
+            ModelConfig::Made(c) => Some(c.used_masks()),
+            _ => None,
+        }
+    }
+
+    /// Metadata keys of the model's own beside `model`, `n`, `hidden` and `config`: what a
+    /// reader without the config JSON needs (MADE: `activation`).
+    pub fn extra_metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ModelConfig::Made(c) => vec![("activation", c.activation.to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Fills in, for a file without the config JSON, what its `model`, `n` (and `hidden`)
+    /// metadata leave out, from its other metadata and its tensors' shapes.
+    pub fn complete_from_file(
+        &mut self,
+        metadata: &std::collections::BTreeMap<String, String>,
+        shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    ) -> std::result::Result<(), String> {
+        match self {
+            ModelConfig::Made(c) => c.complete_from_file(metadata, shapes),
+            _ => Ok(()),
+        }
+    }
+
     /// The kernel a model computes with, for messages and JSON (None where there is no choice).
     pub fn kernel_name(&self) -> Option<String> {
         match self {
@@ -146,12 +235,25 @@ impl ModelConfig {
                 kernel: NadeKernel::default(),
                 ..c.clone()
             }),
+            ModelConfig::Made(c) => ModelConfig::Made(made::MadeConfig {
+                eval_masks: None,
+                ..c.clone()
+            }),
             other => other.clone(),
         }
     }
 
     /// A short description for messages: `nade (n = 784, hidden = 500)`.
     pub fn describe(&self) -> String {
+        if let ModelConfig::Made(c) = self {
+            return format!(
+                "made (n = {}, hidden = {:?}, masks = {}{})",
+                c.n,
+                c.hidden,
+                c.masks,
+                if c.direct { ", direct" } else { "" }
+            );
+        }
         match self.hidden() {
             Some(h) => format!("{} (n = {}, hidden = {h})", self.kind(), self.n()),
             None => format!("{} (n = {})", self.kind(), self.n()),
@@ -164,6 +266,7 @@ impl ModelConfig {
             ModelConfig::Fvsbn(c) => c.param_specs(),
             ModelConfig::Mlp(c) => c.param_specs(),
             ModelConfig::Nade(c) => c.param_specs(),
+            ModelConfig::Made(c) => c.param_specs(),
         }
     }
 
@@ -187,6 +290,7 @@ impl ModelConfig {
             ModelConfig::Fvsbn(c) => c.working_floats(batch, pass),
             ModelConfig::Mlp(c) => c.working_floats(batch, pass),
             ModelConfig::Nade(c) => c.working_floats(batch, pass, device),
+            ModelConfig::Made(c) => c.working_floats(batch, pass),
         }
     }
 
@@ -196,6 +300,7 @@ impl ModelConfig {
             ModelConfig::Fvsbn(c) => Box::new(fvsbn::Fvsbn::new(c, vb)?),
             ModelConfig::Mlp(c) => Box::new(mlp::Mlp::new(c, vb)?),
             ModelConfig::Nade(c) => Box::new(nade::Nade::new(c, vb)?),
+            ModelConfig::Made(c) => Box::new(made::Made::new(c, vb)?),
         })
     }
 }
@@ -222,6 +327,12 @@ pub trait Autoregressive: Send + Sync {
             Pass::Train => log_p,
             Pass::Eval => log_p.detach(),
         })
+    }
+
+    /// Training announces the optimizer step of each minibatch before its loss (models whose
+    /// training pass changes with the step, as MADE's mask does, keep it); a no-op otherwise.
+    fn begin_train_step(&self, step: u64) {
+        let _ = step;
     }
 
     /// The parameters under their checkpoint names, in schema order.
@@ -254,6 +365,21 @@ pub fn build_frozen(
     device: &Device,
 ) -> Result<Box<dyn Autoregressive>> {
     cfg.build(VarBuilder::from_tensors(params, DTYPE, device))
+}
+
+/// The same tensors as `model` under another config of the same structure (a run-time
+/// choice: [`ModelConfig::with_masks`]), not trainable.
+pub fn rebuilt(
+    model: &dyn Autoregressive,
+    cfg: &ModelConfig,
+    device: &Device,
+) -> Result<Box<dyn Autoregressive>> {
+    let params = model
+        .named_tensors()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach()))
+        .collect();
+    build_frozen(cfg, params, device)
 }
 
 /// `h . v` along the last axis: the read-out of a hidden layer, l_i = v_i . h_i.

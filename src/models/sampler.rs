@@ -48,6 +48,9 @@ pub(crate) fn check_step(position: usize, k: usize, n: usize) -> Result<()> {
 pub enum Orders {
     /// One order of its own (a permutation of 0..n): it conditions on prefixes of it.
     Fixed(Vec<usize>),
+    /// A mixture of components with an order each (MADE's masks): it conditions on sets that
+    /// are a prefix of every one of them.
+    Mixture(Vec<Vec<usize>>),
     /// Any order: any set of observed dimensions (order-agnostic models).
     Any,
 }

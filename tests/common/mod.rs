@@ -9,22 +9,55 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use nade::models::{Autoregressive, ModelConfig, NadeKernel, Trainable};
+use nade::models::made::{Activation, MadeConfig};
+use nade::models::{Autoregressive, Init, ModelConfig, NadeKernel, Trainable};
+
+pub mod made_reference;
+pub mod stats;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+#[allow(unused_imports)]
+pub use stats::*;
 
 /// Parameters uniform on [-scale, scale]: large enough that a wrong mask or an off-by-one
-/// changes every number the tests look at (the training init is far smaller).
+/// changes every number the tests look at (the training init is far smaller). Integer
+/// buffers (MADE's orders and degrees) keep the values the config draws.
 pub fn random_params(cfg: &ModelConfig, seed: u64, scale: f32) -> HashMap<String, Vec<f32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     cfg.param_specs()
         .into_iter()
         .map(|spec| {
             let len = spec.shape.iter().product::<usize>();
-            let values = (0..len).map(|_| rng.random_range(-scale..=scale)).collect();
+            let values = match &spec.init {
+                Init::Values(v) => v.iter().map(|&i| i as f32).collect(),
+                _ => (0..len).map(|_| rng.random_range(-scale..=scale)).collect(),
+            };
             (spec.name, values)
         })
         .collect()
+}
+
+/// The f64 reference of a MADE config holding `params`.
+pub fn made_reference(
+    cfg: &MadeConfig,
+    params: &HashMap<String, Vec<f32>>,
+) -> made_reference::MadeReference {
+    made_reference::MadeReference {
+        n: cfg.n,
+        hidden: cfg.hidden.clone(),
+        masks: cfg.masks,
+        activation: cfg.activation.to_string(),
+        p: params.clone(),
+    }
+}
+
+/// A MADE config with one mask in the natural order unless changed.
+pub fn made_config(n: usize, hidden: &[usize], direct: bool, activation: Activation) -> MadeConfig {
+    MadeConfig {
+        direct,
+        activation,
+        ..MadeConfig::with_hidden(n, hidden.to_vec())
+    }
 }
 
 /// A model config from the kind, n and hidden size (ignored by FVSBN).
@@ -96,6 +129,10 @@ pub fn all_configs(n: usize) -> Vec<ModelConfig> {
         config("nade", n, 5, NadeKernel::Blocked(1)),
         config("nade", n, 5, NadeKernel::Fused),
         config("nade", n, 17, NadeKernel::Fused),
+        // One natural-order mask (what the fixed-order tests expect); the direct connection
+        // makes every later logit depend on each earlier pixel.
+        ModelConfig::Made(made_config(n, &[6], true, Activation::Relu)),
+        ModelConfig::Made(made_config(n, &[5, 4], true, Activation::Tanh)),
     ]
 }
 

@@ -1,0 +1,944 @@
+//! MADE (Germain, Gregor, Murray & Larochelle 2015): a masked autoencoder whose every
+//! conditional comes out of one pass of an MLP, and exact ensembles of K masks.
+//!
+//! Layers l = 1..L: h_l = g(b_l + (W_l * M_l) h_{l-1}), h_0 = x; logits = c + (V * M_V) h_L
+//! (+ (A * M_A) x with the direct connection). Mask k is an ordering `order[k]` (order[k, t] =
+//! the dimension predicted t-th) and the hidden degrees `degrees_l[k]`; the input degree of d
+//! is m0(d) = 1 + its position in order[k], and M_l[u, u'] = deg_l[u] >= deg_{l-1}[u'] (deg_0 =
+//! m0), M_V[d, u] = m0(d) > deg_L[u], M_A[d, d'] = m0(d) > m0(d'). The masks multiply the
+//! weights in the forward pass; the stored weights are never changed by a mask, and a masked
+//! weight gets a zero gradient.
+//!
+//! The K masks are buffers of the checkpoint (`order` [K, n], `degreesL` [K, h_l], I64),
+//! drawn from ChaCha8(`model.seed`) stream 0: for k = 0..K the order (0..n, or a shuffle of it
+//! with `order = "random"`), then each layer's degrees uniform on [min of the layer below,
+//! n - 1] (1 for the layer above the inputs). The masks are part of the model's structure,
+//! so their seed is `model.seed`, not `train.seed`: the same config gives the same masks
+//! whatever seed the weights start from.
+//!
+//! Density: log p(x) = logsumexp_k log p_k(x) - log K, an exact, normalized mixture
+//! (`eval_masks` = K' uses the first K' masks only: `nade eval --masks`). `logits` and
+//! `sampler` are mask 0's. Training is connectivity-agnostic: the trainer announces each
+//! minibatch ([`Autoregressive::begin_train_step`]) and the training likelihood uses that
+//! step's mask alone: mask step mod K (`resample = "cycle"`), or a fresh mask drawn from
+//! ChaCha8(`model.seed`) stream step + 1 (`resample = "fresh"`; evaluation still uses the
+//! stored K). The step is the optimizer's step count, kept in the run state, so a resumed run
+//! uses the masks an uninterrupted one would have.
+//!
+//! Sampling draws a mask per image from the mixture weights (uniform; for a completion the
+//! posterior p(k | x_kept) ∝ p_k(x_kept), exact because the kept set is a prefix of every
+//! mask's order, so p_k(x_kept) is the product of mask k's first conditionals), then walks
+//! that mask's order one dimension at a time, the images grouped by mask. The choice is read
+//! off the image's uniform of dimension 0 by inverse CDF over the weights, and that uniform
+//! is rescaled within the chosen interval: it stays uniform and independent of the choice, so
+//! one seeded uniform per pixel suffices, and a one-mask model draws exactly what a plain
+//! sequential sampler draws.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{ops::sigmoid, VarBuilder};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::sampler::check_step;
+use super::{
+    bernoulli_log_prob, masks, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
+    SampledBatch, SamplerState,
+};
+
+/// `[model] kind = "made"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MadeConfig {
+    /// Binary dimensions; 0 in a run file = from the data.
+    #[serde(default)]
+    pub n: usize,
+    /// Units of each hidden layer, from the input up: [500] is one layer of 500.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// K, the masks of the ensemble (1 = plain MADE).
+    #[serde(default = "one")]
+    pub masks: usize,
+    /// The direct input -> output connection A.
+    #[serde(default)]
+    pub direct: bool,
+    #[serde(default)]
+    pub activation: Activation,
+    /// The orders of the masks: natural (0..n-1 for every mask) or random.
+    #[serde(default)]
+    pub order: OrderChoice,
+    /// Which mask a training minibatch uses: cycle through the K, or a fresh one every step.
+    #[serde(default)]
+    pub resample: Resample,
+    /// Seed of the masks (not of the weights, which come from train.seed).
+    #[serde(default)]
+    pub seed: u64,
+    /// Evaluate (and sample) with the first K' masks only (`nade eval --masks`); a run-time
+    /// choice, not part of the stored structure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_masks: Option<usize>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl MadeConfig {
+    /// One hidden layer of `hidden` units, one natural-order mask, the defaults otherwise.
+    pub fn with_hidden(n: usize, hidden: Vec<usize>) -> Self {
+        Self {
+            n,
+            hidden,
+            masks: 1,
+            direct: false,
+            activation: Activation::default(),
+            order: OrderChoice::default(),
+            resample: Resample::default(),
+            seed: 0,
+            eval_masks: None,
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err(format!(
+                "model.hidden: a made model needs at least one hidden layer, each of >= 1 units (got {:?})",
+                self.hidden
+            ));
+        }
+        if self.masks == 0 {
+            return Err("model.masks: a made model needs masks >= 1".into());
+        }
+        if let Some(k) = self.eval_masks {
+            if k == 0 || k > self.masks {
+                return Err(format!(
+                    "model.eval_masks = {k}: the model has {} mask(s), so 1..={}",
+                    self.masks, self.masks
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The masks density and sampling use.
+    pub fn used_masks(&self) -> usize {
+        self.eval_masks.unwrap_or(self.masks)
+    }
+
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let n = self.n;
+        let mut specs = Vec::new();
+        let mut below = n;
+        for (l, &h) in self.hidden.iter().enumerate() {
+            let a = 1.0 / (below.max(1) as f32).sqrt();
+            specs.push(ParamSpec::weight(format!("W{}", l + 1), &[h, below], a));
+            specs.push(ParamSpec::bias(format!("b{}", l + 1), &[h]));
+            below = h;
+        }
+        specs.push(ParamSpec::weight(
+            "V",
+            &[n, below],
+            1.0 / (below.max(1) as f32).sqrt(),
+        ));
+        specs.push(ParamSpec::output_bias("c", &[n]));
+        if self.direct {
+            specs.push(ParamSpec::weight(
+                "A",
+                &[n, n],
+                1.0 / (n.max(1) as f32).sqrt(),
+            ));
+        }
+        let drawn = self.draw_masks();
+        let k = self.masks;
+        specs.push(ParamSpec::buffer(
+            "order",
+            &[k, n],
+            drawn
+                .iter()
+                .flat_map(|m| m.order.iter().map(|&d| d as i64))
+                .collect(),
+        ));
+        for (l, &h) in self.hidden.iter().enumerate() {
+            specs.push(ParamSpec::buffer(
+                format!("degrees{}", l + 1),
+                &[k, h],
+                drawn
+                    .iter()
+                    .flat_map(|m| m.degrees[l].iter().map(|&d| d as i64))
+                    .collect(),
+            ));
+        }
+        specs
+    }
+
+    /// Floats a batch holds at its peak beyond the parameters (src/memory.rs): one mask's
+    /// masked weight copies, the activations of a pass and the likelihood terms; training
+    /// keeps the graph, about twice that.
+    pub fn working_floats(&self, batch: usize, pass: Pass) -> f64 {
+        let (b, n) = (batch as f64, self.n as f64);
+        let sizes: Vec<usize> = std::iter::once(self.n)
+            .chain(self.hidden.iter().copied())
+            .collect();
+        let top = *sizes.last().unwrap_or(&self.n) as f64;
+        let weights = sizes.windows(2).map(|w| (w[0] * w[1]) as f64).sum::<f64>()
+            + n * top
+            + if self.direct { n * n } else { 0.0 };
+        let units = self.hidden.iter().sum::<usize>() as f64;
+        let one = weights + 3.0 * b * units + 6.0 * b * n;
+        match pass {
+            Pass::Eval => one,
+            Pass::Train => 2.0 * one,
+        }
+    }
+
+    /// The K stored masks: stream 0 of ChaCha8(seed).
+    pub fn draw_masks(&self) -> Vec<Connectivity> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        (0..self.masks)
+            .map(|_| Connectivity::draw(&mut rng, self.n, &self.hidden, self.order))
+            .collect()
+    }
+
+    /// The fresh training mask of optimizer step `step` (`resample = "fresh"`).
+    pub fn fresh_mask(&self, step: u64) -> Connectivity {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(step + 1);
+        Connectivity::draw(&mut rng, self.n, &self.hidden, self.order)
+    }
+
+    /// What a file with only `model`, `n` and `activation` metadata leaves out, from its
+    /// tensors: the layer sizes (W1, W2, ...), K (the rows of `order`) and the direct
+    /// connection (whether `A` is there).
+    pub fn complete_from_file(
+        &mut self,
+        metadata: &std::collections::BTreeMap<String, String>,
+        shapes: &std::collections::BTreeMap<String, Vec<usize>>,
+    ) -> std::result::Result<(), String> {
+        let raw = metadata.get("activation").ok_or(
+            "__metadata__ has no `activation` (a made file needs model, n and activation)",
+        )?;
+        self.activation = raw
+            .parse()
+            .map_err(|e| format!("__metadata__ `activation`: {e}"))?;
+        self.hidden = (1..)
+            .map_while(|l| shapes.get(&format!("W{l}")))
+            .map(|shape| shape.first().copied().unwrap_or(0))
+            .collect();
+        if self.hidden.is_empty() {
+            return Err("a made file needs tensors W1, b1, ..., V, c, order, degrees1, ...: there is no `W1`".into());
+        }
+        self.masks = shapes
+            .get("order")
+            .and_then(|shape| shape.first().copied())
+            .ok_or("a made file needs the tensor `order` [K, n]: it is missing")?;
+        self.direct = shapes.contains_key("A");
+        Ok(())
+    }
+}
+
+/// The hidden nonlinearity g.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        })
+    }
+}
+
+impl FromStr for Activation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "relu" => Ok(Activation::Relu),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            "tanh" => Ok(Activation::Tanh),
+            _ => Err(format!(
+                "unknown activation {s:?} (expected relu, sigmoid or tanh)"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for Activation {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Activation> for String {
+    fn from(a: Activation) -> String {
+        a.to_string()
+    }
+}
+
+impl Activation {
+    fn apply(self, t: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => t.relu(),
+            Activation::Sigmoid => sigmoid(t),
+            Activation::Tanh => t.tanh(),
+        }
+    }
+}
+
+/// The orders of the masks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderChoice {
+    /// 0..n-1 for every mask (the masks differ in their hidden degrees only).
+    #[default]
+    Natural,
+    /// A uniformly random permutation per mask.
+    Random,
+}
+
+/// Which mask a training minibatch uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resample {
+    /// Mask step mod K.
+    #[default]
+    Cycle,
+    /// A fresh mask every step, from stream step + 1 of the mask seed.
+    Fresh,
+}
+
+/// One mask: the order and the hidden degrees, on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connectivity {
+    /// order[t] = the dimension predicted t-th.
+    pub order: Vec<usize>,
+    /// degrees[l][u] in 1..=n-1, layer l (0-based) above the inputs.
+    pub degrees: Vec<Vec<usize>>,
+}
+
+impl Connectivity {
+    /// The paper's draw: the order, then each layer's degrees uniform on [min below, n - 1].
+    pub fn draw(rng: &mut ChaCha8Rng, n: usize, hidden: &[usize], order: OrderChoice) -> Self {
+        let mut perm: Vec<usize> = (0..n).collect();
+        if order == OrderChoice::Random {
+            perm.shuffle(rng);
+        }
+        // n = 1 has no degree below n: its one conditional sees nothing whatever the degree.
+        let top = n.saturating_sub(1).max(1);
+        let mut low = 1;
+        let degrees = hidden
+            .iter()
+            .map(|&h| {
+                let layer: Vec<usize> = (0..h).map(|_| rng.random_range(low..=top)).collect();
+                low = layer.iter().copied().min().unwrap_or(low);
+                layer
+            })
+            .collect();
+        Self {
+            order: perm,
+            degrees,
+        }
+    }
+
+    /// m0(d) = 1 + the position of d in the order.
+    pub fn input_degrees(&self) -> Vec<usize> {
+        let mut m0 = vec![0; self.order.len()];
+        for (t, &d) in self.order.iter().enumerate() {
+            m0[d] = t + 1;
+        }
+        m0
+    }
+
+    /// The mask matrices on `device`.
+    fn masks(&self, direct: bool, device: &Device) -> Result<MaskSet> {
+        let m0 = self.input_degrees();
+        let mut layers = Vec::with_capacity(self.degrees.len());
+        let mut below = &m0;
+        for degrees in &self.degrees {
+            layers.push(masks::degree_mask(degrees, below, false, device)?);
+            below = degrees;
+        }
+        Ok(MaskSet {
+            layers,
+            v: masks::degree_mask(&m0, below, true, device)?,
+            a: if direct {
+                Some(masks::degree_mask(&m0, &m0, true, device)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// One mask's matrices, f32 0/1: M_1..M_L, M_V and M_A.
+struct MaskSet {
+    layers: Vec<Tensor>,
+    v: Tensor,
+    a: Option<Tensor>,
+}
+
+/// The weights, as stored (never multiplied in place).
+#[derive(Clone)]
+struct Weights {
+    /// (W_l [h_l, h_{l-1}], b_l [h_l]).
+    layers: Vec<(Tensor, Tensor)>,
+    v: Tensor,
+    c: Tensor,
+    a: Option<Tensor>,
+}
+
+impl Weights {
+    fn detached(&self) -> Self {
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|(w, b)| (w.detach(), b.detach()))
+                .collect(),
+            v: self.v.detach(),
+            c: self.c.detach(),
+            a: self.a.as_ref().map(Tensor::detach),
+        }
+    }
+}
+
+/// Above this many mask entries (f32) over all K masks, the masks are rebuilt when used
+/// instead of kept on the device (K = 32 at 784-500-784 with A: 45M, 180 MB).
+const MASK_CACHE_LIMIT: usize = 64 << 20;
+
+pub struct Made {
+    cfg: ModelConfig,
+    made: MadeConfig,
+    weights: Weights,
+    /// The K stored masks (host) and their tensors as read (I64), for the checkpoint.
+    connectivity: Vec<Connectivity>,
+    order_tensor: Tensor,
+    degree_tensors: Vec<Tensor>,
+    /// The masks' matrices when they fit [`MASK_CACHE_LIMIT`].
+    cached: Option<Vec<MaskSet>>,
+    device: Device,
+    /// The optimizer step of the current training minibatch.
+    step: AtomicU64,
+}
+
+impl Made {
+    pub fn new(cfg: &MadeConfig, vb: VarBuilder) -> Result<Self> {
+        let n = cfg.n;
+        let device = vb.device().clone();
+        let mut layers = Vec::with_capacity(cfg.hidden.len());
+        let mut below = n;
+        for (l, &h) in cfg.hidden.iter().enumerate() {
+            layers.push((
+                vb.get((h, below), &format!("W{}", l + 1))?,
+                vb.get(h, &format!("b{}", l + 1))?,
+            ));
+            below = h;
+        }
+        let weights = Weights {
+            layers,
+            v: vb.get((n, below), "V")?,
+            c: vb.get(n, "c")?,
+            a: if cfg.direct {
+                Some(vb.get((n, n), "A")?)
+            } else {
+                None
+            },
+        };
+        let k = cfg.masks;
+        let buffer = |shape: (usize, usize), name: &str| -> Result<Tensor> {
+            vb.get_with_hints_dtype(shape, name, Default::default(), DType::I64)?
+                .to_dtype(DType::I64)
+        };
+        let order_tensor = buffer((k, n), "order")?;
+        let degree_tensors = cfg
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(l, &h)| buffer((k, h), &format!("degrees{}", l + 1)))
+            .collect::<Result<Vec<_>>>()?;
+        let connectivity = read_connectivity(cfg, &order_tensor, &degree_tensors)?;
+        let entries: usize = {
+            let sizes: Vec<usize> = std::iter::once(n)
+                .chain(cfg.hidden.iter().copied())
+                .collect();
+            let hidden: usize = sizes.windows(2).map(|w| w[0] * w[1]).sum();
+            k * (hidden + n * below + if cfg.direct { n * n } else { 0 })
+        };
+        let cached = if entries <= MASK_CACHE_LIMIT {
+            Some(
+                connectivity
+                    .iter()
+                    .map(|m| m.masks(cfg.direct, &device))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            cfg: ModelConfig::Made(cfg.clone()),
+            made: cfg.clone(),
+            weights,
+            connectivity,
+            order_tensor,
+            degree_tensors,
+            cached,
+            device,
+            step: AtomicU64::new(0),
+        })
+    }
+
+    /// The masks of the ensemble (the first K' with `eval_masks`).
+    pub fn connectivity(&self) -> &[Connectivity] {
+        &self.connectivity[..self.made.used_masks()]
+    }
+
+    /// Runs `f` with the matrices of stored mask k.
+    fn with_mask<T>(&self, k: usize, f: impl FnOnce(&MaskSet) -> Result<T>) -> Result<T> {
+        match &self.cached {
+            Some(all) => f(&all[k]),
+            None => f(&self.connectivity[k].masks(self.made.direct, &self.device)?),
+        }
+    }
+
+    /// The logits of x under one mask's matrices.
+    fn forward(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_dtype(super::DTYPE)?.contiguous()?;
+        let mut h = x.clone();
+        for ((weight, bias), mask) in w.layers.iter().zip(&m.layers) {
+            let masked = (weight * mask)?;
+            h = self
+                .made
+                .activation
+                .apply(&h.matmul(&masked.t()?)?.broadcast_add(bias)?)?;
+        }
+        let mut out = h.matmul(&(&w.v * &m.v)?.t()?)?.broadcast_add(&w.c)?;
+        if let (Some(a), Some(ma)) = (&w.a, &m.a) {
+            out = (out + x.matmul(&(a * ma)?.t()?)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Logits of x under stored mask k, without an autograd graph.
+    pub fn mask_logits(&self, k: usize, x: &Tensor) -> Result<Tensor> {
+        let w = self.weights.detached();
+        self.with_mask(k, |m| self.forward(&w, m, x))
+    }
+
+    /// The one order of the used masks, if they share one.
+    fn common_order(&self) -> Option<&[usize]> {
+        let used = self.connectivity();
+        let first = &used[0].order;
+        used.iter()
+            .all(|m| &m.order == first)
+            .then_some(first.as_slice())
+    }
+
+    /// log p_k(x_kept) of every row under each used mask: the sum of mask k's conditionals
+    /// over the leading positions of its order that the row observes (all of the kept set
+    /// when it is a prefix of every order, as `complete_with` ensures).
+    fn prefix_log_likelihoods(
+        &self,
+        kept: &Tensor,
+        observed: &[Vec<f32>],
+    ) -> Result<Vec<Vec<f64>>> {
+        let rows = observed.len();
+        let kept_host = kept.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut out = vec![Vec::with_capacity(self.connectivity().len()); rows];
+        for (k, mask) in self.connectivity().iter().enumerate() {
+            let logits = self.mask_logits(k, kept)?.to_vec2::<f32>()?;
+            for r in 0..rows {
+                let mut sum = 0f64;
+                for &d in mask.order.iter().take_while(|&&d| observed[r][d] != 0.0) {
+                    let l = logits[r][d] as f64;
+                    let x = kept_host[r][d] as f64;
+                    // x l - softplus(l), stable for any l.
+                    sum += x * l - (l.max(0.0) + (-l.abs()).exp().ln_1p());
+                }
+                out[r].push(sum);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Samples rows of one mask k, walking its order: (values, probs) in dimension layout.
+    fn sample_mask(
+        &self,
+        k: usize,
+        kept: &Tensor,
+        observed: &Tensor,
+        observed_host: &[Vec<f32>],
+        uniforms: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let order = &self.connectivity[k].order;
+        let n = order.len();
+        let batch = observed_host.len();
+        let prefix = order
+            .iter()
+            .take_while(|&&d| observed_host.iter().all(|row| row[d] != 0.0))
+            .count();
+        let mut state = self.sampler_of(k, batch)?;
+        let mut values = Vec::with_capacity(n - prefix + 1);
+        let mut probs = Vec::with_capacity(n - prefix + 1);
+        if prefix > 0 {
+            let ids = index_tensor(&order[..prefix], &self.device)?;
+            let fed = kept.index_select(&ids, 1)?.contiguous()?;
+            state.observe_many(&fed)?;
+            // The prefix's conditionals depend on kept values only: one parallel pass.
+            let logits = self.mask_logits(k, kept)?.index_select(&ids, 1)?;
+            values.push(fed);
+            probs.push(sigmoid(&logits)?);
+        }
+        for &d in &order[prefix..] {
+            let p = sigmoid(&state.logits()?)?; // (B, 1)
+            let drawn = uniforms.narrow(1, d, 1)?.lt(&p)?.to_dtype(super::DTYPE)?;
+            let x = if observed_host.iter().any(|row| row[d] != 0.0) {
+                let seen = observed.narrow(1, d, 1)?;
+                (&drawn + seen.mul(&(kept.narrow(1, d, 1)? - &drawn)?)?)?
+            } else {
+                drawn
+            };
+            state.observe(&x)?;
+            values.push(x);
+            probs.push(p);
+        }
+        // Columns come in the order's positions; position of d = m0(d) - 1.
+        let positions: Vec<usize> = self.connectivity[k]
+            .input_degrees()
+            .iter()
+            .map(|m| m - 1)
+            .collect();
+        let back = index_tensor(&positions, &self.device)?;
+        Ok((
+            Tensor::cat(&values, 1)?.index_select(&back, 1)?,
+            Tensor::cat(&probs, 1)?.index_select(&back, 1)?,
+        ))
+    }
+
+    /// A sequential sampler walking stored mask k's order.
+    fn sampler_of(&self, k: usize, batch: usize) -> Result<MadeSampler> {
+        let w = self.weights.detached();
+        self.with_mask(k, |m| {
+            let first_t = (&w.layers[0].0 * &m.layers[0])?.t()?.contiguous()?; // (n, h1)
+            let h1 = first_t.dim(1)?;
+            let a1 = w.layers[0]
+                .1
+                .reshape((1, h1))?
+                .broadcast_as((batch, h1))?
+                .contiguous()?;
+            let deeper = w.layers[1..]
+                .iter()
+                .zip(&m.layers[1..])
+                .map(|((weight, bias), mask)| {
+                    Ok(((weight * mask)?.t()?.contiguous()?, bias.clone()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let n = w.c.dim(0)?;
+            let direct_t = match (&w.a, &m.a) {
+                (Some(a), Some(ma)) => Some((a * ma)?.t()?.contiguous()?),
+                _ => None,
+            };
+            let out =
+                w.c.reshape((1, n))?
+                    .broadcast_as((batch, n))?
+                    .contiguous()?;
+            Ok(MadeSampler {
+                order: self.connectivity[k].order.clone(),
+                activation: self.made.activation,
+                first_t,
+                deeper,
+                v: (&w.v * &m.v)?,
+                direct_t,
+                a1,
+                out,
+                t: 0,
+            })
+        })
+    }
+}
+
+/// The K masks of the checkpoint's buffers, checked: each order a permutation of 0..n, each
+/// degree in 1..=max(n - 1, 1).
+fn read_connectivity(
+    cfg: &MadeConfig,
+    order: &Tensor,
+    degrees: &[Tensor],
+) -> Result<Vec<Connectivity>> {
+    let n = cfg.n;
+    let orders = order.to_device(&Device::Cpu)?.to_vec2::<i64>()?;
+    let layers = degrees
+        .iter()
+        .map(|t| t.to_device(&Device::Cpu)?.to_vec2::<i64>())
+        .collect::<Result<Vec<_>>>()?;
+    let top = n.saturating_sub(1).max(1) as i64;
+    (0..cfg.masks)
+        .map(|k| {
+            let mut seen = vec![false; n];
+            let order: Vec<usize> = orders[k]
+                .iter()
+                .map(|&d| {
+                    if d < 0 || d as usize >= n || seen[d as usize] {
+                        candle_core::bail!(
+                            "tensor `order`: row {k} is not a permutation of 0..{} (holds {d})",
+                            n.saturating_sub(1)
+                        );
+                    }
+                    seen[d as usize] = true;
+                    Ok(d as usize)
+                })
+                .collect::<Result<_>>()?;
+            let degrees = layers
+                .iter()
+                .enumerate()
+                .map(|(l, layer)| {
+                    layer[k]
+                        .iter()
+                        .map(|&m| {
+                            if !(1..=top).contains(&m) {
+                                candle_core::bail!(
+                                    "tensor `degrees{}`: row {k} holds {m}, outside 1..={top}",
+                                    l + 1
+                                );
+                            }
+                            Ok(m as usize)
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Connectivity { order, degrees })
+        })
+        .collect()
+}
+
+fn index_tensor(ids: &[usize], device: &Device) -> Result<Tensor> {
+    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let len = ids.len();
+    Tensor::from_vec(ids, len, device)
+}
+
+impl Autoregressive for Made {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Mask 0's logits.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.with_mask(0, |m| self.forward(&self.weights, m, x))
+    }
+
+    fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        match pass {
+            Pass::Train => {
+                let step = self.step.load(AtomicOrdering::Relaxed);
+                let logits = match self.made.resample {
+                    Resample::Cycle => {
+                        let k = (step % self.made.masks as u64) as usize;
+                        self.with_mask(k, |m| self.forward(&self.weights, m, x))?
+                    }
+                    Resample::Fresh => {
+                        let m = self
+                            .made
+                            .fresh_mask(step)
+                            .masks(self.made.direct, &self.device)?;
+                        self.forward(&self.weights, &m, x)?
+                    }
+                };
+                bernoulli_log_prob(&logits, x)
+            }
+            Pass::Eval => {
+                let used = self.made.used_masks();
+                let per_mask = (0..used)
+                    .map(|k| bernoulli_log_prob(&self.mask_logits(k, x)?, x))
+                    .collect::<Result<Vec<_>>>()?;
+                if used == 1 {
+                    return Ok(per_mask.into_iter().next().expect("one mask"));
+                }
+                // log (1/K) sum_k p_k(x), in a stable log-sum-exp.
+                Tensor::stack(&per_mask, 1)?.log_sum_exp(1)? - (used as f64).ln()
+            }
+        }
+    }
+
+    fn begin_train_step(&self, step: u64) {
+        self.step.store(step, AtomicOrdering::Relaxed);
+    }
+
+    fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let w = &self.weights;
+        let mut out = Vec::new();
+        for (l, (weight, bias)) in w.layers.iter().enumerate() {
+            out.push((format!("W{}", l + 1), weight.clone()));
+            out.push((format!("b{}", l + 1), bias.clone()));
+        }
+        out.push(("V".into(), w.v.clone()));
+        out.push(("c".into(), w.c.clone()));
+        if let Some(a) = &w.a {
+            out.push(("A".into(), a.clone()));
+        }
+        out.push(("order".into(), self.order_tensor.clone()));
+        for (l, t) in self.degree_tensors.iter().enumerate() {
+            out.push((format!("degrees{}", l + 1), t.clone()));
+        }
+        out
+    }
+
+    fn orders(&self) -> Orders {
+        match self.common_order() {
+            Some(order) => Orders::Fixed(order.to_vec()),
+            None => Orders::Mixture(
+                self.connectivity()
+                    .iter()
+                    .map(|m| m.order.clone())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn sampler(&self, batch: usize) -> Result<Box<dyn SamplerState + '_>> {
+        Ok(Box::new(self.sampler_of(0, batch)?))
+    }
+
+    fn sample_batch(&self, evidence: &Evidence) -> Result<SampledBatch> {
+        let used = self.made.used_masks();
+        if let Some(order) = evidence.order {
+            match self.common_order() {
+                Some(own) => evidence.check_fixed_order(own, "made")?,
+                None => candle_core::bail!(
+                    "a made model with masks of different orders samples each image in its mask's order; it takes no order ({order:?} was asked)"
+                ),
+            }
+        }
+        let (batch, _) = evidence.uniforms.dims2()?;
+        let observed_host = evidence.observed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let mut choice = vec![0usize; batch];
+        let mut uniforms = evidence.uniforms.clone();
+        if used > 1 {
+            let log_w = self.prefix_log_likelihoods(evidence.kept, &observed_host)?;
+            let mut u = evidence.uniforms.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            for r in 0..batch {
+                let (k, rescaled) = pick(&log_w[r], u[r][0] as f64);
+                choice[r] = k;
+                u[r][0] = rescaled as f32;
+            }
+            uniforms = Tensor::new(u, &self.device)?;
+        }
+        let n = self.made.n;
+        let mut values = Tensor::zeros((batch, n), super::DTYPE, &self.device)?;
+        let mut probs = values.clone();
+        for k in 0..used {
+            let rows: Vec<usize> = (0..batch).filter(|&r| choice[r] == k).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let ids = index_tensor(&rows, &self.device)?;
+            let pick_rows = |t: &Tensor| t.index_select(&ids, 0);
+            let group_observed: Vec<Vec<f32>> =
+                rows.iter().map(|&r| observed_host[r].clone()).collect();
+            let (v, p) = self.sample_mask(
+                k,
+                &pick_rows(evidence.kept)?.contiguous()?,
+                &pick_rows(evidence.observed)?.contiguous()?,
+                &group_observed,
+                &pick_rows(&uniforms)?.contiguous()?,
+            )?;
+            if rows.len() == batch {
+                values = v;
+                probs = p;
+            } else {
+                values = values.index_add(&ids, &v, 0)?;
+                probs = probs.index_add(&ids, &p, 0)?;
+            }
+        }
+        Ok(SampledBatch { values, probs })
+    }
+}
+
+/// The mask of one image by inverse CDF of the weights softmax(log_w) at u, and u rescaled
+/// within the chosen interval (uniform on [0, 1) again, independent of the choice).
+fn pick(log_w: &[f64], u: f64) -> (usize, f64) {
+    let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_w.iter().map(|l| (l - top).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut below = 0.0;
+    for (k, &wk) in w.iter().enumerate() {
+        let p = wk / total;
+        if u < below + p || k + 1 == w.len() {
+            let rescaled = if p > 0.0 { (u - below) / p } else { 0.0 };
+            return (k, rescaled.clamp(0.0, 1.0 - f64::EPSILON));
+        }
+        below += p;
+    }
+    unreachable!("the loop returns at the last mask")
+}
+
+/// Walks one mask's order: a1 = b1 + (W1 * M1)[:, fed] x_fed grows by one column per value
+/// fed (O(B h1)), the layers above are recomputed from it (O(B h_l h_{l+1})), and only the
+/// output row of the dimension asked for is read out; with the direct connection the running
+/// c + (A * M_A) x_fed grows the same way.
+struct MadeSampler {
+    order: Vec<usize>,
+    activation: Activation,
+    /// (W1 * M1)^T, (n, h1): row d is what x_d adds to a1.
+    first_t: Tensor,
+    /// ((W_l * M_l)^T, b_l) for l >= 2.
+    deeper: Vec<(Tensor, Tensor)>,
+    /// V * M_V, (n, h_L).
+    v: Tensor,
+    /// (A * M_A)^T, (n, n).
+    direct_t: Option<Tensor>,
+    /// (B, h1) pre-activations of the first layer.
+    a1: Tensor,
+    /// (B, n) output pre-activations from c and the direct connection.
+    out: Tensor,
+    t: usize,
+}
+
+impl SamplerState for MadeSampler {
+    fn position(&self) -> usize {
+        self.t
+    }
+
+    fn logits(&mut self) -> Result<Tensor> {
+        check_step(self.t, 1, self.order.len())?;
+        let d = self.order[self.t];
+        let mut h = self.activation.apply(&self.a1)?;
+        for (w_t, b) in &self.deeper {
+            h = self.activation.apply(&h.matmul(w_t)?.broadcast_add(b)?)?;
+        }
+        h.matmul(&self.v.narrow(0, d, 1)?.t()?)?
+            .broadcast_add(&self.out.narrow(1, d, 1)?)
+    }
+
+    fn observe(&mut self, x_i: &Tensor) -> Result<()> {
+        self.observe_many(x_i)
+    }
+
+    fn observe_many(&mut self, xs: &Tensor) -> Result<()> {
+        let k = xs.dim(1)?;
+        check_step(self.t, k, self.order.len())?;
+        if k == 0 {
+            return Ok(());
+        }
+        let ids = index_tensor(&self.order[self.t..self.t + k], xs.device())?;
+        let xs = xs.to_dtype(super::DTYPE)?.contiguous()?;
+        self.a1 = (&self.a1 + xs.matmul(&self.first_t.index_select(&ids, 0)?)?)?;
+        if let Some(direct_t) = &self.direct_t {
+            self.out = (&self.out + xs.matmul(&direct_t.index_select(&ids, 0)?)?)?;
+        }
+        self.t += k;
+        Ok(())
+    }
+}
