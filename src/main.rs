@@ -21,7 +21,7 @@ use nade::keep::{self, KeepSpec};
 use nade::memory;
 use nade::models::ModelConfig;
 use nade::progress::Progress;
-use nade::sample;
+use nade::sample::{self, WalkOrder};
 use nade::threads;
 use nade::train;
 
@@ -195,6 +195,10 @@ struct EvalArgs {
     /// A mixture of masks (made): evaluate its first K masks only (default: all of them).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     masks: Option<u64>,
+    /// An ensemble of orderings (deepnade): evaluate its first K stored orderings only
+    /// (default: all of them). Each ordering costs n network passes per image.
+    #[arg(long, value_name = "K", value_parser = positive)]
+    orders: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -342,6 +346,13 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         }
         None => loaded.model,
     };
+    let model = match args.orders {
+        Some(k) => {
+            let cfg = model.config().with_orders(k).map_err(anyhow::Error::msg)?;
+            nade::models::rebuilt(model.as_ref(), &cfg, &device)?
+        }
+        None => model,
+    };
     let model = model.as_ref();
     memory::check(&memory::evaluation(
         model.config(),
@@ -349,7 +360,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         data.len(),
         &device,
     ))?;
-    let progress = !args.json && std::io::stderr().is_terminal();
+    // Plain progress lines off a terminal too where an evaluation takes minutes.
+    let progress =
+        (!args.json && std::io::stderr().is_terminal()) || model.config().orders_used().is_some();
     let summary = eval::nll(model, &data, args.batch, &device, progress)?;
     let cfg = model.config();
     if args.json {
@@ -360,6 +373,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "hidden": cfg.hidden().unwrap_or(0),
             "config": cfg.structure(),
             "masks": cfg.masks_used(),
+            "orders": cfg.orders_used(),
             "split": args.split.to_string(),
             "count": summary.count,
             "nll_nats": summary.nll_nats,
@@ -408,6 +422,11 @@ struct SampleArgs {
     /// Show the Bernoulli means p(x_i = 1 | x_<i) as gray levels instead of the binary pixels.
     #[arg(long)]
     probs: bool,
+    /// The pixel order: stored (the model's own; deepnade: one of its stored orderings per
+    /// image, drawn uniformly, an exact draw from the ensemble), random (a fresh random
+    /// ordering per image; order-agnostic models only) or raster (0..n-1).
+    #[arg(long, default_value = "stored")]
+    order: WalkOrder,
     /// Upscale every pixel to K x K.
     #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
     scale: u32,
@@ -447,6 +466,17 @@ struct CompleteArgs {
     /// Completions per image.
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = positive)]
     samples: usize,
+    /// The order the hidden pixels are drawn in, after the kept ones: random (a fresh random
+    /// ordering per completion; the default of order-agnostic models), raster (0..n-1) or
+    /// stored (the model's own; deepnade: a stored ordering per completion drawn from its
+    /// posterior given the kept pixels; the default of the other models).
+    #[arg(long)]
+    order: Option<WalkOrder>,
+    /// Print one JSON object: per image log p(x_kept) in nats, exactly, where the model can
+    /// say it (deepnade: under the first ordering restricted to the kept set, and as the
+    /// ensemble; models with a fixed order: null).
+    #[arg(long)]
+    json: bool,
     /// Seed of the Bernoulli draws: the same seed gives the same completions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -497,8 +527,9 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     } else {
         Progress::Hidden
     };
-    let samples =
-        sample::sample_with_progress(model, args.count, args.batch, args.seed, &device, &progress)?;
+    let samples = sample::sample_in_order(
+        model, args.count, args.batch, args.seed, args.order, &device, &progress,
+    )?;
     image_grid::write_png(
         &args.out,
         &sample::samples_image(&samples, args.probs, args.scale)?,
@@ -560,13 +591,17 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
         count_flag: format!("--count {} --samples {}", args.count, args.samples),
     }))?;
     let masks = spec.masks(n, given.len(), args.seed)?;
-    let completions = sample::complete_with(
+    let order = args
+        .order
+        .unwrap_or_else(|| WalkOrder::completion_default(model));
+    let completions = sample::complete_in_order(
         model,
         &given,
         &masks,
         args.samples,
         args.batch,
         args.seed,
+        order,
         &device,
     )
     .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
@@ -576,6 +611,35 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
     )?;
     if let Some(path) = &args.amat {
         nade::data::amat::write_amat(path, &completions)?;
+    }
+    if args.json {
+        let kept = model.kept_log_prob(
+            &given.tensor_range(0, given.len(), &device)?,
+            &masks.tensor_range(0, masks.len(), &device)?,
+        )?;
+        let images: Vec<serde_json::Value> = (0..given.len())
+            .map(|i| {
+                serde_json::json!({
+                    "index": args.index + i * args.stride,
+                    "kept_pixels": masks.row(i).iter().filter(|&&v| v != 0).count(),
+                    "log_p_kept_first": kept.as_ref().map(|k| k.first[i]),
+                    "log_p_kept": kept.as_ref().map(|k| k.model[i]),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "model": model.config().kind(),
+            "checkpoint": args.checkpoint.display().to_string(),
+            "keep": spec.to_string(),
+            "order": order.to_string(),
+            "orders": kept.as_ref().map(|k| k.components),
+            "samples": args.samples,
+            "seed": args.seed,
+            "out": args.out.display().to_string(),
+            "images": images,
+        });
+        println!("{json}");
+        return Ok(());
     }
     println!(
         "{} completions of {} test images from index {} (stride {}) keeping {spec}: {}",
