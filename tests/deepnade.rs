@@ -158,13 +158,26 @@ fn each_ordering_and_the_ensemble_sum_to_one() {
 
 /// For a fixed ordering, the conditional of every step of the exact evaluation (the first
 /// layer updated one column at a time) equals the logit of one full pass with m = 1 on the
-/// dimensions before it in that ordering.
+/// dimensions before it in that ordering: for the CPU kernel and the tensor-op walk (what
+/// CUDA runs), one to three layers, each activation.
 #[test]
 fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
     let n = 9;
-    for (hidden, act) in [(vec![8], Activation::Relu), (vec![7, 6], Activation::Tanh)] {
+    for ((hidden, act), tensor_walk) in [
+        (vec![8], Activation::Relu),
+        (vec![7, 6], Activation::Tanh),
+        (vec![20, 6, 17], Activation::Sigmoid),
+    ]
+    .into_iter()
+    .flat_map(|c| [(c.clone(), false), (c, true)])
+    {
         let cfg = deepnade(n, &hidden, 2, act);
         let model = random_model(&cfg, 3, 1.5);
+        let model = if tensor_walk {
+            model.with_tensor_walk()
+        } else {
+            model
+        };
         let x = rows(&random_binary(6, n, 0.5, 4), n);
         let order = model.orderings()[1].clone();
         let walked = model.logits_in_orders(&x, &vec![order.clone(); 6]).unwrap();
@@ -199,12 +212,14 @@ fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
 
 /// log p(x_kept) (first ordering restricted to the kept set, and the ensemble) equals the
 /// log of the sum over all completions of p(x) under those restricted orderings, for kept
-/// sets that are no prefix of anything, the empty set and the full one.
+/// sets that are no prefix of anything, the empty set and the full one; the tensor-op walk
+/// gives the same numbers as the CPU kernel.
 #[test]
 fn kept_log_prob_is_the_sum_over_completions() {
     let n = 8;
     let cfg = deepnade(n, &[7, 5], 3, Activation::Relu);
     let model = random_model(&cfg, 21, 1.5);
+    let tensor_walk = random_model(&cfg, 21, 1.5).with_tensor_walk();
     let given: Vec<u8> = vec![1, 0, 1, 1, 0, 0, 1, 0];
     let kept_sets: [[u8; 8]; 4] = [
         [0, 1, 0, 0, 1, 0, 0, 1],
@@ -224,6 +239,13 @@ fn kept_log_prob_is_the_sum_over_completions() {
     );
     let got = model.kept_log_prob(&kept_t, &mask_t).unwrap().unwrap();
     assert_eq!(got.components, 3);
+    let other = tensor_walk
+        .kept_log_prob(&kept_t, &mask_t)
+        .unwrap()
+        .unwrap();
+    for (a, b) in got.model.iter().zip(&other.model) {
+        assert!((a - b).abs() < 1e-4, "CPU kernel {a} vs tensor walk {b}");
+    }
     for (r, kept) in kept_sets.iter().enumerate() {
         // Sum over the x in {0,1}^n agreeing with `given` on the kept set.
         let agree: Vec<bool> = (0..1usize << n)

@@ -55,6 +55,7 @@ use super::{
     softplus, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders, ParamSpec, Pass,
     SampledBatch, SamplerState,
 };
+use crate::kernels::deepnade_walk::{Act, HostNet};
 
 /// `[model] kind = "deepnade"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -252,10 +253,43 @@ struct Frozen {
     c: Vec<f32>,
     /// W1^T (2n, h1), for observing many dimensions in one matmul.
     first_t: Tensor,
+    /// The same weights in host memory for the CPU walk (src/kernels/deepnade_walk.rs);
+    /// None: the walk runs in tensor ops on the model's device.
+    host: Option<HostNet>,
 }
 
 impl Frozen {
     fn new(model: &DeepNade) -> Result<Self> {
+        let mut frozen = Self::tensors(model)?;
+        if model.host_walk {
+            frozen.host = Some(frozen.to_host()?);
+        }
+        Ok(frozen)
+    }
+
+    fn to_host(&self) -> Result<HostNet> {
+        let host = |t: &Tensor| t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>();
+        let top = self.v.dim(1)?;
+        Ok(HostNet {
+            act: match self.activation {
+                Activation::Relu => Act::Relu,
+                Activation::Sigmoid => Act::Sigmoid,
+                Activation::Tanh => Act::Tanh,
+            },
+            h1: self.b1.dim(0)?,
+            table: host(&self.table)?,
+            deeper: self
+                .deeper
+                .iter()
+                .map(|(w_t, b)| Ok((w_t.to_device(&Device::Cpu)?, host(b)?)))
+                .collect::<Result<_>>()?,
+            v: host(&self.v)?,
+            top,
+            c: self.c.clone(),
+        })
+    }
+
+    fn tensors(model: &DeepNade) -> Result<Self> {
         let n = model.dn.n;
         let (w1, b1) = &model.layers[0];
         let w1 = w1.detach();
@@ -284,6 +318,7 @@ impl Frozen {
             v: model.v.detach().contiguous()?,
             c: model.c.detach().to_dtype(DType::F32)?.to_vec1::<f32>()?,
             first_t,
+            host: None,
         })
     }
 
@@ -297,10 +332,17 @@ impl Frozen {
     }
 }
 
-/// The first layer's pre-activations of `rows` walks in progress, (R, h1).
+/// The first layer's pre-activations of the walks in progress, (R, h1): a tensor on the
+/// model's device, or host memory for the CPU walk.
+enum A1 {
+    Tensor(Tensor),
+    Host(Vec<f32>),
+}
+
+/// Walks in progress over `net`.
 struct Walker<'a> {
     net: &'a Frozen,
-    a1: Tensor,
+    a1: A1,
 }
 
 impl<'a> Walker<'a> {
@@ -312,20 +354,30 @@ impl<'a> Walker<'a> {
             let input = Tensor::cat(&[(x * m)?, m.clone()], 1)?;
             a1 = a1.broadcast_add(&input.matmul(&net.first_t)?)?;
         }
-        Ok(Self {
-            net,
-            a1: a1.contiguous()?,
-        })
+        let a1 = match net.host {
+            Some(_) => A1::Host(
+                a1.to_device(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            ),
+            None => A1::Tensor(a1.contiguous()?),
+        };
+        Ok(Self { net, a1 })
     }
 
     /// The logit of dimension dims[r] for every row r given what row r observed so far.
     fn logits(&self, dims: &[u32]) -> Result<Vec<f32>> {
         let net = self.net;
-        let mut h = net.activation.apply(&self.a1)?;
+        let a1 = match (&self.a1, &net.host) {
+            (A1::Host(a1), Some(host)) => return host.logits(a1, dims),
+            (A1::Tensor(a1), _) => a1,
+            (A1::Host(_), None) => candle_core::bail!("deepnade: a host walk without host weights"),
+        };
+        let mut h = net.activation.apply(a1)?;
         for (w_t, b) in &net.deeper {
             h = net.activation.apply(&h.matmul(w_t)?.broadcast_add(b)?)?;
         }
-        let ids = Tensor::from_slice(dims, dims.len(), self.a1.device())?;
+        let ids = Tensor::from_slice(dims, dims.len(), a1.device())?;
         let v = net.v.index_select(&ids, 0)?;
         let dot = (h * v)?.sum(D::Minus1)?.to_vec1::<f32>()?;
         Ok(dot
@@ -337,8 +389,14 @@ impl<'a> Walker<'a> {
 
     /// Row r observes the table entry entries[r] ([`Frozen::entry`] or [`Frozen::nothing`]).
     fn observe(&mut self, entries: &[u32]) -> Result<()> {
-        let ids = Tensor::from_slice(entries, entries.len(), self.a1.device())?;
-        self.a1 = (&self.a1 + self.net.table.index_select(&ids, 0)?)?;
+        match (&mut self.a1, &self.net.host) {
+            (A1::Host(a1), Some(host)) => host.observe(a1, entries),
+            (A1::Tensor(a1), _) => {
+                let ids = Tensor::from_slice(entries, entries.len(), a1.device())?;
+                *a1 = (&*a1 + self.net.table.index_select(&ids, 0)?)?;
+            }
+            (A1::Host(_), None) => candle_core::bail!("deepnade: a host walk without host weights"),
+        }
         Ok(())
     }
 }
@@ -389,6 +447,8 @@ pub struct DeepNade {
     device: Device,
     /// The optimizer step of the current training minibatch.
     step: AtomicU64,
+    /// Walk in host memory with the CPU kernel (on the CPU), or in tensor ops.
+    host_walk: bool,
 }
 
 impl DeepNade {
@@ -416,9 +476,17 @@ impl DeepNade {
             c: vb.get(n, "c")?,
             orderings,
             order_tensor,
+            host_walk: device.is_cpu(),
             device,
             step: AtomicU64::new(0),
         })
+    }
+
+    /// The same model walking in tensor ops, as it does on CUDA and Metal: what the tests
+    /// compare the CPU kernel with.
+    pub fn with_tensor_walk(mut self) -> Self {
+        self.host_walk = false;
+        self
     }
 
     /// All K stored orderings (order[k][t] = the dimension predicted t-th).
@@ -788,7 +856,7 @@ struct DeepNadeSampler {
     net: Frozen,
     order: Vec<usize>,
     /// (B, h1), started on the first call.
-    a1: Option<Tensor>,
+    a1: Option<A1>,
     batch: usize,
     t: usize,
 }
