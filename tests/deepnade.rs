@@ -210,6 +210,48 @@ fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
     }
 }
 
+/// `log_prob` (one ordering, two, all three) equals a float64 implementation written from the
+/// issue's text (tests/common/deepnade_reference.rs: one full pass per conditional, the tensors
+/// read by name) to 1e-4 relative: the checkpoint schema holds.
+#[test]
+fn eval_equals_a_float64_reference_from_the_issue_text() {
+    let n = 10;
+    for (hidden, act) in [(vec![9, 7], Activation::Relu), (vec![6], Activation::Tanh)] {
+        let cfg = deepnade(n, &hidden, 3, act);
+        let model_cfg = ModelConfig::DeepNade(cfg.clone());
+        let params = random_params(&model_cfg, 17, 1.0);
+        let reference = common::deepnade_reference::DeepNadeReference {
+            n,
+            hidden: hidden.clone(),
+            activation: act.to_string(),
+            p: params.clone(),
+        };
+        let x = random_binary(5, n, 0.4, 9);
+        for k in [1, 2, 3] {
+            let m = build(
+                &DeepNadeConfig {
+                    eval_orders: Some(k),
+                    ..cfg.clone()
+                },
+                &params,
+            );
+            let got = m
+                .log_prob(&rows(&x, n), Pass::Eval)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (r, &lp) in got.iter().enumerate() {
+                let row: Vec<f64> = x[r * n..(r + 1) * n].iter().map(|&v| v as f64).collect();
+                let want = reference.log_prob(&row, k);
+                assert!(
+                    ((lp as f64) - want).abs() < 1e-4 * want.abs(),
+                    "{cfg:?} K' = {k} row {r}: {lp} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 /// log p(x_kept) (first ordering restricted to the kept set, and the ensemble) equals the
 /// log of the sum over all completions of p(x) under those restricted orderings, for kept
 /// sets that are no prefix of anything, the empty set and the full one; the tensor-op walk
