@@ -143,7 +143,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                 model: cfg.kind().to_string(),
                 kernel: cfg.kernel_name().unwrap_or_else(|| "-".into()),
                 phase: phase.name().into(),
-                hidden: cfg.hidden().unwrap_or(spec.hidden),
+                hidden: cfg.width().unwrap_or(0),
                 masks: cfg.masks_used().unwrap_or(1),
                 batch: spec.batch,
                 device: device::name(device).into(),

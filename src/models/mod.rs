@@ -88,6 +88,14 @@ impl ModelConfig {
         }
     }
 
+    /// The width of the first hidden layer, for tables (`nade bench`); None for FVSBN.
+    pub fn width(&self) -> Option<usize> {
+        match self {
+            ModelConfig::Made(c) => c.hidden.first().copied(),
+            other => other.hidden(),
+        }
+    }
+
     /// Checks the hyperparameters, naming the key (`model.hidden`); `n` may still be 0.
     pub fn validate(&self) -> std::result::Result<(), String> {
         match self {
