@@ -110,3 +110,79 @@ pub fn nll(
         seconds: start.elapsed().as_secs_f64(),
     })
 }
+
+/// -log p(x_kept) per image over a data set, `masks` row r (1 = kept) for image r: under the
+/// whole model and under its first component (deep NADE: the ensemble, and the first
+/// ordering restricted to the kept set), exactly ([`Autoregressive::kept_log_prob`]).
+/// `bits_per_dim` divides by the kept pixels of all images, in bits. An error for a model
+/// that cannot say log p(x_kept) exactly.
+pub fn kept_nll(
+    model: &dyn Autoregressive,
+    data: &BinaryDataset,
+    masks: &BinaryDataset,
+    batch: usize,
+    device: &Device,
+    progress: bool,
+) -> Result<(NllSummary, NllSummary)> {
+    if batch == 0 {
+        bail!("batch size must be positive");
+    }
+    if data.n() != model.config().n() || masks.n() != data.n() || masks.len() != data.len() {
+        bail!(
+            "{} masks of length {} for {} images of length {} (the model has n = {})",
+            masks.len(),
+            masks.n(),
+            data.len(),
+            data.n(),
+            model.config().n()
+        );
+    }
+    if data.is_empty() {
+        bail!("the data set is empty");
+    }
+    let lines = if progress {
+        Progress::to_stderr("evaluated", "images", data.len())
+    } else {
+        Progress::Hidden
+    };
+    let start = Instant::now();
+    let (mut whole, mut first) = (Vec::new(), Vec::new());
+    for begin in (0..data.len()).step_by(batch) {
+        let end = (begin + batch).min(data.len());
+        let x = data.tensor_range(begin, end, device)?;
+        let m = masks.tensor_range(begin, end, device)?;
+        let Some(kept) = model.kept_log_prob(&x, &m)? else {
+            bail!(
+                "a {} model cannot give log p(x_kept) exactly (order-agnostic models can: {})",
+                model.config().kind(),
+                crate::models::ModelConfig::ANY_ORDER_KINDS.join(", ")
+            );
+        };
+        whole.extend(kept.model.iter().map(|lp| -lp));
+        first.extend(kept.first.iter().map(|lp| -lp));
+        lines.inc(end - begin);
+    }
+    lines.finish();
+    let kept_pixels: usize = masks
+        .rows()
+        .map(|row| row.iter().filter(|&&v| v != 0).count())
+        .sum();
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = |values: &[f64]| -> NllSummary {
+        let count = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / count;
+        let variance = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0)
+        } else {
+            0.0
+        };
+        NllSummary {
+            count: values.len(),
+            nll_nats: mean,
+            std_err: (variance / count).sqrt(),
+            bits_per_dim: mean * count / ((kept_pixels.max(1)) as f64 * std::f64::consts::LN_2),
+            seconds,
+        }
+    };
+    Ok((summary(&whole), summary(&first)))
+}

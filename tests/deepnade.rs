@@ -778,7 +778,8 @@ fn resumed_deepnade_run_is_bit_identical() {
 }
 
 /// The CLI on a trained toy model: `eval --orders K'` uses and reports K' (1 differs from 4),
-/// an ordering count the model lacks is a one-line error; `complete --keep random:0.5
+/// an ordering count the model lacks is a one-line error; `eval --keep` scores the kept part
+/// (all kept = plain eval, none kept = 0); `complete --keep random:0.5
 /// --json` keeps the kept pixels in every completion and reports log p(x_kept) for each
 /// image (0 when nothing is kept, below 0 otherwise, the ensemble and the first ordering);
 /// `sample --order random` works, and is refused for a fixed-order model.
@@ -825,6 +826,35 @@ fn cli_eval_orders_complete_json_and_sample_order() {
     assert!(!bad.status.success());
     let e = String::from_utf8_lossy(&bad.stderr);
     assert!(e.contains("--orders 5") && e.lines().count() == 1, "{e}");
+
+    // `eval --keep`: every pixel kept scores what plain eval scores, none kept scores 0, and
+    // a fixed-order model is refused.
+    let kept = |spec: &str| -> serde_json::Value {
+        let out = ok(&nade(&[
+            "eval",
+            ckpt,
+            "--data",
+            data,
+            "--dataset",
+            "toy",
+            "--orders",
+            "4",
+            "--keep",
+            spec,
+            "--json",
+        ]));
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let all = kept("random:1");
+    let (a, b) = (
+        all["kept_nll_nats"].as_f64().unwrap(),
+        four["nll_nats"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-4 * b, "all kept {a} vs eval {b}");
+    assert_eq!(kept("random:0")["kept_nll_nats"].as_f64(), Some(0.0));
+    let half = kept("left:2");
+    assert!(half["kept_nll_nats"].as_f64().unwrap() < a);
+    assert!(half["kept_nll_first_nats"].as_f64().unwrap() > 0.0);
 
     let png = dir.path().join("c.png");
     let amat = dir.path().join("c.amat");
