@@ -21,7 +21,7 @@ use nade::keep::{self, KeepSpec};
 use nade::memory;
 use nade::models::ModelConfig;
 use nade::progress::Progress;
-use nade::sample;
+use nade::sample::{self, WalkOrder};
 use nade::threads;
 use nade::train;
 
@@ -195,6 +195,17 @@ struct EvalArgs {
     /// A mixture of masks (made): evaluate its first K masks only (default: all of them).
     #[arg(long, value_name = "K", value_parser = positive)]
     masks: Option<usize>,
+    /// An ensemble of orderings (deepnade): evaluate its first K stored orderings only
+    /// (default: all of them). Each ordering costs n network passes per image.
+    #[arg(long, value_name = "K", value_parser = positive)]
+    orders: Option<usize>,
+    /// Score only the kept part of every image, -log p(x_kept), exactly (order-agnostic
+    /// models: deepnade): the --keep SPEC of `nade complete`; random:P is seeded by --seed.
+    #[arg(long, value_name = "SPEC")]
+    keep: Option<KeepSpec>,
+    /// Seed of --keep random:P.
+    #[arg(long, default_value_t = 0, requires = "keep")]
+    seed: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -323,9 +334,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, Some(&args.kernel))?;
     let source = DataSource {
-        path: args.data.data,
+        path: args.data.data.clone(),
         path_origin: PathOrigin::Flag,
-        dataset: args.data.dataset,
+        dataset: args.data.dataset.clone(),
     };
     let mut data = load_split(&source, args.split)?;
     if let Some(limit) = args.limit {
@@ -342,6 +353,13 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         }
         None => loaded.model,
     };
+    let model = match args.orders {
+        Some(k) => {
+            let cfg = model.config().with_orders(k).map_err(anyhow::Error::msg)?;
+            nade::models::rebuilt(model.as_ref(), &cfg, &device)?
+        }
+        None => model,
+    };
     let model = model.as_ref();
     memory::check(&memory::evaluation(
         model.config(),
@@ -349,7 +367,12 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         data.len(),
         &device,
     ))?;
-    let progress = !args.json && std::io::stderr().is_terminal();
+    // Plain progress lines off a terminal too where an evaluation takes minutes.
+    let progress =
+        (!args.json && std::io::stderr().is_terminal()) || model.config().orders_used().is_some();
+    if let Some(spec) = args.keep {
+        return eval_kept(&args, spec, model, &data, &device, progress);
+    }
     let summary = eval::nll(model, &data, args.batch, &device, progress)?;
     let cfg = model.config();
     if args.json {
@@ -360,6 +383,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "hidden": cfg.hidden().unwrap_or(0),
             "config": cfg.structure(),
             "masks": cfg.masks_used(),
+            "orders": cfg.orders_used(),
             "split": args.split.to_string(),
             "count": summary.count,
             "nll_nats": summary.nll_nats,
@@ -389,6 +413,57 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `nade eval --keep SPEC`: the mean -log p(x_kept) under the model and its first component.
+fn eval_kept(
+    args: &EvalArgs,
+    spec: KeepSpec,
+    model: &dyn nade::models::Autoregressive,
+    data: &nade::data::BinaryDataset,
+    device: &candle_core::Device,
+    progress: bool,
+) -> Result<()> {
+    let masks = spec.masks(data.n(), data.len(), args.seed)?;
+    let (whole, first) = eval::kept_nll(model, data, &masks, args.batch, device, progress)
+        .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
+    let cfg = model.config();
+    if args.json {
+        let json = serde_json::json!({
+            "model": cfg.kind(),
+            "checkpoint": args.checkpoint.display().to_string(),
+            "n": cfg.n(),
+            "config": cfg.structure(),
+            "orders": cfg.orders_used(),
+            "split": args.split.to_string(),
+            "keep": spec.to_string(),
+            "seed": args.seed,
+            "count": whole.count,
+            "kept_nll_nats": whole.nll_nats,
+            "kept_nll_std_err": whole.std_err,
+            "kept_bits_per_dim": whole.bits_per_dim,
+            "kept_nll_first_nats": first.nll_nats,
+            "kept_nll_first_std_err": first.std_err,
+            "device": device::name(device),
+            "threads": threads::current(),
+            "seconds": whole.seconds,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{} on {} {} images keeping {spec}: -log p(x_kept) {:.4} ± {:.4} nats ({:.5} bits per kept pixel; first component alone {:.4} ± {:.4}) ({:.1} s)",
+            cfg.describe(),
+            whole.count,
+            args.split,
+            whole.nll_nats,
+            whole.std_err,
+            whole.bits_per_dim,
+            first.nll_nats,
+            first.std_err,
+            whole.seconds
+        );
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 struct SampleArgs {
     /// A safetensors checkpoint.
@@ -408,6 +483,11 @@ struct SampleArgs {
     /// Show the Bernoulli means p(x_i = 1 | x_<i) as gray levels instead of the binary pixels.
     #[arg(long)]
     probs: bool,
+    /// The pixel order: stored (the model's own; deepnade: one of its stored orderings per
+    /// image, drawn uniformly, an exact draw from the ensemble), random (a fresh random
+    /// ordering per image; order-agnostic models only) or raster (0..n-1).
+    #[arg(long, default_value = "stored")]
+    order: WalkOrder,
     /// Upscale every pixel to K x K.
     #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
     scale: u32,
@@ -447,6 +527,17 @@ struct CompleteArgs {
     /// Completions per image.
     #[arg(long, value_name = "K", default_value_t = 5, value_parser = positive)]
     samples: usize,
+    /// The order the hidden pixels are drawn in, after the kept ones: random (a fresh random
+    /// ordering per completion; the default of order-agnostic models), raster (0..n-1) or
+    /// stored (the model's own; deepnade: a stored ordering per completion drawn from its
+    /// posterior given the kept pixels; the default of the other models).
+    #[arg(long)]
+    order: Option<WalkOrder>,
+    /// Print one JSON object: per image log p(x_kept) in nats, exactly, where the model can
+    /// say it (deepnade: under the first ordering restricted to the kept set, and as the
+    /// ensemble; models with a fixed order: null).
+    #[arg(long)]
+    json: bool,
     /// Seed of the Bernoulli draws: the same seed gives the same completions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -497,8 +588,9 @@ fn run_sample(args: SampleArgs) -> Result<()> {
     } else {
         Progress::Hidden
     };
-    let samples =
-        sample::sample_with_progress(model, args.count, args.batch, args.seed, &device, &progress)?;
+    let samples = sample::sample_in_order(
+        model, args.count, args.batch, args.seed, args.order, &device, &progress,
+    )?;
     image_grid::write_png(
         &args.out,
         &sample::samples_image(&samples, args.probs, args.scale)?,
@@ -560,13 +652,17 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
         count_flag: format!("--count {} --samples {}", args.count, args.samples),
     }))?;
     let masks = spec.masks(n, given.len(), args.seed)?;
-    let completions = sample::complete_with(
+    let order = args
+        .order
+        .unwrap_or_else(|| WalkOrder::completion_default(model));
+    let completions = sample::complete_in_order(
         model,
         &given,
         &masks,
         args.samples,
         args.batch,
         args.seed,
+        order,
         &device,
     )
     .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
@@ -576,6 +672,35 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
     )?;
     if let Some(path) = &args.amat {
         nade::data::amat::write_amat(path, &completions)?;
+    }
+    if args.json {
+        let kept = model.kept_log_prob(
+            &given.tensor_range(0, given.len(), &device)?,
+            &masks.tensor_range(0, masks.len(), &device)?,
+        )?;
+        let images: Vec<serde_json::Value> = (0..given.len())
+            .map(|i| {
+                serde_json::json!({
+                    "index": args.index + i * args.stride,
+                    "kept_pixels": masks.row(i).iter().filter(|&&v| v != 0).count(),
+                    "log_p_kept_first": kept.as_ref().map(|k| k.first[i]),
+                    "log_p_kept": kept.as_ref().map(|k| k.model[i]),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "model": model.config().kind(),
+            "checkpoint": args.checkpoint.display().to_string(),
+            "keep": spec.to_string(),
+            "order": order.to_string(),
+            "orders": kept.as_ref().map(|k| k.components),
+            "samples": args.samples,
+            "seed": args.seed,
+            "out": args.out.display().to_string(),
+            "images": images,
+        });
+        println!("{json}");
+        return Ok(());
     }
     println!(
         "{} completions of {} test images from index {} (stride {}) keeping {spec}: {}",

@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use image::GrayImage;
+use rand::seq::SliceRandom;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -58,6 +59,84 @@ impl Samples {
     }
 }
 
+/// The order a sample or completion walks the pixels in (`--order`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkOrder {
+    /// The model's own: its fixed order, a MADE mask's, or a stored ordering of a deep NADE
+    /// (per image: uniform for a sample, by its posterior given the kept pixels for a
+    /// completion).
+    Stored,
+    /// 0..n-1, row by row from the top left (order-agnostic models, or a model whose own
+    /// order it is).
+    Raster,
+    /// A fresh uniformly random ordering per image (order-agnostic models only): row r's is
+    /// a shuffle of 0..n from stream 2^62 + r of ChaCha8(seed) (stream 0 holds the uniforms,
+    /// streams 1.. the masks of `--keep random:P`).
+    Random,
+}
+
+impl std::str::FromStr for WalkOrder {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "stored" => Ok(WalkOrder::Stored),
+            "raster" => Ok(WalkOrder::Raster),
+            "random" => Ok(WalkOrder::Random),
+            _ => Err(format!(
+                "unknown order {s:?} (expected stored, raster or random)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for WalkOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WalkOrder::Stored => "stored",
+            WalkOrder::Raster => "raster",
+            WalkOrder::Random => "random",
+        })
+    }
+}
+
+impl WalkOrder {
+    /// What a model that conditions on any set ([`Orders::Any`]) completes in by default (a
+    /// random ordering of the hidden pixels), and every other model (its own order).
+    pub fn completion_default(model: &dyn Autoregressive) -> Self {
+        match model.orders() {
+            Orders::Any => WalkOrder::Random,
+            _ => WalkOrder::Stored,
+        }
+    }
+
+    /// An error unless `model` can walk in this order.
+    fn check(self, model: &dyn Autoregressive) -> Result<()> {
+        if self == WalkOrder::Random && model.orders() != Orders::Any {
+            bail!(
+                "--order random: a {} model samples in its own order only; order-agnostic models sample in any: {}",
+                model.config().kind(),
+                models::ModelConfig::ANY_ORDER_KINDS.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The per-row orders of rows [first, end) (Random), or None.
+    fn row_orders(self, seed: u64, first: usize, end: usize, n: usize) -> Option<Vec<Vec<usize>>> {
+        (self == WalkOrder::Random).then(|| {
+            (first..end)
+                .map(|r| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    rng.set_stream((1u64 << 62) + r as u64);
+                    let mut order: Vec<usize> = (0..n).collect();
+                    order.shuffle(&mut rng);
+                    order
+                })
+                .collect()
+        })
+    }
+}
+
 /// `count` images from `model` (whose tensors live on `device`), `batch` at a time.
 pub fn sample(
     model: &dyn Autoregressive,
@@ -78,16 +157,41 @@ pub fn sample_with_progress(
     device: &Device,
     progress: &Progress,
 ) -> Result<Samples> {
+    sample_in_order(
+        model,
+        count,
+        batch,
+        seed,
+        WalkOrder::Stored,
+        device,
+        progress,
+    )
+}
+
+/// [`sample_with_progress`] walking the pixels in `order`.
+pub fn sample_in_order(
+    model: &dyn Autoregressive,
+    count: usize,
+    batch: usize,
+    seed: u64,
+    order: WalkOrder,
+    device: &Device,
+    progress: &Progress,
+) -> Result<Samples> {
+    order.check(model)?;
     let n = model.config().n();
+    let raster: Vec<usize> = (0..n).collect();
     let start = Instant::now();
     let batches = batched(count, batch, device, progress, |first, end| {
         let none = Tensor::zeros((end - first, n), models::DTYPE, device)?;
         let u = Tensor::from_vec(uniforms(seed, first, end, n), (end - first, n), device)?;
+        let row_orders = order.row_orders(seed, first, end, n);
         let drawn = model.sample_batch(&Evidence {
             kept: &none,
             observed: &none,
             uniforms: &u,
-            order: None,
+            order: (order == WalkOrder::Raster).then_some(&raster[..]),
+            row_orders: row_orders.as_deref(),
         })?;
         Ok((
             to_binary(&drawn.values)?,
@@ -137,7 +241,34 @@ pub fn complete_with(
     seed: u64,
     device: &Device,
 ) -> Result<BinaryDataset> {
+    let order = WalkOrder::Stored;
+    complete_in_order(
+        model,
+        given,
+        masks,
+        samples_per_image,
+        batch,
+        seed,
+        order,
+        device,
+    )
+}
+
+/// [`complete_with`] walking the hidden pixels in `order` (the kept ones are observed first).
+#[allow(clippy::too_many_arguments)]
+pub fn complete_in_order(
+    model: &dyn Autoregressive,
+    given: &BinaryDataset,
+    masks: &BinaryDataset,
+    samples_per_image: usize,
+    batch: usize,
+    seed: u64,
+    order: WalkOrder,
+    device: &Device,
+) -> Result<BinaryDataset> {
+    order.check(model)?;
     let n = model.config().n();
+    let raster: Vec<usize> = (0..n).collect();
     if given.n() != n {
         bail!(
             "the data has {} dimensions per vector but the model has n = {n}",
@@ -158,11 +289,13 @@ pub fn complete_with(
         let kept = given.tensor_rows(&rows, device)?;
         let observed = masks.tensor_rows(&rows, device)?;
         let u = Tensor::from_vec(uniforms(seed, first, end, n), (end - first, n), device)?;
+        let row_orders = order.row_orders(seed, first, end, n);
         let drawn = model.sample_batch(&Evidence {
             kept: &kept,
             observed: &observed,
             uniforms: &u,
-            order: None,
+            order: (order == WalkOrder::Raster).then_some(&raster[..]),
+            row_orders: row_orders.as_deref(),
         })?;
         to_binary(&drawn.values)
     })?;

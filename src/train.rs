@@ -170,9 +170,18 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     let best_path = out.join(BEST);
     let test_nll = if opts.test {
         let best = checkpoint::load(&best_path, &device, model_cfg.kernel_name().as_deref())?;
+        // The file holds the structure; the run's own choice of evaluation orderings
+        // (deepnade's model.eval_orders) applies to the test pass as it did to validation.
+        let tested = match model_cfg.orders_used() {
+            Some(k) => {
+                let cfg = best.model.config().with_orders(k).map_err(|e| anyhow!(e))?;
+                Some(models::rebuilt(best.model.as_ref(), &cfg, &device)?)
+            }
+            None => None,
+        };
         let test = load_split(&source, Split::Test)?;
         let test_nll = eval::nll(
-            best.model.as_ref(),
+            tested.as_deref().unwrap_or(best.model.as_ref()),
             &test,
             config.train.eval_batch_size,
             &device,
@@ -180,6 +189,9 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
         )?;
         let mut metadata = best.metadata.clone();
         metadata.insert("test_nll".into(), test_nll.nll_nats.to_string());
+        if let Some(k) = model_cfg.orders_used() {
+            metadata.insert("test_orders".into(), k.to_string());
+        }
         checkpoint::save(&best_path, best.model.as_ref(), &metadata)?;
         Some(test_nll)
     } else {

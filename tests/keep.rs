@@ -134,6 +134,7 @@ fn the_batched_sampler_keeps_every_observed_value() {
                 observed: &t(&observed),
                 uniforms: &t(&u),
                 order: None,
+                row_orders: None,
             })
             .unwrap();
         let values = out.values.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -161,6 +162,7 @@ fn the_batched_sampler_keeps_every_observed_value() {
                 observed: &t(&observed),
                 uniforms: &t(&u),
                 order: None,
+                row_orders: None,
             })
             .unwrap();
         (
@@ -289,6 +291,7 @@ fn fixed_order_models_sample_in_their_own_order_only() {
                     observed: &zeros,
                     uniforms: &u,
                     order: Some(order),
+                    row_orders: None,
                 })
                 .map(|_| ())
         };

@@ -294,7 +294,7 @@ impl From<Activation> for String {
 }
 
 impl Activation {
-    fn apply(self, t: &Tensor) -> Result<Tensor> {
+    pub(crate) fn apply(self, t: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Relu => t.relu(),
             Activation::Sigmoid => sigmoid(t),
@@ -872,7 +872,7 @@ impl Autoregressive for Made {
 
 /// The mask of one image by inverse CDF of the weights softmax(log_w) at u, and u rescaled
 /// within the chosen interval (uniform on [0, 1) again, independent of the choice).
-fn pick(log_w: &[f64], u: f64) -> (usize, f64) {
+pub(crate) fn pick(log_w: &[f64], u: f64) -> (usize, f64) {
     let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let w: Vec<f64> = log_w.iter().map(|l| (l - top).exp()).collect();
     let total: f64 = w.iter().sum();

@@ -3,6 +3,7 @@
 //! serde config that lives beside its model (`Config` + `Model::new(cfg, vb)`, as in
 //! candle-transformers). A new model is its file here and one variant below.
 
+pub mod deepnade;
 pub mod fvsbn;
 pub mod likelihood;
 pub mod made;
@@ -35,14 +36,16 @@ pub enum ModelConfig {
     Nade(nade::NadeConfig),
     /// Masked autoencoder (MADE): every conditional from one masked MLP, K-mask ensembles.
     Made(made::MadeConfig),
+    /// Order-agnostic deep NADE: one deep network for every ordering, K-ordering ensembles.
+    DeepNade(deepnade::DeepNadeConfig),
 }
 
 impl ModelConfig {
     /// The `kind` names, for messages.
-    pub const KINDS: [&'static str; 4] = ["fvsbn", "mlp", "nade", "made"];
+    pub const KINDS: [&'static str; 5] = ["fvsbn", "mlp", "nade", "made", "deepnade"];
 
     /// The kinds that condition on any set of observed dimensions ([`Orders::Any`]).
-    pub const ANY_ORDER_KINDS: [&'static str; 0] = [];
+    pub const ANY_ORDER_KINDS: [&'static str; 1] = ["deepnade"];
 
     pub fn kind(&self) -> &'static str {
         match self {
@@ -50,6 +53,7 @@ impl ModelConfig {
             ModelConfig::Mlp(_) => "mlp",
             ModelConfig::Nade(_) => "nade",
             ModelConfig::Made(_) => "made",
+            ModelConfig::DeepNade(_) => "deepnade",
         }
     }
 
@@ -60,6 +64,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.n,
             ModelConfig::Nade(c) => c.n,
             ModelConfig::Made(c) => c.n,
+            ModelConfig::DeepNade(c) => c.n,
         }
     }
 
@@ -69,14 +74,15 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.n = n,
             ModelConfig::Nade(c) => c.n = n,
             ModelConfig::Made(c) => c.n = n,
+            ModelConfig::DeepNade(c) => c.n = n,
         }
     }
 
     /// The hidden size of the one-hidden-layer models (the checkpoint's `hidden` metadata).
-    /// MADE has a list of layers and no `hidden` key: its tensors say the sizes.
+    /// MADE and deep NADE have a list of layers and no `hidden` key: their tensors say the sizes.
     pub fn hidden(&self) -> Option<usize> {
         match self {
-            ModelConfig::Fvsbn(_) | ModelConfig::Made(_) => None,
+            ModelConfig::Fvsbn(_) | ModelConfig::Made(_) | ModelConfig::DeepNade(_) => None,
             ModelConfig::Mlp(c) => Some(c.hidden),
             ModelConfig::Nade(c) => Some(c.hidden),
         }
@@ -97,6 +103,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.validate(),
             ModelConfig::Nade(c) => c.validate(),
             ModelConfig::Made(c) => c.validate(),
+            ModelConfig::DeepNade(c) => c.validate(),
         }
     }
 
@@ -119,6 +126,10 @@ impl ModelConfig {
             // Layers of `hidden` (bench, tests), or none yet: a file's tensors say them
             // ([`ModelConfig::complete_from_file`]).
             "made" => ModelConfig::Made(made::MadeConfig::with_hidden(
+                n,
+                hidden.into_iter().collect(),
+            )),
+            "deepnade" => ModelConfig::DeepNade(deepnade::DeepNadeConfig::with_hidden(
                 n,
                 hidden.into_iter().collect(),
             )),
@@ -176,6 +187,38 @@ impl ModelConfig {
         }
     }
 
+    /// The same model evaluated with its first `k` orderings (`--orders`): a run-time choice
+    /// like the kernel. Only deep NADE is an ensemble of orderings.
+    pub fn with_orders(&self, k: usize) -> std::result::Result<Self, String> {
+        match self {
+            ModelConfig::DeepNade(c) => {
+                let cfg = deepnade::DeepNadeConfig {
+                    eval_orders: Some(k),
+                    ..c.clone()
+                };
+                cfg.validate().map_err(|_| {
+                    format!(
+                        "--orders {k}: the model has {} ordering(s), so 1..={}",
+                        c.orders, c.orders
+                    )
+                })?;
+                Ok(ModelConfig::DeepNade(cfg))
+            }
+            other => Err(format!(
+                "--orders {k}: a {} model is not an ensemble of orderings (only deepnade is)",
+                other.kind()
+            )),
+        }
+    }
+
+    /// The orderings density uses (None for models that are not ensembles of orderings).
+    pub fn orders_used(&self) -> Option<usize> {
+        match self {
+            ModelConfig::DeepNade(c) => Some(c.used_orders()),
+            _ => None,
+        }
+    }
+
     /// The same structure with an ensemble of `k` masks, in random orders when k > 1
     /// (`nade bench --masks`); only MADE has masks, other models take k = 1.
     pub fn with_mask_count(&self, k: usize) -> std::result::Result<Self, String> {
@@ -210,6 +253,7 @@ impl ModelConfig {
     pub fn extra_metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             ModelConfig::Made(c) => vec![("activation", c.activation.to_string())],
+            ModelConfig::DeepNade(c) => vec![("activation", c.activation.to_string())],
             _ => Vec::new(),
         }
     }
@@ -223,6 +267,7 @@ impl ModelConfig {
     ) -> std::result::Result<(), String> {
         match self {
             ModelConfig::Made(c) => c.complete_from_file(metadata, shapes),
+            ModelConfig::DeepNade(c) => c.complete_from_file(metadata, shapes),
             _ => Ok(()),
         }
     }
@@ -247,6 +292,10 @@ impl ModelConfig {
                 eval_masks: None,
                 ..c.clone()
             }),
+            ModelConfig::DeepNade(c) => ModelConfig::DeepNade(deepnade::DeepNadeConfig {
+                eval_orders: None,
+                ..c.clone()
+            }),
             other => other.clone(),
         }
     }
@@ -262,6 +311,16 @@ impl ModelConfig {
                 if c.direct { ", direct" } else { "" }
             );
         }
+        if let ModelConfig::DeepNade(c) = self {
+            let used = match c.eval_orders {
+                Some(k) => format!(", {k} of {} orderings", c.orders),
+                None => format!(", {} ordering(s)", c.orders),
+            };
+            return format!(
+                "deepnade (n = {}, hidden = {:?}, {}{used})",
+                c.n, c.hidden, c.activation
+            );
+        }
         match self.hidden() {
             Some(h) => format!("{} (n = {}, hidden = {h})", self.kind(), self.n()),
             None => format!("{} (n = {})", self.kind(), self.n()),
@@ -275,6 +334,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.param_specs(),
             ModelConfig::Nade(c) => c.param_specs(),
             ModelConfig::Made(c) => c.param_specs(),
+            ModelConfig::DeepNade(c) => c.param_specs(),
         }
     }
 
@@ -299,6 +359,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.working_floats(batch, pass),
             ModelConfig::Nade(c) => c.working_floats(batch, pass, device),
             ModelConfig::Made(c) => c.working_floats(batch, pass),
+            ModelConfig::DeepNade(c) => c.working_floats(batch, pass),
         }
     }
 
@@ -309,6 +370,7 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => Box::new(mlp::Mlp::new(c, vb)?),
             ModelConfig::Nade(c) => Box::new(nade::Nade::new(c, vb)?),
             ModelConfig::Made(c) => Box::new(made::Made::new(c, vb)?),
+            ModelConfig::DeepNade(c) => Box::new(deepnade::DeepNade::new(c, vb)?),
         })
     }
 }
@@ -337,6 +399,13 @@ pub trait Autoregressive: Send + Sync {
         })
     }
 
+    /// log p(x_kept) of each row of `kept` ((B, n)) over the dimensions where `observed` is 1,
+    /// exactly; None where the model cannot say it exactly (the default).
+    fn kept_log_prob(&self, kept: &Tensor, observed: &Tensor) -> Result<Option<KeptLogProb>> {
+        let _ = (kept, observed);
+        Ok(None)
+    }
+
     /// Training announces the optimizer step of each minibatch before its loss (models whose
     /// training pass changes with the step, as MADE's mask does, keep it); a no-op otherwise.
     fn begin_train_step(&self, step: u64) {
@@ -361,6 +430,18 @@ pub trait Autoregressive: Send + Sync {
     fn sample_batch(&self, evidence: &Evidence) -> Result<SampledBatch> {
         sampler::sample_sequentially(self, evidence)
     }
+}
+
+/// What [`Autoregressive::kept_log_prob`] returns, per row, in nats.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeptLogProb {
+    /// Under the model's first component alone (deep NADE: the first ordering, restricted
+    /// to the kept set).
+    pub first: Vec<f64>,
+    /// Under the whole model (deep NADE: the ensemble of its used orderings).
+    pub model: Vec<f64>,
+    /// How many components `model` mixes.
+    pub components: usize,
 }
 
 /// The dtype every model computes in.

@@ -64,6 +64,9 @@ pub struct Evidence<'a> {
     pub uniforms: &'a Tensor,
     /// The order to sample in: a permutation of 0..n the model supports ([`Orders`]).
     pub order: Option<&'a [usize]>,
+    /// An order per row, for order-agnostic models ([`Orders::Any`]); overrides `order`.
+    /// Models with orders of their own are never given one (src/sample.rs refuses it).
+    pub row_orders: Option<&'a [Vec<usize>]>,
 }
 
 impl Evidence<'_> {

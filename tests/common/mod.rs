@@ -12,6 +12,7 @@ use candle_nn::VarMap;
 use nade::models::made::{Activation, MadeConfig};
 use nade::models::{Autoregressive, Init, ModelConfig, NadeKernel, Trainable};
 
+pub mod deepnade_reference;
 pub mod made_reference;
 pub mod stats;
 use rand::{Rng, SeedableRng};
