@@ -3,7 +3,7 @@
 # benchmarks (ours and the PyTorch formulations, same card, same run), a short training run of
 # configs/nade.toml, CUDA evaluation of the shipped checkpoints and a completion. Builds
 # nothing there: run `scripts/build-cuda.sh`, `scripts/build-cuda.sh test --release --features
-# cuda --no-run` and `../shared/tools/device-pack.sh nade_cuda models sampling optim`
+# cuda --no-run` and `../shared/tools/device-pack.sh nade_cuda models sampling optim made deepnade`
 # here first, then on the GPU machine, from the repository root:
 #   bash scripts/gpu-check.sh            # logs under $OUT (default ./gpu-out)
 # The device tool returns at most 8 files: log.txt, tests.txt, bench.jsonl, torch.jsonl and
@@ -45,7 +45,7 @@ fi
   done
 } >> "$log" 2>&1
 
-for t in nade_cuda models sampling optim; do
+for t in nade_cuda models sampling optim made deepnade; do
   echo "===== $t" >> "$out/tests.txt"
   case $t in nade_cuda | optim) limit=60 ;; models) limit=90 ;; *) limit=150 ;; esac
   timeout $limit ".device/bin/$t-test" --test-threads 4 > /tmp/test-$t.txt 2>&1
