@@ -3,7 +3,7 @@
 # checkpoints, the table and the pictures. Resumable: a run that was cut off continues from its
 # last.safetensors (`nade train --resume`), a finished run (summary.json present) is kept.
 #
-#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade]
+#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade made made-k32 deepnade]
 #
 # NADE_SKIP_TRAINING=1 regenerates checkpoints, table and pictures from the runs' current
 # best.safetensors without training (for a run that is still going).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade)
+[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade made made-k32 deepnade)
 
 cargo build --release
 nade=target/release/nade
@@ -33,8 +33,18 @@ for model in "${models[@]}"; do
 
   cp "$out/best.safetensors" "checkpoints/$model.safetensors"
   cp "$out/curve.png" "docs/$model-curve.png"
-  "$nade" eval "checkpoints/$model.safetensors" --split test --json > "docs/$model-test.json"
-  "$nade" eval "checkpoints/$model.safetensors" --split valid --json > "docs/$model-valid.json"
+  # The run's history beside the table it feeds (runs/ is not in the repository).
+  cp "$out/metrics.jsonl" "docs/$model-metrics.jsonl"
+  [ ! -f "$out/summary.json" ] || cp "$out/summary.json" "docs/$model-summary.json"
+  # Deep NADE's table row is one ordering (n network passes per image and ordering); its
+  # 128-ordering ensemble is a separate, long `nade eval` (README).
+  eval_args=()
+  [ "$model" != deepnade ] || eval_args=(--orders 1)
+  if [ -f "$out/summary.json" ]; then
+    # The test set once, for a finished run's selected model only.
+    "$nade" eval "checkpoints/$model.safetensors" --split test --json "${eval_args[@]}" > "docs/$model-test.json"
+  fi
+  "$nade" eval "checkpoints/$model.safetensors" --split valid --json "${eval_args[@]}" > "docs/$model-valid.json"
   "$nade" sample "checkpoints/$model.safetensors" --count 100 --seed 1 --scale 2 \
     --out "docs/$model-samples.png"
   "$nade" complete "checkpoints/$model.safetensors" --rows 14 --count 10 --stride 1000 --samples 5 --seed 1 \

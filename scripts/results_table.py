@@ -1,62 +1,81 @@
 #!/usr/bin/env python3
-"""The README's results table, from runs/*/ (summary.json of a finished run, else the
-metrics.jsonl of one still going) and docs/*-{test,valid}.json (`nade eval` of the shipped
-checkpoint). Every number comes from a file a run or `nade eval` wrote.
+"""The README's results table, from the runs and `nade eval` of the shipped checkpoints.
+
+For each row: docs/{key}-test.json and docs/{key}-valid.json (`nade eval --json` of
+checkpoints/{key}.safetensors), the run's history (runs/{key}/metrics.jsonl and summary.json,
+else the copies docs/{key}-metrics.jsonl and docs/{key}-summary.json that scripts/reproduce.sh
+keeps) and the used-parameter count from `nade info --json`. A row whose run history is on
+neither place (runs of an earlier machine) is kept as the previous docs/results.md had it, which
+this script wrote from those files. Every number comes from a file a run or `nade` wrote.
 """
 import json
 import os
+import subprocess
 
-ANCHORS = {
-    "fvsbn": "97.45 (Larochelle & Murray 2011)",
-    "mlp": "none published",
-    "nade": "88.86 (2011), 88.33 (later tables)",
-}
 ROOT = os.path.join(os.path.dirname(__file__), "..")
+NADE = os.path.join(ROOT, "target/release/nade")
+# key, label, published anchor
+ROWS = [
+    ("fvsbn", "FVSBN", "97.45 (Larochelle & Murray 2011)"),
+    ("mlp", "MLP, d = 4", "none published"),
+    ("nade", "NADE, d = 500", "88.86 (2011), 88.33 (later tables)"),
+    ("made", "MADE, 1 x 500 relu, direct, 1 mask", "88.40 (Germain et al. 2015, 1 mask)"),
+    ("made-k32", "MADE, 1 x 500 relu, direct, 32 masks", "86.64 (Germain et al. 2015, 32 masks)"),
+    ("deepnade", "deep NADE, 2 x 500 relu, 1 ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
+]
 
 
-def load(path):
-    with open(os.path.join(ROOT, path)) as f:
+def path(*parts):
+    return os.path.join(ROOT, *parts)
+
+
+def load(rel):
+    with open(path(rel)) as f:
         return json.load(f)
 
 
+def first_existing(*rels):
+    return next((r for r in rels if os.path.exists(path(r))), None)
+
+
+def previous_rows():
+    try:
+        with open(path("docs/results.md")) as f:
+            return {line.split("|")[1].strip(): line.rstrip("\n") for line in f if line.startswith("| ")}
+    except FileNotFoundError:
+        return {}
+
+
+previous = previous_rows()
 print("| model | parameters (used) | test NLL (nats) | bits/dim | valid NLL | epochs (best / run) | training time | published anchor |")
 print("|---|---|---|---|---|---|---|---|")
-for model in ["fvsbn", "mlp", "nade"]:
-    try:
-        test = load(f"docs/{model}-test.json")
-        valid = load(f"docs/{model}-valid.json")
-        with open(os.path.join(ROOT, f"runs/{model}/metrics.jsonl")) as f:
-            history = [json.loads(line) for line in f]
-    except FileNotFoundError:
+for key, label, anchor in ROWS:
+    if not os.path.exists(path(f"checkpoints/{key}.safetensors")):
         continue
-    try:
-        summary = load(f"runs/{model}/summary.json")
-        epochs = f"{summary['best_epoch']} / {summary['epochs_run']}"
-    except FileNotFoundError:
+    metrics = first_existing(f"runs/{key}/metrics.jsonl", f"docs/{key}-metrics.jsonl")
+    if metrics is None:
+        if label in previous:
+            print(previous[label])
+        continue
+    with open(path(metrics)) as f:
+        history = [json.loads(line) for line in f]
+    summary = first_existing(f"runs/{key}/summary.json", f"docs/{key}-summary.json")
+    if summary:
+        s = load(summary)
+        epochs = f"{s['best_epoch']} / {s['epochs_run']}"
+    else:
         best = min(history, key=lambda r: r["valid_nll"])
         epochs = f"{best['epoch']} / {history[-1]['epoch']} (run not finished)"
-    # Parameters the model uses: FVSBN's W and MLP's A are stored whole, but only their
-    # entries j < i (the strict lower triangle) enter the model.
-    params = 0
-    with open(os.path.join(ROOT, f"checkpoints/{model}.safetensors"), "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        shape = info["shape"]
-        if (model, name) in (("fvsbn", "W"), ("mlp", "A")):
-            n = shape[0]
-            params += n * (n - 1) // 2 * (shape[1] if model == "mlp" else 1)
-        else:
-            size = 1
-            for dim in shape:
-                size *= dim
-            params += size
+    info = json.loads(subprocess.run([NADE, "info", path(f"checkpoints/{key}.safetensors"), "--json"],
+                                     check=True, capture_output=True, text=True).stdout)
+    valid = load(f"docs/{key}-valid.json")
+    try:
+        test = load(f"docs/{key}-test.json")
+        test_cells = f"{test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} | {test['bits_per_dim']:.4f}"
+    except FileNotFoundError:
+        test_cells = "not evaluated (training goes on) | "
     minutes = sum(r["train_seconds"] + r["valid_seconds"] for r in history) / 60
-    hidden = f", d = {test['hidden']}" if test["hidden"] else ""
-    name = "MLP" if model == "mlp" else model.upper()
     print(
-        f"| {name}{hidden} | {params:,} | {test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} "
-        f"| {test['bits_per_dim']:.4f} | {valid['nll_nats']:.2f} | {epochs} "
-        f"| {minutes:.0f} min ({test['device']}, 2 cores) | {ANCHORS[model]} |"
+        f"| {label} | {info['parameters_used']:,} | {test_cells} | {valid['nll_nats']:.2f} | {epochs} "
+        f"| {minutes:.0f} min ({valid['device']}, 2 cores, shared) | {anchor} |"
     )

@@ -50,6 +50,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::made::{pick, Activation};
+use super::params::{dense_stack_specs, validate_ensemble, validate_hidden};
 use super::sampler::check_step;
 use super::{
     softplus, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders, ParamSpec, Pass,
@@ -104,24 +105,8 @@ impl DeepNadeConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(format!(
-                "model.hidden: a deepnade model needs at least one hidden layer, each of >= 1 units (got {:?})",
-                self.hidden
-            ));
-        }
-        if self.orders == 0 {
-            return Err("model.orders: a deepnade model needs orders >= 1".into());
-        }
-        if let Some(k) = self.eval_orders {
-            if k == 0 || k > self.orders {
-                return Err(format!(
-                    "model.eval_orders = {k}: the model has {} ordering(s), so 1..={}",
-                    self.orders, self.orders
-                ));
-            }
-        }
-        Ok(())
+        validate_hidden("deepnade", &self.hidden)?;
+        validate_ensemble("deepnade", "orders", self.orders, self.eval_orders)
     }
 
     /// The orderings density uses.
@@ -131,20 +116,8 @@ impl DeepNadeConfig {
 
     pub fn param_specs(&self) -> Vec<ParamSpec> {
         let n = self.n;
-        let mut specs = Vec::new();
-        let mut below = 2 * n;
-        for (l, &h) in self.hidden.iter().enumerate() {
-            let a = 1.0 / (below.max(1) as f32).sqrt();
-            specs.push(ParamSpec::weight(format!("W{}", l + 1), &[h, below], a));
-            specs.push(ParamSpec::bias(format!("b{}", l + 1), &[h]));
-            below = h;
-        }
-        specs.push(ParamSpec::weight(
-            "V",
-            &[n, below],
-            1.0 / (below.max(1) as f32).sqrt(),
-        ));
-        specs.push(ParamSpec::output_bias("c", &[n]));
+        // W1 reads [x * m ; m]: 2n inputs.
+        let mut specs = dense_stack_specs(2 * n, &self.hidden, n);
         specs.push(ParamSpec::buffer(
             "order",
             &[self.orders, n],

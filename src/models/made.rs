@@ -46,6 +46,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::params::{dense_stack_specs, validate_ensemble, validate_hidden};
 use super::sampler::check_step;
 use super::{
     bernoulli_log_prob, masks, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
@@ -106,24 +107,8 @@ impl MadeConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err(format!(
-                "model.hidden: a made model needs at least one hidden layer, each of >= 1 units (got {:?})",
-                self.hidden
-            ));
-        }
-        if self.masks == 0 {
-            return Err("model.masks: a made model needs masks >= 1".into());
-        }
-        if let Some(k) = self.eval_masks {
-            if k == 0 || k > self.masks {
-                return Err(format!(
-                    "model.eval_masks = {k}: the model has {} mask(s), so 1..={}",
-                    self.masks, self.masks
-                ));
-            }
-        }
-        Ok(())
+        validate_hidden("made", &self.hidden)?;
+        validate_ensemble("made", "masks", self.masks, self.eval_masks)
     }
 
     /// The masks density and sampling use.
@@ -157,20 +142,7 @@ impl MadeConfig {
 
     pub fn param_specs(&self) -> Vec<ParamSpec> {
         let n = self.n;
-        let mut specs = Vec::new();
-        let mut below = n;
-        for (l, &h) in self.hidden.iter().enumerate() {
-            let a = 1.0 / (below.max(1) as f32).sqrt();
-            specs.push(ParamSpec::weight(format!("W{}", l + 1), &[h, below], a));
-            specs.push(ParamSpec::bias(format!("b{}", l + 1), &[h]));
-            below = h;
-        }
-        specs.push(ParamSpec::weight(
-            "V",
-            &[n, below],
-            1.0 / (below.max(1) as f32).sqrt(),
-        ));
-        specs.push(ParamSpec::output_bias("c", &[n]));
+        let mut specs = dense_stack_specs(n, &self.hidden, n);
         if self.direct {
             specs.push(ParamSpec::weight(
                 "A",
