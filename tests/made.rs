@@ -681,3 +681,60 @@ fn resumed_made_run_with_k_masks_is_bit_identical() {
         "cycle and fresh trained the same weights"
     );
 }
+
+/// The used-parameter count (`nade info`, the README's table) is the number of entries that
+/// receive a gradient under at least one of the K stored masks: random tanh weights and 64
+/// random images give every entry on an input-output path a non-zero gradient, and the others
+/// (cut by a mask, or into a dead unit that reaches no output) none.
+#[test]
+fn used_parameters_are_the_entries_some_mask_connects() {
+    let n = 9;
+    let cfg = MadeConfig {
+        resample: Resample::Cycle,
+        order: OrderChoice::Random,
+        ..made(n, &[7, 6], 3, true, Activation::Tanh)
+    };
+    let model_cfg = ModelConfig::Made(cfg.clone());
+    let params = random_params(&model_cfg, 4, 1.0);
+    let tensors = model_cfg
+        .param_specs()
+        .into_iter()
+        .map(|s| {
+            let t = Tensor::from_vec(params[&s.name].clone(), s.shape.clone(), &Device::Cpu);
+            (s.name, t.unwrap())
+        })
+        .collect();
+    let trainable = Trainable::new(&model_cfg, tensors, &Device::Cpu).unwrap();
+    let x = rows(&random_binary(64, n, 0.5, 9), n);
+    let mut touched: HashMap<String, Vec<bool>> = HashMap::new();
+    for step in 0..3u64 {
+        trainable.model.begin_train_step(step);
+        let grads = models::mean_nll(trainable.model.as_ref(), &x)
+            .unwrap()
+            .backward()
+            .unwrap();
+        for name in ["W1", "b1", "W2", "b2", "V", "A"] {
+            let var = trainable.varmap.data().lock().unwrap()[name].clone();
+            let g = host(grads.get(var.as_tensor()).unwrap());
+            let seen = touched
+                .entry(name.to_string())
+                .or_insert_with(|| vec![false; g.len()]);
+            for (s, v) in seen.iter_mut().zip(&g) {
+                *s |= *v != 0.0;
+            }
+        }
+    }
+    let specs = model_cfg.param_specs();
+    for name in ["W1", "b1", "W2", "b2", "V", "A"] {
+        let spec = specs.iter().find(|s| s.name == name).unwrap();
+        let live = touched[name].iter().filter(|&&t| t).count();
+        assert_eq!(
+            spec.used, live,
+            "{name}: used {} vs {live} with a gradient",
+            spec.used
+        );
+        if name.starts_with(['W', 'V', 'A']) {
+            assert!(live < spec.len(), "{name}: some entries must be cut");
+        }
+    }
+}

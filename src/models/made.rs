@@ -151,6 +151,15 @@ impl MadeConfig {
             ));
         }
         let drawn = self.draw_masks();
+        if self.resample == Resample::Cycle {
+            // Only the K stored masks ever train or read the weights: an entry no mask connects
+            // is not a parameter of the model (the README's "parameters (used)").
+            for spec in &mut specs {
+                if let Some(used) = connected_entries(&drawn, &spec.name) {
+                    spec.used = used;
+                }
+            }
+        }
         let k = self.masks;
         specs.push(ParamSpec::buffer(
             "order",
@@ -358,6 +367,71 @@ impl Connectivity {
             },
         })
     }
+}
+
+/// Entries of `name` (`W1`.., `b1`.., `V`, `A`) that can move the density under at least one
+/// of `masks`: on a path from the input to an output. A hidden unit whose connections upwards
+/// are all cut (no unit above, or no output, has a degree to receive it) is dead, with its
+/// weights and bias. None for the other tensors.
+fn connected_entries(masks: &[Connectivity], name: &str) -> Option<usize> {
+    let layers = masks.first()?.degrees.len();
+    let (bias, layer) = match name {
+        "V" => (false, layers),
+        "A" => (false, layers + 1),
+        w => {
+            let (bias, index) = match w.strip_prefix('W') {
+                Some(index) => (false, index),
+                None => (true, w.strip_prefix('b')?),
+            };
+            (bias, index.parse::<usize>().ok()?.checked_sub(1)?)
+        }
+    };
+    let mut union: Vec<bool> = Vec::new();
+    for m in masks {
+        let m0 = m.input_degrees();
+        // live[l][u]: hidden unit u of layer l reaches an output (from the top down).
+        let mut live: Vec<Vec<bool>> = vec![Vec::new(); layers];
+        for l in (0..layers).rev() {
+            live[l] = m.degrees[l]
+                .iter()
+                .map(|&du| match l + 1 < layers {
+                    true => m.degrees[l + 1]
+                        .iter()
+                        .zip(&live[l + 1])
+                        .any(|(&da, &alive)| alive && da >= du),
+                    false => m0.iter().any(|&d| d > du),
+                })
+                .collect();
+        }
+        // (degrees of the rows, degrees of the columns, strict, the rows' liveness): the rule
+        // of `masks` above.
+        let all_live = vec![true; m0.len()];
+        let (rows, cols, strict, alive) = match layer {
+            l if l < layers => {
+                let below = if l == 0 { &m0 } else { &m.degrees[l - 1] };
+                (&m.degrees[l], below, false, &live[l])
+            }
+            l if l == layers => (&m0, m.degrees.last().unwrap_or(&m0), true, &all_live),
+            _ => (&m0, &m0, true, &all_live),
+        };
+        if bias {
+            union.resize(rows.len(), false);
+            for (u, &a) in alive.iter().enumerate() {
+                union[u] |= a;
+            }
+            continue;
+        }
+        union.resize(rows.len() * cols.len(), false);
+        for (r, &dr) in rows.iter().enumerate() {
+            for (c, &dc) in cols.iter().enumerate() {
+                let connected = if strict { dr > dc } else { dr >= dc };
+                // V's and A's rows are outputs: every one counts.
+                let live_row = layer >= layers || alive[r];
+                union[r * cols.len() + c] |= connected && live_row;
+            }
+        }
+    }
+    Some(union.iter().filter(|&&on| on).count())
 }
 
 /// One mask's matrices, f32 0/1: M_1..M_L, M_V and M_A.
