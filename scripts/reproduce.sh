@@ -51,5 +51,4 @@ for model in "${models[@]}"; do
     --scale 2 --out "docs/$model-completions.png"
 done
 
-python3 scripts/results_table.py > docs/results.md
-cat docs/results.md
+python3 scripts/results_table.py --write

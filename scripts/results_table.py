@@ -7,10 +7,13 @@ else the copies docs/{key}-metrics.jsonl and docs/{key}-summary.json that script
 keeps) and the used-parameter count from `nade info --json`. A row whose run history is on
 neither place (runs of an earlier machine) is kept as the previous docs/results.md had it, which
 this script wrote from those files. Every number comes from a file a run or `nade` wrote.
+
+  python3 scripts/results_table.py [--write]    # --write: also update docs/results.md
 """
 import json
 import os
 import subprocess
+import sys
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 NADE = os.path.join(ROOT, "target/release/nade")
@@ -47,6 +50,8 @@ def previous_rows():
 
 
 previous = previous_rows()
+lines = []
+print = lines.append  # noqa: A001 (collected, then printed and written below)
 print("| model | parameters (used) | test NLL (nats) | bits/dim | valid NLL | epochs (best / run) | training time | published anchor |")
 print("|---|---|---|---|---|---|---|---|")
 for key, label, anchor in ROWS:
@@ -79,3 +84,13 @@ for key, label, anchor in ROWS:
         f"| {label} | {info['parameters_used']:,} | {test_cells} | {valid['nll_nats']:.2f} | {epochs} "
         f"| {minutes:.0f} min ({valid['device']}, 2 cores, shared) | {anchor} |"
     )
+
+del print
+text = "\n".join(lines) + "\n"
+sys.stdout.write(text)
+if "--write" in sys.argv[1:]:
+    # Read above before writing: rows of earlier machines' runs come from this file.
+    tmp = path("docs/results.md.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path("docs/results.md"))

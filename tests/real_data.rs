@@ -360,7 +360,7 @@ fn missing_data_is_ignored_or_fails_under_ci() {
 /// results table shows (docs/*-test.json, from which scripts/results_table.py writes it).
 fn shipped_checkpoints_reproduce_the_results_table(data: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for model in ["fvsbn", "mlp", "nade"] {
+    for model in ["fvsbn", "mlp", "nade", "made"] {
         let ckpt = root.join(format!("checkpoints/{model}.safetensors"));
         let recorded: serde_json::Value = serde_json::from_slice(
             &std::fs::read(root.join(format!("docs/{model}-test.json"))).unwrap(),
