@@ -34,13 +34,20 @@ pub enum KeepSpec {
         r1: usize,
         c1: usize,
     },
+    /// Everything but rows r0..r1 and columns c0..c1: the box is the hole to fill (inpainting).
+    Hole {
+        r0: usize,
+        c0: usize,
+        r1: usize,
+        c1: usize,
+    },
     /// Each pixel kept with probability P, independently per image (seeded).
     Random(f64),
 }
 
 /// The grammar, for messages and `--help`.
 pub const GRAMMAR: &str =
-    "top:R, bottom:R, left:C, right:C, box:R0,C0,R1,C1 (rows R0..R1-1, columns C0..C1-1) or random:P";
+    "top:R, bottom:R, left:C, right:C, box:R0,C0,R1,C1 (rows R0..R1-1, columns C0..C1-1 kept), hole:R0,C0,R1,C1 (all but that box kept) or random:P";
 
 impl FromStr for KeepSpec {
     type Err = String;
@@ -54,7 +61,7 @@ impl FromStr for KeepSpec {
             "bottom" => KeepSpec::Bottom(count()?),
             "left" => KeepSpec::Left(count()?),
             "right" => KeepSpec::Right(count()?),
-            "box" => {
+            "box" | "hole" => {
                 let v: Vec<usize> = arg
                     .split(',')
                     .map(|p| p.trim().parse::<usize>())
@@ -66,7 +73,11 @@ impl FromStr for KeepSpec {
                 if r0 > r1 || c0 > c1 {
                     return Err(format!("--keep {s:?}: the box needs R0 <= R1 and C0 <= C1"));
                 }
-                KeepSpec::Box { r0, c0, r1, c1 }
+                if name.trim() == "box" {
+                    KeepSpec::Box { r0, c0, r1, c1 }
+                } else {
+                    KeepSpec::Hole { r0, c0, r1, c1 }
+                }
             }
             "random" => match arg.trim().parse::<f64>() {
                 Ok(p) if (0.0..=1.0).contains(&p) => KeepSpec::Random(p),
@@ -85,6 +96,7 @@ impl fmt::Display for KeepSpec {
             KeepSpec::Left(c) => write!(f, "left:{c}"),
             KeepSpec::Right(c) => write!(f, "right:{c}"),
             KeepSpec::Box { r0, c0, r1, c1 } => write!(f, "box:{r0},{c0},{r1},{c1}"),
+            KeepSpec::Hole { r0, c0, r1, c1 } => write!(f, "hole:{r0},{c0},{r1},{c1}"),
             KeepSpec::Random(p) => write!(f, "random:{p}"),
         }
     }
@@ -113,6 +125,9 @@ impl KeepSpec {
                 KeepSpec::Box { r0, c0, r1, c1 } => {
                     (r0..r1).contains(&row) && (c0..c1).contains(&col)
                 }
+                KeepSpec::Hole { r0, c0, r1, c1 } => {
+                    !((r0..r1).contains(&row) && (c0..c1).contains(&col))
+                }
                 KeepSpec::Random(_) => unreachable!("drawn below"),
             }
         };
@@ -128,7 +143,7 @@ impl KeepSpec {
         match *self {
             KeepSpec::Top(r) | KeepSpec::Bottom(r) => check("rows", r, height)?,
             KeepSpec::Left(c) | KeepSpec::Right(c) => check("columns", c, width)?,
-            KeepSpec::Box { r1, c1, .. } => {
+            KeepSpec::Box { r1, c1, .. } | KeepSpec::Hole { r1, c1, .. } => {
                 check("row", r1, height)?;
                 check("column", c1, width)?;
             }

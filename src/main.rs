@@ -509,7 +509,7 @@ struct CompleteArgs {
     #[arg(long, conflicts_with = "keep", required_unless_present = "keep")]
     rows: Option<usize>,
     /// The pixels kept as given: top:R, bottom:R, left:C, right:C, box:R0,C0,R1,C1 (rows
-    /// R0..R1-1, columns C0..C1-1) or random:P (each pixel with probability P, seeded by
+    /// R0..R1-1, columns C0..C1-1), hole:R0,C0,R1,C1 (all but that box) or random:P (each pixel with probability P, seeded by
     /// --seed). Models with a fixed pixel order (fvsbn, mlp, nade) condition only on a prefix
     /// of it: top:R.
     #[arg(long, value_name = "SPEC")]

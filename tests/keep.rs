@@ -37,6 +37,11 @@ fn keep_specs_parse_and_make_the_masks_they_name() {
     assert_eq!(ones(&one("top:0")), Vec::<usize>::new());
     assert_eq!(ones(&one("top:28")).len(), n);
     assert_eq!(spec("box:1,2,3,4").to_string(), "box:1,2,3,4");
+    // hole: the complement of the same box (inpainting).
+    let hole = one("hole:2,3,5,7");
+    assert!((0..n).all(|i| hole[i] == 1 - boxed[i]));
+    assert_eq!(ones(&hole).len(), n - 12);
+    assert_eq!(spec("hole:7,7,21,21").to_string(), "hole:7,7,21,21");
 
     // random:P: about P n pixels, the same for a seed, different per image and per seed.
     let random = spec("random:0.25").masks(n, 3, 9).unwrap();
@@ -59,6 +64,7 @@ fn keep_specs_parse_and_make_the_masks_they_name() {
         ("middle:3", "expected top:R"),
         ("box:1,2,3", "expected top:R"),
         ("box:5,0,2,4", "R0 <= R1"),
+        ("hole:5,0,2,4", "R0 <= R1"),
         ("random:1.5", "probability"),
     ] {
         let e = bad.parse::<KeepSpec>().unwrap_err();
@@ -68,6 +74,7 @@ fn keep_specs_parse_and_make_the_masks_they_name() {
         ("top:29", "rows 29"),
         ("left:30", "columns 30"),
         ("box:0,0,29,3", "row 29"),
+        ("hole:0,0,3,29", "column 29"),
     ] {
         let e = spec(past).masks(n, 1, 0).unwrap_err().to_string();
         assert!(
