@@ -644,32 +644,14 @@ fn checkpoint_round_trip_and_a_file_with_three_keys() {
 }
 
 fn markov_data(dir: &Path) -> String {
-    use rand::{Rng, SeedableRng};
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (split, count, seed) in [("train", 400, 1u64), ("valid", 100, 2), ("test", 100, 3)] {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut text = String::new();
-        for _ in 0..count {
-            let mut x = rng.random_bool(0.7);
-            let row: Vec<&str> = (0..12)
-                .map(|i| {
-                    if i > 0 && !rng.random_bool(0.85) {
-                        x = !x;
-                    }
-                    if x {
-                        "1"
-                    } else {
-                        "0"
-                    }
-                })
-                .collect();
-            text.push_str(&row.join(" "));
-            text.push('\n');
-        }
-        std::fs::write(data.join(format!("toy_{split}.amat")), text).unwrap();
-    }
-    data.display().to_string()
+    markov_splits(
+        dir,
+        12,
+        0.85,
+        [("train", 400, 1), ("valid", 100, 2), ("test", 100, 3)],
+    )
+    .display()
+    .to_string()
 }
 
 fn run_config(dir: &Path, seed: u64, epochs: usize) -> Config {

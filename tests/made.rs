@@ -563,32 +563,14 @@ fn bench_runs_made() {
 }
 
 fn markov_data(dir: &Path) -> String {
-    use rand::{Rng, SeedableRng};
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (split, count, seed) in [("train", 600, 1u64), ("valid", 200, 2), ("test", 200, 3)] {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut text = String::new();
-        for _ in 0..count {
-            let mut x = rng.random_bool(0.7);
-            let row: Vec<&str> = (0..10)
-                .map(|i| {
-                    if i > 0 && !rng.random_bool(0.9) {
-                        x = !x;
-                    }
-                    if x {
-                        "1"
-                    } else {
-                        "0"
-                    }
-                })
-                .collect();
-            text.push_str(&row.join(" "));
-            text.push('\n');
-        }
-        std::fs::write(data.join(format!("toy_{split}.amat")), text).unwrap();
-    }
-    data.display().to_string()
+    markov_splits(
+        dir,
+        10,
+        0.9,
+        [("train", 600, 1), ("valid", 200, 2), ("test", 200, 3)],
+    )
+    .display()
+    .to_string()
 }
 
 fn run_config(dir: &Path, resample: &str, epochs: usize) -> Config {

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use candle_core::Device;
+use common::markov_splits;
 use nade::checkpoint;
 use nade::config::Config;
 use nade::train::{self, Options, Progress};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 const N: usize = 10;
 const P_FIRST: f64 = 0.7;
@@ -20,24 +19,6 @@ const P_STAY: f64 = 0.9;
 
 /// A binary Markov chain: x_1 ~ Bern(0.7), x_i = x_{i-1} with probability 0.9. Every model
 /// here can represent it exactly; its entropy is H(0.7) + (n - 1) H(0.9) nats.
-fn markov_rows(rows: usize, seed: u64) -> String {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut text = String::new();
-    for _ in 0..rows {
-        let mut x = rng.random_bool(P_FIRST);
-        let mut row = Vec::with_capacity(N);
-        for i in 0..N {
-            if i > 0 && !rng.random_bool(P_STAY) {
-                x = !x;
-            }
-            row.push(if x { "1" } else { "0" });
-        }
-        text.push_str(&row.join(" "));
-        text.push('\n');
-    }
-    text
-}
-
 fn entropy() -> f64 {
     let h = |p: f64| -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
     h(P_FIRST) + (N - 1) as f64 * h(P_STAY)
@@ -45,16 +26,12 @@ fn entropy() -> f64 {
 
 /// A data folder with toy_{train,valid,test}.amat.
 fn toy_data(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    for (split, rows, seed) in [("train", 4000, 1), ("valid", 1000, 2), ("test", 4000, 3)] {
-        std::fs::write(
-            data.join(format!("toy_{split}.amat")),
-            markov_rows(rows, seed),
-        )
-        .unwrap();
-    }
-    data
+    markov_splits(
+        dir,
+        N,
+        P_STAY,
+        [("train", 4000, 1), ("valid", 1000, 2), ("test", 4000, 3)],
+    )
 }
 
 fn config(dir: &Path, kind: &str, hidden: usize, epochs: usize, extra_train: &str) -> Config {

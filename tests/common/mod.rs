@@ -6,6 +6,7 @@ pub mod bin;
 pub mod http;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -143,4 +144,49 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
+}
+
+/// `count` rows of a binary Markov chain over n dimensions as .amat text: x_0 = 1 with
+/// probability `p_first`, then each x_i repeats x_{i-1} with probability `p_stay` (its entropy is
+/// known, so a trained model's NLL has a target).
+pub fn markov_rows(count: usize, n: usize, p_first: f64, p_stay: f64, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut text = String::new();
+    for _ in 0..count {
+        let mut x = rng.random_bool(p_first);
+        let row: Vec<&str> = (0..n)
+            .map(|i| {
+                if i > 0 && !rng.random_bool(p_stay) {
+                    x = !x;
+                }
+                if x {
+                    "1"
+                } else {
+                    "0"
+                }
+            })
+            .collect();
+        text.push_str(&row.join(" "));
+        text.push('\n');
+    }
+    text
+}
+
+/// `dir`/data with toy_{train,valid,test}.amat of [`markov_rows`] (counts and seeds per split).
+pub fn markov_splits(
+    dir: &Path,
+    n: usize,
+    p_stay: f64,
+    splits: [(&str, usize, u64); 3],
+) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (split, count, seed) in splits {
+        std::fs::write(
+            data.join(format!("toy_{split}.amat")),
+            markov_rows(count, n, 0.7, p_stay, seed),
+        )
+        .unwrap();
+    }
+    data
 }
