@@ -49,9 +49,10 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::made::{pick, Activation};
-use super::params::{dense_stack_specs, validate_ensemble, validate_hidden};
+use super::made::pick;
 use super::sampler::check_step;
+pub use super::stack::Activation;
+use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
     softplus, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders, ParamSpec, Pass,
     SampledBatch, SamplerState,
@@ -171,25 +172,7 @@ impl DeepNadeConfig {
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,
     ) -> std::result::Result<(), String> {
-        let raw = metadata.get("activation").ok_or(
-            "__metadata__ has no `activation` (a deepnade file needs model, n and activation)",
-        )?;
-        self.activation = raw
-            .parse()
-            .map_err(|e| format!("__metadata__ `activation`: {e}"))?;
-        self.hidden = (1..)
-            .map_while(|l| shapes.get(&format!("W{l}")))
-            .map(|shape| shape.first().copied().unwrap_or(0))
-            .collect();
-        if self.hidden.is_empty() {
-            return Err(
-                "a deepnade file needs tensors W1, b1, ..., V, c, order: there is no `W1`".into(),
-            );
-        }
-        self.orders = shapes
-            .get("order")
-            .and_then(|shape| shape.first().copied())
-            .ok_or("a deepnade file needs the tensor `order` [K, n]: it is missing")?;
+        (self.activation, self.hidden, self.orders) = read_stack("deepnade", metadata, shapes)?;
         Ok(())
     }
 

@@ -34,8 +34,6 @@
 //! one seeded uniform per pixel suffices, and a one-mask model draws exactly what a plain
 //! sequential sampler draws.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -46,8 +44,9 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::params::{dense_stack_specs, validate_ensemble, validate_hidden};
 use super::sampler::check_step;
+pub use super::stack::Activation;
+use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
     bernoulli_log_prob, masks, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
     SampledBatch, SamplerState,
@@ -205,82 +204,9 @@ impl MadeConfig {
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,
     ) -> std::result::Result<(), String> {
-        let raw = metadata.get("activation").ok_or(
-            "__metadata__ has no `activation` (a made file needs model, n and activation)",
-        )?;
-        self.activation = raw
-            .parse()
-            .map_err(|e| format!("__metadata__ `activation`: {e}"))?;
-        self.hidden = (1..)
-            .map_while(|l| shapes.get(&format!("W{l}")))
-            .map(|shape| shape.first().copied().unwrap_or(0))
-            .collect();
-        if self.hidden.is_empty() {
-            return Err("a made file needs tensors W1, b1, ..., V, c, order, degrees1, ...: there is no `W1`".into());
-        }
-        self.masks = shapes
-            .get("order")
-            .and_then(|shape| shape.first().copied())
-            .ok_or("a made file needs the tensor `order` [K, n]: it is missing")?;
+        (self.activation, self.hidden, self.masks) = read_stack("made", metadata, shapes)?;
         self.direct = shapes.contains_key("A");
         Ok(())
-    }
-}
-
-/// The hidden nonlinearity g.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Activation {
-    #[default]
-    Relu,
-    Sigmoid,
-    Tanh,
-}
-
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Activation::Relu => "relu",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-        })
-    }
-}
-
-impl FromStr for Activation {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "relu" => Ok(Activation::Relu),
-            "sigmoid" => Ok(Activation::Sigmoid),
-            "tanh" => Ok(Activation::Tanh),
-            _ => Err(format!(
-                "unknown activation {s:?} (expected relu, sigmoid or tanh)"
-            )),
-        }
-    }
-}
-
-impl TryFrom<String> for Activation {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Activation> for String {
-    fn from(a: Activation) -> String {
-        a.to_string()
-    }
-}
-
-impl Activation {
-    pub(crate) fn apply(self, t: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Relu => t.relu(),
-            Activation::Sigmoid => sigmoid(t),
-            Activation::Tanh => t.tanh(),
-        }
     }
 }
 

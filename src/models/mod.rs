@@ -12,6 +12,7 @@ pub mod mlp;
 pub mod nade;
 pub mod params;
 pub mod sampler;
+pub mod stack;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;

@@ -108,55 +108,6 @@ impl ParamSpec {
     }
 }
 
-/// The hidden stack of MADE and deep NADE: `W1` [h1, inputs], `b1` [h1], ..., `WL`, `bL`, then
-/// the read-out `V` [n, hL] and its output bias `c` [n]; weights uniform on +-1/sqrt(fan-in).
-pub fn dense_stack_specs(inputs: usize, hidden: &[usize], n: usize) -> Vec<ParamSpec> {
-    let fan_in = |k: usize| 1.0 / (k.max(1) as f32).sqrt();
-    let mut specs = Vec::new();
-    let mut below = inputs;
-    for (l, &h) in hidden.iter().enumerate() {
-        specs.push(ParamSpec::weight(
-            format!("W{}", l + 1),
-            &[h, below],
-            fan_in(below),
-        ));
-        specs.push(ParamSpec::bias(format!("b{}", l + 1), &[h]));
-        below = h;
-    }
-    specs.push(ParamSpec::weight("V", &[n, below], fan_in(below)));
-    specs.push(ParamSpec::output_bias("c", &[n]));
-    specs
-}
-
-/// `model.hidden` of a stacked model: at least one layer, none empty.
-pub fn validate_hidden(kind: &str, hidden: &[usize]) -> std::result::Result<(), String> {
-    if hidden.is_empty() || hidden.contains(&0) {
-        return Err(format!(
-            "model.hidden: a {kind} model needs at least one hidden layer, each of >= 1 units (got {hidden:?})"
-        ));
-    }
-    Ok(())
-}
-
-/// An ensemble of `k` members (`model.{key}`) evaluated with its first `used` (`eval_{key}`):
-/// 1 <= used <= k.
-pub fn validate_ensemble(
-    kind: &str,
-    key: &str,
-    k: usize,
-    used: Option<usize>,
-) -> std::result::Result<(), String> {
-    if k == 0 {
-        return Err(format!("model.{key}: a {kind} model needs {key} >= 1"));
-    }
-    match used {
-        Some(u) if u == 0 || u > k => Err(format!(
-            "model.eval_{key} = {u}: the model has {k} of them, so 1..={k}"
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Fresh parameters drawn from a seeded ChaCha8 stream, so a seed always gives the same
 /// model (candle's own CPU RNG cannot be seeded). Buffers come out as I64 tensors.
 pub fn init_params(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Vec<(String, Tensor)>> {
