@@ -29,7 +29,7 @@ use nade::train;
 #[command(
     name = "nade",
     version,
-    about = "Autoregressive density models of binary data (FVSBN, MLP, NADE)"
+    about = "Autoregressive density models of binary data (FVSBN, MLP, NADE, MADE, order-agnostic deep NADE)"
 )]
 struct Cli {
     #[command(subcommand)]
