@@ -49,6 +49,14 @@ for model in "${models[@]}"; do
     --out "docs/$model-samples.png"
   "$nade" complete "checkpoints/$model.safetensors" --rows 14 --count 10 --stride 1000 --samples 5 --seed 1 \
     --scale 2 --out "docs/$model-completions.png"
+  if [ "$model" = deepnade ]; then
+    # Any kept set: the left half, a centre box to fill in, 80% of the pixels missing.
+    for keep in left:14 hole:7,7,21,21 random:0.2; do
+      name=$(echo "$keep" | cut -d: -f1)
+      "$nade" complete "checkpoints/$model.safetensors" --keep "$keep" --count 10 --stride 1000 --samples 5 \
+        --seed 1 --scale 2 --out "docs/$model-completions-$name.png"
+    done
+  fi
 done
 
 python3 scripts/results_table.py --write
