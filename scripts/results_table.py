@@ -8,7 +8,7 @@ keeps) and the used-parameter count from `nade info --json`. A row whose run his
 neither place (runs of an earlier machine) is kept as the previous docs/results.md had it, which
 this script wrote from those files. Every number comes from a file a run or `nade` wrote.
 
-  python3 scripts/results_table.py [--write]    # --write: also update docs/results.md
+  python3 scripts/results_table.py [--write]    # --write: also update docs/results.md and the README
 """
 import json
 import os
@@ -94,3 +94,15 @@ if "--write" in sys.argv[1:]:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path("docs/results.md"))
+    # ... and the README's copy of the table (the block of lines from its header row on).
+    with open(path("README.md")) as f:
+        readme = f.read().split("\n")
+    start = next(i for i, l in enumerate(readme) if l.startswith(lines[0][:30]))
+    end = start
+    while end < len(readme) and readme[end].startswith("|"):
+        end += 1
+    readme[start:end] = lines
+    tmp = path("README.md.tmp")
+    with open(tmp, "w") as f:
+        f.write("\n".join(readme))
+    os.replace(tmp, path("README.md"))
