@@ -68,6 +68,9 @@ done
   for m in fvsbn mlp; do
     nade bench --device cuda --model $m --hidden 4 --batch 100 --seconds 2 --json
   done
+  for k in 1 32; do
+    nade bench --device cuda --model made --hidden 500 --masks $k --batch 100 --seconds 2 --json
+  done
 } > "$out/bench.jsonl" 2>> "$log"
 
 {
@@ -80,6 +83,14 @@ done
   done
   nade complete checkpoints/nade.safetensors --device cuda --keep top:14 --count 10 --stride 1000 --out "$out/completions.png"
   nade sample checkpoints/nade.safetensors --device cuda --count 100 --out "$out/samples.png"
+  nade eval checkpoints/made.safetensors --device cuda --json
+  # Deep NADE's exact evaluation on the GPU (the README's CPU times: 3.5 s / 49 s).
+  for k in 1 16; do
+    s=$(date +%s%N)
+    timeout 120 nade eval checkpoints/deepnade.safetensors --device cuda --orders $k --limit 1000 --json
+    echo "deepnade eval, 1000 test images, $k orderings: $(( ($(date +%s%N) - s) / 1000000 )) ms"
+  done
+  nade complete checkpoints/deepnade.safetensors --device cuda --keep left:14 --count 4 --out /tmp/dn.png
 } >> "$log" 2>&1
 
 echo "== nade train configs/nade.toml on CUDA, 3 epochs" >> "$log"
@@ -88,4 +99,5 @@ cat /tmp/run/metrics.jsonl >> "$log" 2>/dev/null
 
 echo "== PyTorch formulations" >> "$log"
 PYTHONUNBUFFERED=1 timeout 100 python3 scripts/bench_torch.py --device cuda --seconds 2 > "$out/torch.jsonl" 2>> "$log"
+PYTHONUNBUFFERED=1 timeout 100 python3 scripts/bench_torch_made.py --device cuda --seconds 2 --batches 100 >> "$out/torch.jsonl" 2>> "$log"
 echo "== done" >> "$log"
