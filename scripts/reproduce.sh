@@ -3,7 +3,7 @@
 # checkpoints, the table and the pictures. Resumable: a run that was cut off continues from its
 # last.safetensors (`nade train --resume`), a finished run (summary.json present) is kept.
 #
-#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade made made-k32 deepnade]
+#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade made deepnade]
 #
 # NADE_SKIP_TRAINING=1 regenerates checkpoints, table and pictures from the runs' current
 # best.safetensors without training (for a run that is still going).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade made made-k32 deepnade)
+[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade made deepnade)
 
 cargo build --release
 nade=target/release/nade
