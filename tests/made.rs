@@ -678,25 +678,17 @@ fn used_parameters_are_the_entries_some_mask_connects() {
     };
     let model_cfg = ModelConfig::Made(cfg.clone());
     let params = random_params(&model_cfg, 4, 1.0);
-    let tensors = model_cfg
-        .param_specs()
-        .into_iter()
-        .map(|s| {
-            let t = Tensor::from_vec(params[&s.name].clone(), s.shape.clone(), &Device::Cpu);
-            (s.name, t.unwrap())
-        })
-        .collect();
-    let trainable = Trainable::new(&model_cfg, tensors, &Device::Cpu).unwrap();
+    let (model, varmap) = model_with_vars(&model_cfg, &params, &Device::Cpu);
     let x = rows(&random_binary(64, n, 0.5, 9), n);
     let mut touched: HashMap<String, Vec<bool>> = HashMap::new();
     for step in 0..3u64 {
-        trainable.model.begin_train_step(step);
-        let grads = models::mean_nll(trainable.model.as_ref(), &x)
+        model.begin_train_step(step);
+        let grads = models::mean_nll(model.as_ref(), &x)
             .unwrap()
             .backward()
             .unwrap();
         for name in ["W1", "b1", "W2", "b2", "V", "A"] {
-            let var = trainable.varmap.data().lock().unwrap()[name].clone();
+            let var = varmap.data().lock().unwrap()[name].clone();
             let g = host(grads.get(var.as_tensor()).unwrap());
             let seen = touched
                 .entry(name.to_string())
