@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use candle_core::Device;
-use common::markov_splits;
+use common::{checkpoint_snapshot, markov_splits};
 use nade::checkpoint;
 use nade::config::Config;
 use nade::train::{self, Options, Progress};
@@ -69,29 +69,6 @@ fn quiet() -> Options {
         test: true,
         force: false,
     }
-}
-
-fn tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
-    let loaded = checkpoint::load(path, &Device::Cpu, None).unwrap();
-    let mut out: Vec<_> = loaded
-        .model
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| {
-            (
-                n.to_string(),
-                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            )
-        })
-        .collect();
-    let mut state: Vec<_> = loaded
-        .optimizer_state
-        .into_iter()
-        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    state.sort_by(|a, b| a.0.cmp(&b.0));
-    out.extend(state);
-    out
 }
 
 /// metrics.jsonl without the wall-clock fields.
@@ -176,12 +153,12 @@ lr_decay = 0.7"#,
 
     let (a, b) = (whole.path().join("out"), split.path().join("out"));
     assert_eq!(
-        tensors(&a.join("last.safetensors")),
-        tensors(&b.join("last.safetensors"))
+        checkpoint_snapshot(&a.join("last.safetensors")),
+        checkpoint_snapshot(&b.join("last.safetensors"))
     );
     assert_eq!(
-        tensors(&a.join("best.safetensors")),
-        tensors(&b.join("best.safetensors"))
+        checkpoint_snapshot(&a.join("best.safetensors")),
+        checkpoint_snapshot(&b.join("best.safetensors"))
     );
     assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
 }
@@ -198,7 +175,7 @@ fn one_seed_gives_identical_checkpoints_and_another_seed_does_not() {
         let out = dir.path().join("out");
         (
             std::fs::read(out.join("best.safetensors")).unwrap(),
-            tensors(&out.join("last.safetensors")),
+            checkpoint_snapshot(&out.join("last.safetensors")),
         )
     };
     let (best_a, last_a) = run(3);

@@ -190,3 +190,31 @@ pub fn markov_splits(
     }
     data
 }
+
+/// Every tensor of a checkpoint (integer buffers as f32), then its optimizer moments sorted by
+/// name: what a bit-identical resume must reproduce.
+pub fn checkpoint_snapshot(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let loaded = nade::checkpoint::load(path, &Device::Cpu, None).unwrap();
+    let host = |t: &Tensor| {
+        t.to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let mut out: Vec<(String, Vec<f32>)> = loaded
+        .model
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, host(&t)))
+        .collect();
+    let mut state: Vec<_> = loaded
+        .optimizer_state
+        .into_iter()
+        .map(|(n, t)| (n, host(&t)))
+        .collect();
+    state.sort_by(|a, b| a.0.cmp(&b.0));
+    out.extend(state);
+    out
+}
