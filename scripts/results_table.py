@@ -68,7 +68,8 @@ for key, label, anchor in ROWS:
         s = load(summary)
         epochs = f"{s['best_epoch']} / {s['epochs_run']}"
     else:
-        best = min(history, key=lambda r: r["valid_nll"])
+        # Epochs that train.valid_every skipped have valid_nll null.
+        best = min((r for r in history if r["valid_nll"] is not None), key=lambda r: r["valid_nll"])
         epochs = f"{best['epoch']} / {history[-1]['epoch']} (run not finished)"
     info = json.loads(subprocess.run([NADE, "info", path(f"checkpoints/{key}.safetensors"), "--json"],
                                      check=True, capture_output=True, text=True).stdout)

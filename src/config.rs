@@ -87,6 +87,10 @@ pub struct TrainSection {
     pub seed: u64,
     /// Stop after this many epochs without a new best validation NLL.
     pub patience: usize,
+    /// Validate after every k-th epoch (and after the last one). The exact validation NLL of
+    /// deep NADE costs several training epochs; patience and plateau_patience still count
+    /// epochs (a validation that finds no new best adds the epochs since the one before).
+    pub valid_every: usize,
     /// Batch size for the validation / test passes (no gradients, so it can be larger).
     pub eval_batch_size: usize,
     /// Write samples.png every k epochs; 0 = never.
@@ -117,6 +121,7 @@ impl Default for TrainSection {
             adam_eps: 1e-8,
             seed: 1234,
             patience: 30,
+            valid_every: 1,
             eval_batch_size: 500,
             sample_every: 10,
             init_bias_from_data: true,
@@ -180,6 +185,7 @@ impl Config {
         positive_u("batch_size", t.batch_size)?;
         positive_u("eval_batch_size", t.eval_batch_size)?;
         positive_u("patience", t.patience)?;
+        positive_u("valid_every", t.valid_every)?;
         positive_f("lr", t.lr)?;
         crate::threads::validate(t.threads, "train.threads")?;
         positive_f("adam_eps", t.adam_eps)?;

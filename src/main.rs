@@ -141,6 +141,9 @@ struct TrainArgs {
     /// Override train.seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override train.valid_every: validate after every N-th epoch (and the last).
+    #[arg(long, value_name = "N", value_parser = positive)]
+    valid_every: Option<usize>,
     /// Override train.device.
     #[arg(long, value_enum)]
     device: Option<DeviceChoice>,
@@ -289,6 +292,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(seed) = args.seed {
         config.train.seed = seed;
+    }
+    if let Some(k) = args.valid_every {
+        config.train.valid_every = k;
     }
     if let Some(device) = args.device {
         config.train.device = device;

@@ -236,15 +236,16 @@ impl LrSchedule {
         }
     }
 
-    /// Called after each epoch's validation with whether it set a new best.
-    pub fn observe(&mut self, t: &TrainSection, improved: bool) {
+    /// Called after each validation with whether it set a new best and the epochs since the
+    /// validation before (1 unless `train.valid_every` skips some).
+    pub fn observe(&mut self, t: &TrainSection, improved: bool, epochs_since: usize) {
         if t.lr_schedule != Schedule::Plateau {
             return;
         }
         if improved {
             self.stalled = 0;
         } else {
-            self.stalled += 1;
+            self.stalled += epochs_since;
             if self.stalled >= t.plateau_patience {
                 self.lr = (self.lr * t.lr_decay).max(t.lr_min);
                 self.stalled = 0;

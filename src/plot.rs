@@ -17,8 +17,8 @@ fn ensure_font() {
     });
 }
 
-/// One point per epoch (1-based): (epoch, train NLL, valid NLL).
-pub fn write_curve(path: &Path, points: &[(usize, f64, f64)], title: &str) -> Result<()> {
+/// One point per epoch (1-based): (epoch, train NLL, valid NLL when that epoch validated).
+pub fn write_curve(path: &Path, points: &[(usize, f64, Option<f64>)], title: &str) -> Result<()> {
     ensure_font();
     let (width, height) = (900u32, 560u32);
     let mut pixels = vec![0u8; (width * height * 3) as usize];
@@ -38,14 +38,15 @@ pub fn write_curve(path: &Path, points: &[(usize, f64, f64)], title: &str) -> Re
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
-    points: &[(usize, f64, f64)],
+    points: &[(usize, f64, Option<f64>)],
     title: &str,
 ) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
     let last_epoch = points.iter().map(|p| p.0).max().unwrap_or(1).max(2);
     let values: Vec<f64> = points
         .iter()
-        .flat_map(|p| [p.1, p.2])
+        .flat_map(|p| [Some(p.1), p.2])
+        .flatten()
         .filter(|v| v.is_finite())
         .collect();
     let (mut lo, mut hi) = values
@@ -59,7 +60,8 @@ fn draw<DB: DrawingBackend>(
     let late: Vec<f64> = points
         .iter()
         .skip(points.len() / 5)
-        .flat_map(|p| [p.1, p.2])
+        .flat_map(|p| [Some(p.1), p.2])
+        .flatten()
         .collect();
     if let Some(late_hi) = late
         .iter()
@@ -83,7 +85,8 @@ fn draw<DB: DrawingBackend>(
         .label_style(("sans-serif", 15))
         .draw()?;
     let train = points.iter().map(|p| (p.0, p.1));
-    let valid = points.iter().map(|p| (p.0, p.2));
+    // Only the validated epochs (train.valid_every), joined by straight lines.
+    let valid = points.iter().filter_map(|p| p.2.map(|v| (p.0, v)));
     chart
         .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))?
         .label("train (running mean over the epoch)")

@@ -251,15 +251,22 @@ impl Run<'_> {
             let epoch = state.epoch; // 0-based here, 1-based for people
             let lr = state.schedule.lr_for(t, epoch);
             let trained = self.train_epoch(adam, &state, lr)?;
-            let valid = eval::nll(
-                self.model,
-                self.valid,
-                t.eval_batch_size,
-                self.device,
-                false,
-            )
-            .with_context(|| format!("epoch {}: validation", epoch + 1))?;
-            self.after_epoch(adam, &mut state, lr, &trained, &valid)?;
+            let validate = (epoch + 1).is_multiple_of(t.valid_every) || epoch + 1 == t.epochs;
+            let valid = if validate {
+                Some(
+                    eval::nll(
+                        self.model,
+                        self.valid,
+                        t.eval_batch_size,
+                        self.device,
+                        false,
+                    )
+                    .with_context(|| format!("epoch {}: validation", epoch + 1))?,
+                )
+            } else {
+                None
+            };
+            self.after_epoch(adam, &mut state, lr, &trained, valid.as_ref())?;
         }
         Ok(())
     }
@@ -318,46 +325,60 @@ impl Run<'_> {
 
     /// The books after an epoch: run state and selection, best.safetensors when validation
     /// improved, last.safetensors (with the optimizer), metrics, curve, samples, the line.
+    /// `valid` is None on the epochs `train.valid_every` skips: selection, early stopping and
+    /// the plateau schedule then wait for the next validation, which counts the epochs since
+    /// the one before.
     fn after_epoch(
         &self,
         adam: &Adam,
         state: &mut TrainState,
         lr: f64,
         trained: &EpochTraining,
-        valid: &NllSummary,
+        valid: Option<&NllSummary>,
     ) -> Result<()> {
         let t = &self.config.train;
         let out = &self.config.output.dir;
         let epoch = state.epoch + 1;
-        let improved = valid.nll_nats < state.best_valid;
-        state.schedule.observe(t, improved);
+        let improved = valid.is_some_and(|v| v.nll_nats < state.best_valid);
+        if let Some(v) = valid {
+            let last_validated = state
+                .history
+                .iter()
+                .rev()
+                .find(|r| r.valid_nll.is_some())
+                .map_or(0, |r| r.epoch);
+            let epochs_since = epoch - last_validated;
+            state.schedule.observe(t, improved, epochs_since);
+            if improved {
+                state.best_valid = v.nll_nats;
+                state.best_epoch = epoch;
+                state.since_best = 0;
+            } else {
+                state.since_best += epochs_since;
+            }
+        }
         state.epoch = epoch;
         state.adam_steps = adam.steps_taken();
-        if improved {
-            state.best_valid = valid.nll_nats;
-            state.best_epoch = epoch;
-            state.since_best = 0;
-        } else {
-            state.since_best += 1;
-        }
         state.history.push(EpochRecord {
             epoch,
             train_nll: trained.nll,
-            valid_nll: valid.nll_nats,
+            valid_nll: valid.map(|v| v.nll_nats),
             best_valid: state.best_valid,
             best_epoch: state.best_epoch,
             lr,
             mean_grad_norm: trained.mean_grad_norm,
             train_seconds: trained.seconds,
             train_images_per_s: trained.images as f64 / trained.seconds.max(1e-9),
-            valid_seconds: valid.seconds,
+            valid_seconds: valid.map_or(0.0, |v| v.seconds),
         });
 
         let mut metadata = BTreeMap::from([
             (RUN_CONFIG.to_string(), self.config.to_toml()),
             ("epoch".to_string(), epoch.to_string()),
-            ("valid_nll".to_string(), valid.nll_nats.to_string()),
         ]);
+        if let Some(v) = valid {
+            metadata.insert("valid_nll".to_string(), v.nll_nats.to_string());
+        }
         if improved {
             checkpoint::save(&out.join(BEST), self.model, &metadata)?;
         }

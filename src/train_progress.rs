@@ -146,9 +146,17 @@ pub fn epoch_line(r: &EpochRecord, epochs: usize, eta_seconds: Option<f64>) -> S
         Some(s) => format!("  ETA <= {}", human_duration(s)),
         None => String::new(),
     };
+    let (valid, valid_time) = match r.valid_nll {
+        Some(v) => (
+            format!("{v:8.3}"),
+            format!("  (valid {:.1} s)", r.valid_seconds),
+        ),
+        // An epoch that train.valid_every skips.
+        None => (format!("{:>8}", "-"), String::new()),
+    };
     format!(
-        "epoch {} of {epochs}  train {:8.3}  valid {:8.3}  best {:8.3} (epoch {})  lr {:.2e}  {:6.1} s  {:6.0} images/s  (valid {:.1} s){eta}",
-        r.epoch, r.train_nll, r.valid_nll, r.best_valid, r.best_epoch, r.lr, r.train_seconds, r.train_images_per_s, r.valid_seconds
+        "epoch {} of {epochs}  train {:8.3}  valid {valid}  best {:8.3} (epoch {})  lr {:.2e}  {:6.1} s  {:6.0} images/s{valid_time}{eta}",
+        r.epoch, r.train_nll, r.best_valid, r.best_epoch, r.lr, r.train_seconds, r.train_images_per_s
     )
 }
 
@@ -216,7 +224,7 @@ mod tests {
         EpochRecord {
             epoch,
             train_nll: 90.0,
-            valid_nll: 91.0,
+            valid_nll: Some(91.0),
             best_valid: 91.0,
             best_epoch: epoch,
             lr: 1e-3,
@@ -236,6 +244,16 @@ mod tests {
         let line = epoch_line(&history[1], 10, eta_seconds(&history, 10));
         assert!(
             line.starts_with("epoch 2 of 10 ") && line.ends_with("ETA <= 2 min"),
+            "{line}"
+        );
+        let skipped = EpochRecord {
+            valid_nll: None,
+            valid_seconds: 0.0,
+            ..record(3, 10.0)
+        };
+        let line = epoch_line(&skipped, 10, None);
+        assert!(
+            line.contains("valid        -  best") && !line.contains("(valid"),
             "{line}"
         );
     }

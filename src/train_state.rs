@@ -26,8 +26,11 @@ pub struct EpochRecord {
     pub epoch: usize,
     /// Mean minibatch NLL over the epoch (the weights move while it is measured).
     pub train_nll: f64,
-    /// Exact NLL of the whole validation set after the epoch.
-    pub valid_nll: f64,
+    /// Exact NLL of the whole validation set after the epoch; None (null) on the epochs that
+    /// `train.valid_every` skips.
+    pub valid_nll: Option<f64>,
+    /// Infinite (JSON null) until the first validation.
+    #[serde(deserialize_with = "infinity_if_null")]
     pub best_valid: f64,
     pub best_epoch: usize,
     pub lr: f64,
@@ -35,7 +38,14 @@ pub struct EpochRecord {
     /// Wall time of the epoch's training passes (validation excluded).
     pub train_seconds: f64,
     pub train_images_per_s: f64,
+    /// 0 on the epochs without validation.
     pub valid_seconds: f64,
+}
+
+/// serde_json writes a non-finite f64 as null: read it back as the infinity it was (the best
+/// validation NLL of a run that has not validated yet, with `train.valid_every` > 1).
+fn infinity_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
 }
 
 /// Where a run stands after its last completed epoch; stored in last.safetensors.
@@ -43,6 +53,8 @@ pub struct EpochRecord {
 pub struct TrainState {
     /// Completed epochs.
     pub epoch: usize,
+    /// Infinite (JSON null) until the first validation.
+    #[serde(deserialize_with = "infinity_if_null")]
     pub best_valid: f64,
     pub best_epoch: usize,
     pub since_best: usize,

@@ -164,6 +164,51 @@ lr_decay = 0.7"#,
 }
 
 #[test]
+fn valid_every_validates_the_kth_and_last_epochs_and_leaves_training_alone() {
+    let every_epoch = tempfile::tempdir().unwrap();
+    train::run(&config(every_epoch.path(), "nade", 8, 5, ""), &quiet()).unwrap();
+    let sparse = tempfile::tempdir().unwrap();
+    let s = train::run(
+        &config(sparse.path(), "nade", 8, 5, "valid_every = 2"),
+        &quiet(),
+    )
+    .unwrap();
+
+    let (a, b) = (every_epoch.path().join("out"), sparse.path().join("out"));
+    // Validation draws nothing from the training stream: the weights and moments agree.
+    assert_eq!(
+        checkpoint_snapshot(&a.join("last.safetensors")),
+        checkpoint_snapshot(&b.join("last.safetensors"))
+    );
+    let dense = metrics_without_timing(&a);
+    let skipped = metrics_without_timing(&b);
+    let validated: Vec<u64> = skipped
+        .iter()
+        .filter(|r| !r["valid_nll"].is_null())
+        .map(|r| r["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(validated, [2, 4, 5]);
+    for (d, k) in dense.iter().zip(&skipped) {
+        assert_eq!(d["train_nll"], k["train_nll"]);
+        if !k["valid_nll"].is_null() {
+            assert_eq!(d["valid_nll"], k["valid_nll"]);
+        }
+    }
+    // The selected model is the best of the validated epochs, and its file says which.
+    let best = skipped
+        .iter()
+        .filter(|r| !r["valid_nll"].is_null())
+        .min_by(|x, y| {
+            let v = |r: &serde_json::Value| r["valid_nll"].as_f64().unwrap();
+            v(x).total_cmp(&v(y))
+        })
+        .unwrap();
+    assert_eq!(s.best_epoch as u64, best["epoch"].as_u64().unwrap());
+    let loaded = checkpoint::load(&b.join("best.safetensors"), &Device::Cpu, None).unwrap();
+    assert_eq!(loaded.metadata["epoch"], s.best_epoch.to_string());
+}
+
+#[test]
 fn one_seed_gives_identical_checkpoints_and_another_seed_does_not() {
     // One folder for all runs: the stored config names it, and must be the same.
     let dir = tempfile::tempdir().unwrap();
