@@ -306,6 +306,68 @@ fn masked_weights_get_zero_gradient_and_are_never_overwritten() {
     }
 }
 
+#[test]
+fn the_masked_linear_op_equals_the_plain_graph_in_values_and_gradients() {
+    for device in nade::device::available() {
+        masked_linear_equals_plain_on(&device);
+    }
+}
+
+fn masked_linear_equals_plain_on(device: &Device) {
+    use candle_core::Var;
+    use nade::kernels::masked_linear::masked_linear;
+    let (batch, k, out) = (7, 11, 5);
+    let tensor = |v: Vec<f32>, shape: (usize, usize)| Tensor::from_vec(v, shape, device).unwrap();
+    let uniform = |len: usize, seed: u64| -> Vec<f32> {
+        random_binary(len, 1, 0.5, seed)
+            .iter()
+            .zip(random_binary(len, 1, 0.3, seed + 100))
+            .map(|(a, b)| a - 0.7 * b + 0.1)
+            .collect()
+    };
+    let mask = tensor(random_binary(out * k, 1, 0.6, 3), (out, k));
+    let weights = tensor(uniform(out * k, 4), (out, k));
+    let input = tensor(uniform(batch * k, 5), (batch, k));
+    // A loss that weighs every output differently, so each gradient entry is tested.
+    let r = tensor(uniform(batch * out, 6), (batch, out));
+    for input_grad in [false, true] {
+        let (w, x) = (
+            Var::from_tensor(&weights).unwrap(),
+            Var::from_tensor(&input).unwrap(),
+        );
+        let fused = masked_linear(x.as_tensor(), w.as_tensor(), &mask, input_grad).unwrap();
+        let plain = x
+            .as_tensor()
+            .matmul(&(w.as_tensor() * &mask).unwrap().t().unwrap())
+            .unwrap();
+        let diff = max_abs_diff(&host(&fused), &host(&plain));
+        assert!(diff < 1e-5, "{device:?}: values differ by {diff}");
+        let grads_of = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gp) = (grads_of(&fused), grads_of(&plain));
+        let dw = host(gf.get(w.as_tensor()).unwrap());
+        let diff = max_abs_diff(&dw, &host(gp.get(w.as_tensor()).unwrap()));
+        assert!(diff < 1e-5, "{device:?}: dW differs by {diff}");
+        // Cut weights get exactly zero.
+        for (g, m) in dw.iter().zip(host(&mask)) {
+            assert!(
+                m == 1.0 || *g == 0.0,
+                "{device:?}: a cut weight has gradient {g}"
+            );
+        }
+        match gf.get(x.as_tensor()) {
+            Some(dx) if input_grad => {
+                let diff = max_abs_diff(&host(dx), &host(gp.get(x.as_tensor()).unwrap()));
+                assert!(diff < 1e-5, "{device:?}: dx differs by {diff}");
+            }
+            None if !input_grad => {}
+            other => panic!(
+                "{device:?}: input_grad {input_grad} but dx is {}",
+                if other.is_some() { "there" } else { "missing" }
+            ),
+        }
+    }
+}
+
 /// 20,000 samples of a one-mask model in its random order and of mixtures of 3 and 4 masks
 /// (random orders; natural order with the direct connection): the frequencies match the
 /// exact p(x) of the mixture by a chi-square test at p = 0.001, and are rejected against

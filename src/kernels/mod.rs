@@ -6,6 +6,7 @@
 pub mod adam;
 pub mod cpu_storage;
 pub mod deepnade_walk;
+pub mod masked_linear;
 pub mod nade_log_prob;
 pub mod nade_logits;
 pub mod nade_packed;

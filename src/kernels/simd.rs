@@ -180,11 +180,15 @@ macro_rules! dispatch_isa {
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    // Bodies without explicit FMA (plain IEEE arithmetic) leave it unused.
+                    #[allow(dead_code)]
                     const FMA: bool = true;
                     $body
                 }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    // Bodies without explicit FMA (plain IEEE arithmetic) leave it unused.
+                    #[allow(dead_code)]
                     const FMA: bool = true;
                     $body
                 }
@@ -196,6 +200,7 @@ macro_rules! dispatch_isa {
                 }
             }
             // AArch64 always has FMA; other targets get separate multiply and add.
+            #[allow(dead_code)]
             const FMA: bool = cfg!(target_arch = "aarch64");
             $body
         }

@@ -51,6 +51,7 @@ use super::{
     bernoulli_log_prob, masks, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
     SampledBatch, SamplerState,
 };
+use crate::kernels::masked_linear::masked_linear;
 
 /// `[model] kind = "made"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -494,16 +495,19 @@ impl Made {
     fn forward(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(super::DTYPE)?.contiguous()?;
         let mut h = x.clone();
+        // The data takes no gradient; every layer above it does.
+        let mut input_grad = false;
         for ((weight, bias), mask) in w.layers.iter().zip(&m.layers) {
-            let masked = (weight * mask)?;
             h = self
                 .made
                 .activation
-                .apply(&h.matmul(&masked.t()?)?.broadcast_add(bias)?)?;
+                .apply(&masked_linear(&h, weight, mask, input_grad)?.broadcast_add(bias)?)?
+                .contiguous()?;
+            input_grad = true;
         }
-        let mut out = h.matmul(&(&w.v * &m.v)?.t()?)?.broadcast_add(&w.c)?;
+        let mut out = masked_linear(&h, &w.v, &m.v, input_grad)?.broadcast_add(&w.c)?;
         if let (Some(a), Some(ma)) = (&w.a, &m.a) {
-            out = (out + x.matmul(&(a * ma)?.t()?)?)?;
+            out = (out + masked_linear(&x, a, ma, false)?)?;
         }
         Ok(out)
     }

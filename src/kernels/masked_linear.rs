@@ -1,0 +1,119 @@
+//! MADE's masked layer, y = x (W * M)^T, as one candle op whose backward computes only what
+//! training needs. candle's generic backward of `x.matmul(&(w * m).t())` differentiates every
+//! operand: it forms the gradient of the constant mask (one more product and a zero-filled
+//! accumulator of W's size), and of the data x in the first layer and the direct connection
+//! (a whole extra matmul per step, thrown away). Here the mask is an operand without a gradient
+//! and the input's gradient is computed only when the caller says the input is trained
+//! (a hidden layer's output), so a training step does the five matmuls PyTorch does, not six.
+//!
+//! The forward runs on any backend through candle's own storage ops (the elementwise product
+//! of W and M, then the backend's matmul with (W * M) read transposed), so CPU, CUDA and
+//! Metal share it; the backward is plain tensor ops:
+//!   dW = (g^T x) * M,   dx = g (W * M)   (only with `input_grad`).
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// x (B, k) times (w * mask)^T with w, mask (out, k): (B, out). `input_grad`: x is trained
+/// (the output of a layer below), so its gradient is needed; false for the data.
+pub fn masked_linear(x: &Tensor, w: &Tensor, mask: &Tensor, input_grad: bool) -> Result<Tensor> {
+    x.apply_op3(w, mask, MaskedLinear { input_grad })
+}
+
+struct MaskedLinear {
+    input_grad: bool,
+}
+
+/// (B, out, k), after checking the shapes agree.
+fn dims(xl: &Layout, wl: &Layout, ml: &Layout) -> Result<(usize, usize, usize)> {
+    let (batch, k) = xl.shape().dims2()?;
+    let (out, k_w) = wl.shape().dims2()?;
+    if k_w != k || ml.shape() != wl.shape() {
+        candle_core::bail!(
+            "masked-linear: x {:?}, w {:?} and mask {:?} do not fit x (w * mask)^T",
+            xl.shape(),
+            wl.shape(),
+            ml.shape()
+        );
+    }
+    Ok((batch, out, k))
+}
+
+/// The forward on one backend: (w * mask), contiguous (out, k), read as its (k, out) transpose.
+fn forward<S: BackendStorage>(
+    x: &S,
+    xl: &Layout,
+    w: &S,
+    wl: &Layout,
+    m: &S,
+    ml: &Layout,
+) -> Result<(S, Shape)> {
+    let (batch, out, k) = dims(xl, wl, ml)?;
+    let masked = w.binary_impl::<candle_core::op::Mul>(m, wl, ml)?;
+    let masked_t = Layout::contiguous((out, k)).transpose(0, 1)?;
+    let y = x.matmul(&masked, (1, batch, out, k), xl, &masked_t)?;
+    Ok((y, Shape::from((batch, out))))
+}
+
+impl CustomOp3 for MaskedLinear {
+    fn name(&self) -> &'static str {
+        "masked-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        forward(x, xl, w, wl, m, ml)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        w: &candle_core::CudaStorage,
+        wl: &Layout,
+        m: &candle_core::CudaStorage,
+        ml: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        forward(x, xl, w, wl, m, ml)
+    }
+
+    #[cfg(feature = "metal")]
+    fn metal_fwd(
+        &self,
+        x: &candle_core::MetalStorage,
+        xl: &Layout,
+        w: &candle_core::MetalStorage,
+        wl: &Layout,
+        m: &candle_core::MetalStorage,
+        ml: &Layout,
+    ) -> Result<(candle_core::MetalStorage, Shape)> {
+        forward(x, xl, w, wl, m, ml)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Contiguous operands: candle's CUDA matmul wants them (its CPU one does not care).
+        let grad = grad.contiguous()?;
+        let grad_w = (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?;
+        let grad_x = if self.input_grad {
+            Some(grad.matmul(&(w * mask)?)?)
+        } else {
+            None
+        };
+        Ok((grad_x, Some(grad_w), None))
+    }
+}
