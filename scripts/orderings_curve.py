@@ -1,15 +1,12 @@
 #!/usr/bin/env python3
-"""Test NLL of a deep NADE ensemble against its number of orderings (1, 2, 4, ..., K): one
-`nade eval CKPT --orders k --json` per k (each ordering costs n network passes per image, so the
-whole curve costs about 2K orderings' worth: see the README for the times), written as JSON
-lines and as an SVG plot (no plotting library needed).
+"""Test NLL of a deep NADE ensemble against its number of orderings (1, 2, 4, ..., K), from one
+`nade eval CKPT --curve --json` (the mixtures of the first k orderings all come out of the one
+pass that evaluates the K-ordering ensemble, which costs K orderings' worth: see the README for
+the times), written as JSON lines (one per k) and as an SVG plot (no plotting library needed).
 
   python3 scripts/orderings_curve.py checkpoints/deepnade.safetensors \\
       --jsonl docs/deepnade-orderings.jsonl --svg docs/deepnade-orderings.svg [--split test] \\
       [--limit N] [--max-orders K] [--threads T]
-
-An existing --jsonl keeps its lines: k already measured (same split and limit) is not run again,
-so an interrupted curve continues where it stopped.
 """
 import argparse
 import json
@@ -88,42 +85,31 @@ def svg(points, split, count):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     k_max = args.max_orders or stored_orders(args.nade, args.checkpoint)
-    ks = []
-    k = 1
-    while k <= k_max:
-        ks.append(k)
-        k *= 2
-    if ks[-1] != k_max:
-        ks.append(k_max)
-    done = {}
-    if os.path.exists(args.jsonl):
-        with open(args.jsonl) as f:
-            for line in f:
-                r = json.loads(line)
-                if r["split"] == args.split and r.get("limit", 0) == args.limit:
-                    done[r["orders"]] = r
-    for k in ks:
-        if k in done:
-            continue
-        cmd = [args.nade, "eval", args.checkpoint, "--split", args.split, "--orders", str(k), "--json"]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        if args.data:
-            cmd += ["--data", args.data]
-        cmd += ["--dataset", args.dataset]
-        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        r["limit"] = args.limit
-        done[k] = r
-        with open(args.jsonl, "a") as f:
-            f.write(json.dumps(r) + "\n")
-        print(f"{k:4d} orderings: {r['nll_nats']:.4f} ± {r['nll_std_err']:.4f} nats", flush=True)
-    points = [(k, done[k]["nll_nats"], done[k]["nll_std_err"]) for k in ks]
-    tmp = args.svg + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(svg(points, args.split, done[ks[0]]["count"]))
-    os.replace(tmp, args.svg)
+    cmd = [args.nade, "eval", args.checkpoint, "--split", args.split, "--orders", str(k_max),
+           "--curve", "--json", "--dataset", args.dataset]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.data:
+        cmd += ["--data", args.data]
+    # stderr passes through: the evaluation's progress lines.
+    whole = json.loads(subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout)
+    lines = []
+    for p in whole["curve"]:
+        r = {"orders": p["components"], "nll_nats": p["nll_nats"], "nll_std_err": p["nll_std_err"],
+             "bits_per_dim": p["bits_per_dim"], "split": args.split, "count": whole["count"],
+             "limit": args.limit, "device": whole["device"], "threads": whole["threads"],
+             "seconds_of_the_whole_curve": whole["seconds"]}
+        lines.append(json.dumps(r) + "\n")
+        print(f"{r['orders']:4d} orderings: {r['nll_nats']:.4f} ± {r['nll_std_err']:.4f} nats", flush=True)
+    for path, text in ((args.jsonl, "".join(lines)),
+                       (args.svg, svg([(p["components"], p["nll_nats"], p["nll_std_err"]) for p in whole["curve"]],
+                                      args.split, whole["count"]))):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

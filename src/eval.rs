@@ -168,21 +168,102 @@ pub fn kept_nll(
         .map(|row| row.iter().filter(|&&v| v != 0).count())
         .sum();
     let seconds = start.elapsed().as_secs_f64();
-    let summary = |values: &[f64]| -> NllSummary {
-        let count = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / count;
-        let variance = if values.len() > 1 {
-            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0)
-        } else {
-            0.0
-        };
-        NllSummary {
-            count: values.len(),
-            nll_nats: mean,
-            std_err: (variance / count).sqrt(),
-            bits_per_dim: mean * count / ((kept_pixels.max(1)) as f64 * std::f64::consts::LN_2),
-            seconds,
-        }
-    };
+    let summary = |values: &[f64]| summary_of(values, kept_pixels.max(1), seconds);
     Ok((summary(&whole), summary(&first)))
+}
+
+/// The statistics of per-image NLLs; bits per dimension divide their sum by `dimensions`
+/// (all the images' scored dimensions together) and ln 2.
+fn summary_of(values: &[f64], dimensions: usize, seconds: f64) -> NllSummary {
+    let count = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / count;
+    let variance = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0)
+    } else {
+        0.0
+    };
+    NllSummary {
+        count: values.len(),
+        nll_nats: mean,
+        std_err: (variance / count).sqrt(),
+        bits_per_dim: mean * count / (dimensions as f64 * std::f64::consts::LN_2),
+        seconds,
+    }
+}
+
+/// The component counts of a curve over K components: 1, 2, 4, ... below K, then K.
+pub fn curve_points(components: usize) -> Vec<usize> {
+    let mut ks: Vec<usize> = std::iter::successors(Some(1usize), |k| k.checked_mul(2))
+        .take_while(|&k| k < components)
+        .collect();
+    ks.push(components);
+    ks
+}
+
+/// The NLL of the mixture of a model's first k components for every k of [`curve_points`],
+/// from one pass over the data ([`Autoregressive::component_log_probs`]: a 128-ordering deep
+/// NADE costs what its one ensemble evaluation costs, not twice that). The last point is the
+/// whole model. An error for a model that is not a mixture.
+pub fn mixture_curve(
+    model: &dyn Autoregressive,
+    data: &BinaryDataset,
+    batch: usize,
+    device: &Device,
+    progress: bool,
+) -> Result<Vec<(usize, NllSummary)>> {
+    if batch == 0 {
+        bail!("batch size must be positive");
+    }
+    if data.n() != model.config().n() {
+        bail!(
+            "the data has {} dimensions per vector but the model has n = {}",
+            data.n(),
+            model.config().n()
+        );
+    }
+    if data.is_empty() {
+        bail!("the data set is empty");
+    }
+    let lines = if progress {
+        Progress::to_stderr("evaluated", "images", data.len())
+    } else {
+        Progress::Hidden
+    };
+    let start = Instant::now();
+    let mut per_k: Vec<(usize, Vec<f64>)> = Vec::new();
+    for first in (0..data.len()).step_by(batch) {
+        let last = (first + batch).min(data.len());
+        let x = data.tensor_range(first, last, device)?;
+        let Some(rows) = model.component_log_probs(&x)? else {
+            bail!(
+                "a {} model is not a mixture: the curve over components is for made (masks) and deepnade (orderings)",
+                model.config().kind()
+            );
+        };
+        for (offset, components) in rows.iter().enumerate() {
+            if per_k.is_empty() {
+                per_k = curve_points(components.len())
+                    .into_iter()
+                    .map(|k| (k, Vec::with_capacity(data.len())))
+                    .collect();
+            }
+            for (k, values) in per_k.iter_mut() {
+                let v = -crate::models::log_mean_exp(&components[..*k]);
+                if !v.is_finite() {
+                    bail!(
+                        "log p(x) is not finite for image {} of the data set",
+                        first + offset
+                    );
+                }
+                values.push(v);
+            }
+        }
+        lines.inc(last - first);
+    }
+    lines.finish();
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(per_k
+        .iter()
+        .map(|(k, values)| (*k, summary_of(values, values.len() * data.n(), seconds)))
+        .collect())
 }

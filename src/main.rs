@@ -209,6 +209,10 @@ struct EvalArgs {
     /// Seed of --keep random:P.
     #[arg(long, default_value_t = 0, requires = "keep")]
     seed: u64,
+    /// A mixture (made, deepnade): also the NLL of its first 1, 2, 4, ... components, from
+    /// the same pass (the JSON's `curve`).
+    #[arg(long, conflicts_with = "keep")]
+    curve: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -379,10 +383,19 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if let Some(spec) = args.keep {
         return eval_kept(&args, spec, model, &data, &device, progress);
     }
-    let summary = eval::nll(model, &data, args.batch, &device, progress)?;
+    let curve = if args.curve {
+        eval::mixture_curve(model, &data, args.batch, &device, progress)?
+    } else {
+        Vec::new()
+    };
+    let summary = match curve.last() {
+        // The last point of the curve is the whole mixture.
+        Some((_, whole)) => whole.clone(),
+        None => eval::nll(model, &data, args.batch, &device, progress)?,
+    };
     let cfg = model.config();
     if args.json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "model": cfg.kind(),
             "checkpoint": args.checkpoint.display().to_string(),
             "n": cfg.n(),
@@ -402,8 +415,27 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "seconds": summary.seconds,
             "images_per_s": summary.images_per_s(),
         });
+        if args.curve {
+            json["curve"] = curve
+                .iter()
+                .map(|(k, s)| {
+                    serde_json::json!({
+                        "components": k,
+                        "nll_nats": s.nll_nats,
+                        "nll_std_err": s.std_err,
+                        "bits_per_dim": s.bits_per_dim,
+                    })
+                })
+                .collect();
+        }
         println!("{json}");
     } else {
+        for (k, s) in &curve {
+            println!(
+                "first {k} components: NLL {:.4} ± {:.4} nats",
+                s.nll_nats, s.std_err
+            );
+        }
         println!(
             "{} on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {:.0} images/s)",
             cfg.describe(),

@@ -257,6 +257,37 @@ fn eval_equals_a_float64_reference_from_the_issue_text() {
 /// sets that are no prefix of anything, the empty set and the full one; the tensor-op walk
 /// gives the same numbers as the CPU kernel.
 #[test]
+fn the_curve_over_orderings_equals_evaluating_the_first_k_orderings() {
+    let n = 7;
+    let cfg = deepnade(n, &[6, 5], 6, Activation::Tanh);
+    let model = random_model(&cfg, 5, 1.0);
+    let pixels = random_binary(9, n, 0.4, 2)
+        .iter()
+        .map(|&v| v as u8)
+        .collect();
+    let data = BinaryDataset::new(n, pixels).unwrap();
+    let curve = nade::eval::mixture_curve(&model, &data, 4, &Device::Cpu, false).unwrap();
+    let ks: Vec<usize> = curve.iter().map(|(k, _)| *k).collect();
+    assert_eq!(ks, [1, 2, 4, 6]);
+    for (k, point) in &curve {
+        let first_k = nade::models::rebuilt(
+            &model,
+            &ModelConfig::DeepNade(cfg.clone()).with_orders(*k).unwrap(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let want = nade::eval::nll(first_k.as_ref(), &data, 4, &Device::Cpu, false).unwrap();
+        assert!(
+            (point.nll_nats - want.nll_nats).abs() < 1e-5 * want.nll_nats,
+            "k = {k}: {} vs {}",
+            point.nll_nats,
+            want.nll_nats
+        );
+    }
+    assert_ne!(curve[0].1.nll_nats, curve[3].1.nll_nats);
+}
+
+#[test]
 fn kept_log_prob_is_the_sum_over_completions() {
     let n = 8;
     let cfg = deepnade(n, &[7, 5], 3, Activation::Relu);

@@ -518,6 +518,77 @@ fn nade_cli(args: &[&str]) -> std::process::Output {
 /// `nade eval --masks K'` evaluates the first K' masks and says so in the JSON; a K' the
 /// model does not have, or --masks on a model without masks, is a one-line error.
 #[test]
+fn the_curve_over_masks_equals_evaluating_the_first_k_masks() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 6;
+    let data = dir.path().join("toy.amat");
+    std::fs::write(
+        &data,
+        "0 1 1 0 1 0\n1 1 0 0 0 1\n0 0 0 0 1 1\n1 1 1 0 0 0\n0 1 0 1 0 1\n",
+    )
+    .unwrap();
+    let cfg = ModelConfig::Made(made(n, &[5], 5, true, Activation::Relu));
+    let m = model(&cfg, &random_params(&cfg, 3, 1.0), &Device::Cpu);
+    let ckpt = dir.path().join("made.safetensors");
+    checkpoint::save(&ckpt, m.as_ref(), &Default::default()).unwrap();
+    let rows_data = nade::data::amat::read_amat(&data).unwrap();
+    let out = nade_cli(&[
+        "eval",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--curve",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let curve = json["curve"].as_array().unwrap();
+    let ks: Vec<u64> = curve
+        .iter()
+        .map(|p| p["components"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ks, [1, 2, 4, 5]);
+    for point in curve {
+        let k = point["components"].as_u64().unwrap() as usize;
+        let first_k =
+            models::rebuilt(m.as_ref(), &cfg.with_masks(k).unwrap(), &Device::Cpu).unwrap();
+        let want = nade::eval::nll(first_k.as_ref(), &rows_data, 2, &Device::Cpu, false).unwrap();
+        let got = point["nll_nats"].as_f64().unwrap();
+        assert!(
+            (got - want.nll_nats).abs() < 1e-5 * want.nll_nats,
+            "k = {k}: {got} vs {}",
+            want.nll_nats
+        );
+    }
+    // The whole mixture is the last point, and the curve's k differ (the test has power).
+    assert_eq!(json["nll_nats"], curve[3]["nll_nats"]);
+    assert_ne!(curve[0]["nll_nats"], curve[3]["nll_nats"]);
+
+    let nade_cfg = new_config("nade", n, 3);
+    let plain = model(&nade_cfg, &random_params(&nade_cfg, 1, 1.0), &Device::Cpu);
+    let nade_ckpt = dir.path().join("nade.safetensors");
+    checkpoint::save(&nade_ckpt, plain.as_ref(), &Default::default()).unwrap();
+    let out = nade_cli(&[
+        "eval",
+        nade_ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--curve",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success()
+            && err.trim_end().lines().count() == 1
+            && err.contains("not a mixture"),
+        "{err}"
+    );
+}
+
+#[test]
 fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
     let dir = tempfile::tempdir().unwrap();
     let n = 6;

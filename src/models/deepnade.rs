@@ -54,8 +54,8 @@ use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
-    softplus, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders, ParamSpec, Pass,
-    SampledBatch, SamplerState,
+    log_mean_exp, softplus, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders, ParamSpec,
+    Pass, SampledBatch, SamplerState,
 };
 use crate::kernels::deepnade_walk::{Act, HostNet};
 
@@ -368,15 +368,6 @@ fn log_sigmoid_term(x: f32, l: f32) -> f64 {
     let (x, l) = (x as f64, l as f64);
     // x l - softplus(l), stable for any l.
     x * l - (l.max(0.0) + (-l.abs()).exp().ln_1p())
-}
-
-fn log_mean_exp(values: &[f64]) -> f64 {
-    let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !top.is_finite() {
-        return top;
-    }
-    let sum: f64 = values.iter().map(|v| (v - top).exp()).sum();
-    top + sum.ln() - (values.len() as f64).ln()
 }
 
 /// The ordering o restricted to an observed set: its observed dimensions in o's order, then
@@ -723,6 +714,11 @@ impl Autoregressive for DeepNade {
                 Tensor::from_vec(out, len, &self.device)
             }
         }
+    }
+
+    fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
+        let host = x.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        Ok(Some(self.per_ordering(&Frozen::new(self)?, &host, None)?))
     }
 
     fn kept_log_prob(&self, kept: &Tensor, observed: &Tensor) -> Result<Option<KeptLogProb>> {

@@ -21,3 +21,14 @@ pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
 pub fn mean_nll(model: &dyn Autoregressive, x: &Tensor) -> Result<Tensor> {
     model.log_prob(x, Pass::Train)?.mean_all()?.neg()
 }
+
+/// log((1/K) sum_k e^{v_k}) in f64, stable: the log-density of a uniform mixture from its
+/// components' log-densities (-inf when every component gives 0).
+pub fn log_mean_exp(values: &[f64]) -> f64 {
+    let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        return top;
+    }
+    let sum: f64 = values.iter().map(|v| (v - top).exp()).sum();
+    top + sum.ln() - (values.len() as f64).ln()
+}

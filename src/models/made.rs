@@ -752,6 +752,18 @@ impl Autoregressive for Made {
         }
     }
 
+    fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
+        let per_mask = (0..self.made.used_masks())
+            .map(|k| bernoulli_log_prob(&self.mask_logits(k, x)?, x))
+            .collect::<Result<Vec<_>>>()?;
+        let rows = Tensor::stack(&per_mask, 1)?.to_vec2::<f32>()?;
+        Ok(Some(
+            rows.into_iter()
+                .map(|r| r.into_iter().map(f64::from).collect())
+                .collect(),
+        ))
+    }
+
     fn begin_train_step(&self, step: u64) {
         self.step.store(step, AtomicOrdering::Relaxed);
     }

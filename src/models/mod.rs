@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-pub use likelihood::{bernoulli_log_prob, mean_nll, softplus};
+pub use likelihood::{bernoulli_log_prob, log_mean_exp, mean_nll, softplus};
 pub use nade::NadeKernel;
 pub use params::{init_params, Init, ParamRole, ParamSpec, Trainable};
 pub use sampler::{Evidence, Orders, SampledBatch, SamplerState};
@@ -398,6 +398,14 @@ pub trait Autoregressive: Send + Sync {
             Pass::Train => log_p,
             Pass::Eval => log_p.detach(),
         })
+    }
+
+    /// log p_k(x) of each row of x under each component k of a uniform mixture (deep NADE's
+    /// used orderings, MADE's used masks), [row][k] in nats, so that log p(x) is their
+    /// log-mean-exp; None for a model that is not a mixture (the default).
+    fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
+        let _ = x;
+        Ok(None)
     }
 
     /// log p(x_kept) of each row of `kept` ((B, n)) over the dimensions where `observed` is 1,
