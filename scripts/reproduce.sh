@@ -3,7 +3,7 @@
 # checkpoints, the table and the pictures. Resumable: a run that was cut off continues from its
 # last.safetensors (`nade train --resume`), a finished run (summary.json present) is kept.
 #
-#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade made deepnade]
+#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade made made-k32 deepnade]
 #
 # NADE_SKIP_TRAINING=1 regenerates checkpoints, table and pictures from the runs' current
 # best.safetensors without training (for a run that is still going).
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 models=("$@")
-[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade made deepnade)
+[ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade made made-k32 deepnade)
 
 cargo build --release
 nade=target/release/nade
@@ -43,6 +43,11 @@ for model in "${models[@]}"; do
   if [ -f "$out/summary.json" ]; then
     # The test set once, for a finished run's selected model only.
     "$nade" eval "checkpoints/$model.safetensors" --split test --json "${eval_args[@]}" > "docs/$model-test.json"
+    if [ "$model" = deepnade ]; then
+      # The ensemble of all stored orderings and its curve (1, 2, 4, ... orderings), one pass.
+      python3 scripts/orderings_curve.py "checkpoints/$model.safetensors" --split test \
+        --jsonl "docs/$model-orderings.jsonl" --svg "docs/$model-orderings.svg"
+    fi
   fi
   "$nade" eval "checkpoints/$model.safetensors" --split valid --json "${eval_args[@]}" > "docs/$model-valid.json"
   "$nade" sample "checkpoints/$model.safetensors" --count 100 --seed 1 --scale 2 \

@@ -23,7 +23,13 @@ ROWS = [
     ("mlp", "MLP, d = 4", "none published"),
     ("nade", "NADE, d = 500", "88.86 (2011), 88.33 (later tables)"),
     ("made", "MADE, 1 x 2,000 relu, direct, 1 mask", "88.40 (Germain et al. 2015, 1 mask)"),
+    ("made-k32", "MADE, 1 x 2,000 relu, direct, 32-mask ensemble", "86.64 (Germain et al. 2015, best)"),
     ("deepnade", "deep NADE, 2 x 500 relu, 1 ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
+]
+# Ensembles evaluated after training by `nade eval --curve` (scripts/orderings_curve.py): the
+# row of the whole ensemble, the last line of the curve, beside its one-ordering row above.
+CURVES = [
+    ("deepnade", "deep NADE, 2 x 500 relu, 128 orderings", "85.10 (Uria et al. 2014, EoNADE 2hl)"),
 ]
 
 
@@ -83,6 +89,22 @@ for key, label, anchor in ROWS:
     print(
         f"| {label} | {info['parameters_used']:,} | {test_cells} | {valid['nll_nats']:.2f} | {epochs} "
         f"| {minutes:.0f} min ({valid['device']}, 2 cores, shared) | {anchor} |"
+    )
+
+for key, label, anchor in CURVES:
+    curve = path(f"docs/{key}-orderings.jsonl")
+    if not os.path.exists(curve):
+        if label in previous:
+            print(previous[label])
+        continue
+    with open(curve) as f:
+        whole = [json.loads(line) for line in f][-1]
+    info = json.loads(subprocess.run([NADE, "info", path(f"checkpoints/{key}.safetensors"), "--json"],
+                                     check=True, capture_output=True, text=True).stdout)
+    print(
+        f"| {label} | {info['parameters_used']:,} | {whole['nll_nats']:.2f} ± {whole['nll_std_err']:.2f} "
+        f"| {whole['bits_per_dim']:.4f} | (selected on 1 ordering) | as above "
+        f"| eval {whole['seconds_of_the_whole_curve'] / 60:.0f} min ({whole['device']}, {whole['threads']} threads) | {anchor} |"
     )
 
 del print
