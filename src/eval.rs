@@ -30,16 +30,8 @@ impl NllSummary {
     }
 }
 
-/// Per-image log p(x) of every row, accumulated batch by batch; sums run in f64 on the host so
-/// the mean over 10,000 images loses nothing to f32 rounding. With `progress`, a bar on a
-/// terminal and plain lines on stderr otherwise (a deep NADE ensemble takes minutes).
-pub fn nll(
-    model: &dyn Autoregressive,
-    data: &BinaryDataset,
-    batch: usize,
-    device: &Device,
-    progress: bool,
-) -> Result<NllSummary> {
+/// What every evaluation needs: a positive batch, data of the model's width, some data.
+fn check_inputs(model: &dyn Autoregressive, data: &BinaryDataset, batch: usize) -> Result<()> {
     if batch == 0 {
         bail!("batch size must be positive");
     }
@@ -53,6 +45,20 @@ pub fn nll(
     if data.is_empty() {
         bail!("the data set is empty");
     }
+    Ok(())
+}
+
+/// Per-image log p(x) of every row, accumulated batch by batch; sums run in f64 on the host so
+/// the mean over 10,000 images loses nothing to f32 rounding. With `progress`, a bar on a
+/// terminal and plain lines on stderr otherwise (a deep NADE ensemble takes minutes).
+pub fn nll(
+    model: &dyn Autoregressive,
+    data: &BinaryDataset,
+    batch: usize,
+    device: &Device,
+    progress: bool,
+) -> Result<NllSummary> {
+    check_inputs(model, data, batch)?;
     let terminal = std::io::stderr().is_terminal();
     let lines = if progress && !terminal {
         Progress::lines("evaluated", "images", data.len())
@@ -124,10 +130,8 @@ pub fn kept_nll(
     device: &Device,
     progress: bool,
 ) -> Result<(NllSummary, NllSummary)> {
-    if batch == 0 {
-        bail!("batch size must be positive");
-    }
-    if data.n() != model.config().n() || masks.n() != data.n() || masks.len() != data.len() {
+    check_inputs(model, data, batch)?;
+    if masks.n() != data.n() || masks.len() != data.len() {
         bail!(
             "{} masks of length {} for {} images of length {} (the model has n = {})",
             masks.len(),
@@ -136,9 +140,6 @@ pub fn kept_nll(
             data.n(),
             model.config().n()
         );
-    }
-    if data.is_empty() {
-        bail!("the data set is empty");
     }
     let lines = if progress {
         Progress::to_stderr("evaluated", "images", data.len())
@@ -211,19 +212,7 @@ pub fn mixture_curve(
     device: &Device,
     progress: bool,
 ) -> Result<Vec<(usize, NllSummary)>> {
-    if batch == 0 {
-        bail!("batch size must be positive");
-    }
-    if data.n() != model.config().n() {
-        bail!(
-            "the data has {} dimensions per vector but the model has n = {}",
-            data.n(),
-            model.config().n()
-        );
-    }
-    if data.is_empty() {
-        bail!("the data set is empty");
-    }
+    check_inputs(model, data, batch)?;
     let lines = if progress {
         Progress::to_stderr("evaluated", "images", data.len())
     } else {
