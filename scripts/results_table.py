@@ -22,7 +22,7 @@ ROWS = [
     ("fvsbn", "FVSBN", "97.45 (Larochelle & Murray 2011)"),
     ("mlp", "MLP, d = 4", "none published"),
     ("nade", "NADE, d = 500", "88.86 (2011), 88.33 (later tables)"),
-    ("made", "MADE, 1 x 2,000 relu, direct, 1 mask", "88.40 (Germain et al. 2015, 1 mask)"),
+    ("made", "MADE, 1 x 4,000 relu, direct, 1 mask", "88.40 (Germain et al. 2015, 1 mask)"),
     ("made-k32", "MADE, 1 x 2,000 relu, direct, 32-mask ensemble", "86.64 (Germain et al. 2015, best)"),
     ("deepnade", "deep NADE, 2 x 500 relu, 1 ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
 ]
