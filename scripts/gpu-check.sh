@@ -85,7 +85,7 @@ done
   nade sample checkpoints/nade.safetensors --device cuda --count 100 --out "$out/samples.png"
   # Validation split: the device check compares numbers, it does not need the test set again.
   nade eval checkpoints/made.safetensors --device cuda --split valid --json
-  # Deep NADE's exact evaluation on the GPU (the README's CPU times: 3.5 s / 49 s).
+  # Deep NADE's exact evaluation on the GPU (the README's CPU times, 1 thread: 2.2 s / 29.6 s).
   for k in 1 16; do
     s=$(date +%s%N)
     timeout 120 nade eval checkpoints/deepnade.safetensors --device cuda --split valid --orders $k --limit 1000 --json

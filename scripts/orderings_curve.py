@@ -103,6 +103,10 @@ def main(argv=None):
              "seconds_of_the_whole_curve": whole["seconds"]}
         lines.append(json.dumps(r) + "\n")
         print(f"{r['orders']:4d} orderings: {r['nll_nats']:.4f} ± {r['nll_std_err']:.4f} nats", flush=True)
+    # The README's table of the curve.
+    print("| orderings | " + " | ".join(str(p["components"]) for p in whole["curve"]) + " |")
+    print("|---|" + "---|" * len(whole["curve"]))
+    print(f"| {args.split} NLL | " + " | ".join(f"{p['nll_nats']:.2f}" for p in whole["curve"]) + " |")
     for path, text in ((args.jsonl, "".join(lines)),
                        (args.svg, svg([(p["components"], p["nll_nats"], p["nll_std_err"]) for p in whole["curve"]],
                                       args.split, whole["count"]))):

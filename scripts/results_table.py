@@ -104,7 +104,7 @@ for key, label, anchor in CURVES:
     print(
         f"| {label} | {info['parameters_used']:,} | {whole['nll_nats']:.2f} ± {whole['nll_std_err']:.2f} "
         f"| {whole['bits_per_dim']:.4f} | (selected on 1 ordering) | as above "
-        f"| eval {whole['seconds_of_the_whole_curve'] / 60:.0f} min ({whole['device']}, {whole['threads']} threads) | {anchor} |"
+        f"| eval {whole['seconds_of_the_whole_curve'] / 60:.0f} min ({whole['device']}, {whole['threads']} thread{'s' if whole['threads'] != 1 else ''}) | {anchor} |"
     )
 
 del print
