@@ -315,7 +315,7 @@ fn the_masked_linear_op_equals_the_plain_graph_in_values_and_gradients() {
 
 fn masked_linear_equals_plain_on(device: &Device) {
     use candle_core::Var;
-    use nade::kernels::masked_linear::masked_linear;
+    use nade::kernels::masked_linear::{masked_linear, DegreeMask};
     let (batch, k, out) = (7, 11, 5);
     let tensor = |v: Vec<f32>, shape: (usize, usize)| Tensor::from_vec(v, shape, device).unwrap();
     let uniform = |len: usize, seed: u64| -> Vec<f32> {
@@ -325,12 +325,24 @@ fn masked_linear_equals_plain_on(device: &Device) {
             .map(|(a, b)| a - 0.7 * b + 0.1)
             .collect()
     };
-    let mask = tensor(random_binary(out * k, 1, 0.6, 3), (out, k));
+    // Degrees with ties, so strict and non-strict masks differ.
+    let rows: Vec<usize> = (0..out).map(|u| 1 + (u * 7 + 3) % 9).collect();
+    let cols: Vec<usize> = (0..k).map(|d| 1 + (d * 5 + 1) % 9).collect();
     let weights = tensor(uniform(out * k, 4), (out, k));
     let input = tensor(uniform(batch * k, 5), (batch, k));
     // A loss that weighs every output differently, so each gradient entry is tested.
     let r = tensor(uniform(batch * out, 6), (batch, out));
-    for input_grad in [false, true] {
+    for (strict, input_grad) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mask = DegreeMask::new(&rows, &cols, strict, device).unwrap();
+        let m = host(&mask.matrix);
+        for (at, &v) in m.iter().enumerate() {
+            let (rd, cd) = (rows[at / k], cols[at % k]);
+            assert_eq!(
+                v == 1.0,
+                rd > cd || (!strict && rd == cd),
+                "mask entry {at}"
+            );
+        }
         let (w, x) = (
             Var::from_tensor(&weights).unwrap(),
             Var::from_tensor(&input).unwrap(),
@@ -338,7 +350,7 @@ fn masked_linear_equals_plain_on(device: &Device) {
         let fused = masked_linear(x.as_tensor(), w.as_tensor(), &mask, input_grad).unwrap();
         let plain = x
             .as_tensor()
-            .matmul(&(w.as_tensor() * &mask).unwrap().t().unwrap())
+            .matmul(&(w.as_tensor() * &mask.matrix).unwrap().t().unwrap())
             .unwrap();
         let diff = max_abs_diff(&host(&fused), &host(&plain));
         assert!(diff < 1e-5, "{device:?}: values differ by {diff}");
@@ -348,9 +360,9 @@ fn masked_linear_equals_plain_on(device: &Device) {
         let diff = max_abs_diff(&dw, &host(gp.get(w.as_tensor()).unwrap()));
         assert!(diff < 1e-5, "{device:?}: dW differs by {diff}");
         // Cut weights get exactly zero.
-        for (g, m) in dw.iter().zip(host(&mask)) {
+        for (g, m) in dw.iter().zip(&m) {
             assert!(
-                m == 1.0 || *g == 0.0,
+                *m == 1.0 || *g == 0.0,
                 "{device:?}: a cut weight has gradient {g}"
             );
         }

@@ -48,10 +48,10 @@ use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
-    bernoulli_log_prob, masks, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
+    bernoulli_log_prob, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
     SampledBatch, SamplerState,
 };
-use crate::kernels::masked_linear::masked_linear;
+use crate::kernels::masked_linear::{masked_linear, DegreeMask};
 
 /// `[model] kind = "made"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -281,14 +281,14 @@ impl Connectivity {
         let mut layers = Vec::with_capacity(self.degrees.len());
         let mut below = &m0;
         for degrees in &self.degrees {
-            layers.push(masks::degree_mask(degrees, below, false, device)?);
+            layers.push(DegreeMask::new(degrees, below, false, device)?);
             below = degrees;
         }
         Ok(MaskSet {
             layers,
-            v: masks::degree_mask(&m0, below, true, device)?,
+            v: DegreeMask::new(&m0, below, true, device)?,
             a: if direct {
-                Some(masks::degree_mask(&m0, &m0, true, device)?)
+                Some(DegreeMask::new(&m0, &m0, true, device)?)
             } else {
                 None
             },
@@ -361,11 +361,11 @@ fn connected_entries(masks: &[Connectivity], name: &str) -> Option<usize> {
     Some(union.iter().filter(|&&on| on).count())
 }
 
-/// One mask's matrices, f32 0/1: M_1..M_L, M_V and M_A.
+/// One mask's matrices, f32 0/1, with their degrees: M_1..M_L, M_V and M_A.
 struct MaskSet {
-    layers: Vec<Tensor>,
-    v: Tensor,
-    a: Option<Tensor>,
+    layers: Vec<DegreeMask>,
+    v: DegreeMask,
+    a: Option<DegreeMask>,
 }
 
 /// The weights, as stored (never multiplied in place).
@@ -612,7 +612,7 @@ impl Made {
     fn sampler_of(&self, k: usize, batch: usize) -> Result<MadeSampler> {
         let w = self.weights.detached();
         self.with_mask(k, |m| {
-            let first_t = (&w.layers[0].0 * &m.layers[0])?.t()?.contiguous()?; // (n, h1)
+            let first_t = (&w.layers[0].0 * &m.layers[0].matrix)?.t()?.contiguous()?; // (n, h1)
             let h1 = first_t.dim(1)?;
             let a1 = w.layers[0]
                 .1
@@ -623,12 +623,12 @@ impl Made {
                 .iter()
                 .zip(&m.layers[1..])
                 .map(|((weight, bias), mask)| {
-                    Ok(((weight * mask)?.t()?.contiguous()?, bias.clone()))
+                    Ok(((weight * &mask.matrix)?.t()?.contiguous()?, bias.clone()))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let n = w.c.dim(0)?;
             let direct_t = match (&w.a, &m.a) {
-                (Some(a), Some(ma)) => Some((a * ma)?.t()?.contiguous()?),
+                (Some(a), Some(ma)) => Some((a * &ma.matrix)?.t()?.contiguous()?),
                 _ => None,
             };
             let out =
@@ -640,7 +640,7 @@ impl Made {
                 activation: self.made.activation,
                 first_t,
                 deeper,
-                v: (&w.v * &m.v)?,
+                v: (&w.v * &m.v.matrix)?,
                 direct_t,
                 a1,
                 out,

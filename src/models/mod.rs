@@ -7,7 +7,7 @@ pub mod deepnade;
 pub mod fvsbn;
 pub mod likelihood;
 pub mod made;
-mod masks;
+pub(crate) mod masks;
 pub mod mlp;
 pub mod nade;
 pub mod params;
