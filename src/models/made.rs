@@ -518,6 +518,13 @@ impl Made {
         self.with_mask(k, |m| self.forward(&w, m, x))
     }
 
+    /// log p_k(x) per row, (B,), for each used mask k, without an autograd graph.
+    fn per_mask_log_probs(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        (0..self.made.used_masks())
+            .map(|k| bernoulli_log_prob(&self.mask_logits(k, x)?, x))
+            .collect()
+    }
+
     /// The one order of the used masks, if they share one.
     fn common_order(&self) -> Option<&[usize]> {
         let used = self.connectivity();
@@ -740,9 +747,7 @@ impl Autoregressive for Made {
             }
             Pass::Eval => {
                 let used = self.made.used_masks();
-                let per_mask = (0..used)
-                    .map(|k| bernoulli_log_prob(&self.mask_logits(k, x)?, x))
-                    .collect::<Result<Vec<_>>>()?;
+                let per_mask = self.per_mask_log_probs(x)?;
                 if used == 1 {
                     return Ok(per_mask.into_iter().next().expect("one mask"));
                 }
@@ -753,10 +758,7 @@ impl Autoregressive for Made {
     }
 
     fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
-        let per_mask = (0..self.made.used_masks())
-            .map(|k| bernoulli_log_prob(&self.mask_logits(k, x)?, x))
-            .collect::<Result<Vec<_>>>()?;
-        let rows = Tensor::stack(&per_mask, 1)?.to_vec2::<f32>()?;
+        let rows = Tensor::stack(&self.per_mask_log_probs(x)?, 1)?.to_vec2::<f32>()?;
         Ok(Some(
             rows.into_iter()
                 .map(|r| r.into_iter().map(f64::from).collect())
