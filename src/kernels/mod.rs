@@ -4,6 +4,7 @@
 //! Beside them: the SIMD helpers of the CPU kernels and views of candle's CPU storage.
 
 pub mod adam;
+pub mod bernoulli_log_prob;
 pub mod cpu_storage;
 pub mod deepnade_walk;
 pub mod masked_linear;

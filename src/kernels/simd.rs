@@ -52,16 +52,60 @@ pub fn exp_nonpositive<const FMA: bool>(x: f32) -> f32 {
 #[inline(always)]
 pub fn sigmoid<const FMA: bool>(a: f32) -> f32 {
     let t = exp_nonpositive::<FMA>(-a.abs());
-    let x = 1.0 + t;
-    let mut y = madd::<FMA>(x, -8.0 / 17.0, 24.0 / 17.0);
-    for _ in 0..3 {
-        y *= madd::<FMA>(-x, y, 2.0);
-    }
+    let y = recip_on_1_2::<FMA>(1.0 + t);
     if a >= 0.0 {
         y
     } else {
         t * y
     }
+}
+
+/// 1 / x for x in [1, 2]: three Newton steps from a linear guess within 1/17 (see `sigmoid`).
+#[inline(always)]
+fn recip_on_1_2<const FMA: bool>(x: f32) -> f32 {
+    let mut y = madd::<FMA>(x, -8.0 / 17.0, 24.0 / 17.0);
+    for _ in 0..3 {
+        y *= madd::<FMA>(-x, y, 2.0);
+    }
+    y
+}
+
+/// ln(y) for y in [1, 2] to about 1 ulp (Cephes' logf without its range reduction, which
+/// [1, 2] does not need beyond one halving): y = 2^e m with m in [sqrt(1/2), sqrt(2)),
+/// f = m - 1 exact, ln m = f - f^2 / 2 + f^3 P(f), and e ln 2 added in two parts.
+#[inline(always)]
+fn ln_on_1_2<const FMA: bool>(y: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let high = y >= std::f32::consts::SQRT_2;
+    let e = if high { 1.0f32 } else { 0.0 };
+    let f = if high { y * 0.5 } else { y } - 1.0;
+    let z = f * f;
+    let mut p = 7.037_683_6e-2f32;
+    p = madd::<FMA>(p, f, -1.151_461e-1);
+    p = madd::<FMA>(p, f, 1.167_699_9e-1);
+    p = madd::<FMA>(p, f, -1.242_014_1e-1);
+    p = madd::<FMA>(p, f, 1.424_932_3e-1);
+    p = madd::<FMA>(p, f, -1.666_805_8e-1);
+    p = madd::<FMA>(p, f, 2.000_071_5e-1);
+    p = madd::<FMA>(p, f, -2.499_999_4e-1);
+    p = madd::<FMA>(p, f, 3.333_333e-1);
+    let tail = madd::<FMA>(e, LN2_LO, madd::<FMA>(-0.5, z, p * f * z));
+    madd::<FMA>(e, LN2_HI, f + tail)
+}
+
+/// (softplus(a), sigmoid(a)) from one e^-|a|, finite for any finite a: softplus(a) =
+/// max(a, 0) + ln(1 + t) with t = e^-|a| in (0, 1], where ln(1 + t) is ln of the rounded
+/// y = 1 + t plus the rounding error (t - (y - 1)) / y, so that it stays accurate when t is
+/// tiny (there ln y = 0 and the correction is t); 1 / y also gives the sigmoid.
+#[inline(always)]
+pub fn softplus_sigmoid<const FMA: bool>(a: f32) -> (f32, f32) {
+    let t = exp_nonpositive::<FMA>(-a.abs());
+    let y = 1.0 + t;
+    let r = recip_on_1_2::<FMA>(y);
+    let ln_1p_t = madd::<FMA>(t - (y - 1.0), r, ln_on_1_2::<FMA>(y));
+    let sigmoid = if a >= 0.0 { r } else { t * r };
+    (a.max(0.0) + ln_1p_t, sigmoid)
 }
 
 /// out[k] = sigmoid(a[k]).
@@ -240,6 +284,52 @@ mod tests {
             }
             assert_eq!(sigmoid::<FMA>(1e4), 1.0);
             assert!(sigmoid::<FMA>(-1e4) < 1e-37);
+        }
+        check::<false>();
+        check::<true>();
+    }
+
+    #[test]
+    fn softplus_and_its_sigmoid_are_within_a_few_ulp_and_finite_everywhere() {
+        fn check<const FMA: bool>() {
+            let (mut worst_softplus, mut worst_sigmoid) = (0f64, 0f64);
+            let mut a = -100.0f32;
+            while a < 100.0 {
+                let (softplus, sigmoid) = softplus_sigmoid::<FMA>(a);
+                let a64 = a as f64;
+                let want = a64.max(0.0) + (-a64.abs()).exp().ln_1p();
+                let want_sigmoid = 1.0 / (1.0 + (-a64).exp());
+                if a > -87.0 {
+                    worst_softplus = worst_softplus.max(((softplus as f64 - want) / want).abs());
+                    worst_sigmoid =
+                        worst_sigmoid.max(((sigmoid as f64 - want_sigmoid) / want_sigmoid).abs());
+                } else {
+                    // Below -87, e^a is clamped near 1e-38 (exp_nonpositive): both are ~e^a.
+                    assert!((softplus as f64 - want).abs() < 1e-37, "softplus({a})");
+                    assert!(
+                        (sigmoid as f64 - want_sigmoid).abs() < 1e-37,
+                        "sigmoid({a})"
+                    );
+                }
+                a += 0.000_37;
+            }
+            let eps = f32::EPSILON as f64;
+            assert!(
+                worst_softplus < 4.0 * eps,
+                "FMA {FMA}: softplus error {worst_softplus:e}"
+            );
+            assert!(
+                worst_sigmoid < 4.0 * eps,
+                "FMA {FMA}: sigmoid error {worst_sigmoid:e}"
+            );
+            for a in [-1e30f32, -1e4, 1e4, 1e30, f32::MAX, f32::MIN] {
+                let (softplus, sigmoid) = softplus_sigmoid::<FMA>(a);
+                assert!(
+                    softplus.is_finite() && softplus >= a.max(0.0),
+                    "softplus({a})"
+                );
+                assert!((0.0..=1.0).contains(&sigmoid), "sigmoid({a}) = {sigmoid}");
+            }
         }
         check::<false>();
         check::<true>();

@@ -54,8 +54,8 @@ use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
-    log_mean_exp, softplus, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders, ParamSpec,
-    Pass, SampledBatch, SamplerState,
+    log_mean_exp, weighted_bernoulli_log_prob, Autoregressive, Evidence, KeptLogProb, ModelConfig,
+    Orders, ParamSpec, Pass, SampledBatch, SamplerState,
 };
 use crate::kernels::deepnade_walk::{Act, HostNet};
 
@@ -603,9 +603,7 @@ impl DeepNade {
         let m = Tensor::from_vec(m, (rows, n), &self.device)?;
         let weight = Tensor::from_vec(weight, (rows, n), &self.device)?;
         let logits = self.forward(x, &m, false)?;
-        let x = x.to_dtype(logits.dtype())?;
-        let terms = ((x * &logits)? - softplus(&logits)?)?;
-        (terms * weight)?.sum(D::Minus1)
+        weighted_bernoulli_log_prob(&logits, x, &weight)
     }
 
     /// Samples the rows of `evidence`, row r walking its hidden dimensions in walk[r]'s order.

@@ -18,7 +18,9 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-pub use likelihood::{bernoulli_log_prob, log_mean_exp, mean_nll, softplus};
+pub use likelihood::{
+    bernoulli_log_prob, log_mean_exp, mean_nll, softplus, weighted_bernoulli_log_prob,
+};
 pub use nade::NadeKernel;
 pub use params::{init_params, Init, ParamRole, ParamSpec, Trainable};
 pub use sampler::{Evidence, Orders, SampledBatch, SamplerState};
