@@ -11,16 +11,18 @@
 //! Metal share it; on the CPU the mask is applied from its degrees instead of read as a
 //! matrix (M[u, d] = 1 where rows[u] > cols[d], or >= for a hidden layer): a K-mask mixture's
 //! K matrices (100 MB for 32 masks of a 784-500-784 MADE) would otherwise stream from memory
-//! for every batch. The backward is plain tensor ops:
-//!   dW = (g^T x) * M,   dx = g (W * M)   (only with `input_grad`).
+//! for every batch. The backward is
+//!   dW = (g^T x) * M,   dx = g (W * M)   (only with `input_grad`),
+//! plain tensor ops off the CPU; on the CPU g^T enters the matmul as a strided operand, M is
+//! applied to the fresh product in place from the degrees, and W * M is the forward's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_storage::f32_slice;
+use super::cpu_storage::{f32_slice, f32_slice_mut};
 use crate::dispatch_isa;
 
 /// A degree mask, M[u, d] = 1 where rows[u] > cols[d] (`strict`) or rows[u] >= cols[d]: the
@@ -59,6 +61,7 @@ pub fn masked_linear(
         MaskedLinear {
             input_grad,
             mask: mask.clone(),
+            masked_weights: Mutex::new(None),
         },
     )
 }
@@ -66,6 +69,12 @@ pub fn masked_linear(
 struct MaskedLinear {
     input_grad: bool,
     mask: DegreeMask,
+    /// W * M from the CPU forward, kept for the input's gradient g (W * M) when there is one.
+    masked_weights: Mutex<Option<Tensor>>,
+}
+
+fn poisoned<T>(_: T) -> candle_core::Error {
+    candle_core::Error::Msg("masked-linear: a thread panicked holding the masked weights".into())
 }
 
 dispatch_isa! {
@@ -74,6 +83,49 @@ dispatch_isa! {
         for ((o, &w), &c) in out.iter_mut().zip(w).zip(cols) {
             *o = if c < limit { w } else { 0.0 };
         }
+    }
+}
+
+dispatch_isa! {
+    /// One row of a W-shaped gradient times M, in place: zero where cols[d] >= limit.
+    fn mask_row_in_place(row: &mut [f32], cols: &[u32], limit: u32) {
+        for (v, &c) in row.iter_mut().zip(cols) {
+            *v = if c < limit { *v } else { 0.0 };
+        }
+    }
+}
+
+impl DegreeMask {
+    /// Row u keeps the columns d with cols[d] < limit(u): rows[u] > cols[d] (strict) or >=.
+    fn limit(&self, row_degree: u32) -> u32 {
+        if self.strict {
+            row_degree
+        } else {
+            row_degree + 1
+        }
+    }
+}
+
+/// Multiplies a contiguous (out, k) f32 CPU tensor by the mask in place, from the degrees
+/// (the backward's dW = (g^T x) * M without reading M).
+struct TimesMask<'a>(&'a DegreeMask);
+
+impl candle_core::InplaceOp1 for TimesMask<'_> {
+    fn name(&self) -> &'static str {
+        "masked-linear-times-mask"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let mask = self.0;
+        let k = mask.cols.len();
+        if layout.shape().dims() != [mask.rows.len(), k] {
+            candle_core::bail!("masked-linear: degrees do not fit {:?}", layout.shape());
+        }
+        f32_slice_mut(storage, layout, "masked-linear gradient")?
+            .par_chunks_mut(k.max(1))
+            .zip(mask.rows.par_iter())
+            .for_each(|(row, &r)| mask_row_in_place(row, &mask.cols, mask.limit(r)));
+        Ok(())
     }
 }
 
@@ -134,14 +186,14 @@ impl CustomOp3 for MaskedLinear {
             .par_chunks_mut(k)
             .zip(w.par_chunks(k))
             .zip(mask.rows.par_iter())
-            .for_each(|((row, w_row), &r)| {
-                // keep where r > c (strict) or r >= c, i.e. c < r (+ 1)
-                let limit = if mask.strict { r } else { r + 1 };
-                mask_row(row, w_row, &mask.cols, limit)
-            });
+            .for_each(|((row, w_row), &r)| mask_row(row, w_row, &mask.cols, mask.limit(r)));
         let masked = CpuStorage::F32(masked);
         let masked_t = Layout::contiguous((out, k)).transpose(0, 1)?;
         let y = x.matmul(&masked, (1, batch, out, k), xl, &masked_t)?;
+        if let (true, CpuStorage::F32(masked)) = (self.input_grad, masked) {
+            *self.masked_weights.lock().map_err(poisoned)? =
+                Some(Tensor::from_vec(masked, (out, k), &Device::Cpu)?);
+        }
         Ok((y, Shape::from((batch, out))))
     }
 
@@ -179,11 +231,24 @@ impl CustomOp3 for MaskedLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // Contiguous operands: candle's CUDA matmul wants them (its CPU one does not care).
         let grad = grad.contiguous()?;
-        let grad_w = (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?;
+        let grad_w = if grad.device().is_cpu() && grad.dtype() == DType::F32 {
+            // candle's CPU matmul reads g^T as a strided operand (no copy), and the product
+            // is fresh, so the mask is applied to it in place from the degrees.
+            let grad_w = grad.t()?.matmul(x)?;
+            grad_w.inplace_op1(&TimesMask(&self.mask))?;
+            grad_w
+        } else {
+            // Contiguous operands: candle's CUDA matmul wants them.
+            (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?
+        };
         let grad_x = if self.input_grad {
-            Some(grad.matmul(&(w * mask)?)?)
+            let stored = self.masked_weights.lock().map_err(poisoned)?.take();
+            let masked = match stored {
+                Some(masked) => masked,
+                None => (w * mask)?,
+            };
+            Some(grad.matmul(&masked)?)
         } else {
             None
         };

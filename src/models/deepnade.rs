@@ -57,6 +57,7 @@ use super::{
     log_mean_exp, weighted_bernoulli_log_prob, Autoregressive, Evidence, KeptLogProb, ModelConfig,
     Orders, ParamSpec, Pass, SampledBatch, SamplerState,
 };
+use crate::kernels::bias_add::bias_add;
 use crate::kernels::deepnade_walk::{Act, HostNet};
 
 /// `[model] kind = "deepnade"`.
@@ -454,10 +455,10 @@ impl DeepNade {
         let m = m.to_dtype(super::DTYPE)?;
         let mut h = Tensor::cat(&[(&x * &m)?, m], 1)?;
         for (weight, bias) in &self.layers {
-            let pre = h.matmul(&w(weight).t()?)?.broadcast_add(&w(bias))?;
+            let pre = bias_add(&h.matmul(&w(weight).t()?)?, &w(bias))?;
             h = self.dn.activation.apply(&pre)?;
         }
-        h.matmul(&w(&self.v).t()?)?.broadcast_add(&w(&self.c))
+        bias_add(&h.matmul(&w(&self.v).t()?)?, &w(&self.c))
     }
 
     /// [`DeepNade::forward`] without an autograd graph: what the tests compare the

@@ -8,6 +8,7 @@ use super::sampler::{check_step, sample_sequentially};
 use super::{
     masks, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass, SampledBatch, SamplerState,
 };
+use crate::kernels::bias_add::bias_add;
 use crate::kernels::samplers::fvsbn_sample;
 
 /// `[model] kind = "fvsbn"`: no hyperparameters but the dimension.
@@ -67,7 +68,7 @@ impl Autoregressive for Fvsbn {
 
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let w = (&self.w * &self.mask)?;
-        x.matmul(&w.t()?)?.broadcast_add(&self.b)
+        bias_add(&x.matmul(&w.t()?)?, &self.b)
     }
 
     fn named_tensors(&self) -> Vec<(String, Tensor)> {

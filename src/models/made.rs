@@ -51,6 +51,7 @@ use super::{
     bernoulli_log_prob, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
     SampledBatch, SamplerState,
 };
+use crate::kernels::bias_add::bias_add;
 use crate::kernels::masked_linear::{masked_linear, DegreeMask};
 
 /// `[model] kind = "made"`.
@@ -501,11 +502,14 @@ impl Made {
             h = self
                 .made
                 .activation
-                .apply(&masked_linear(&h, weight, mask, input_grad)?.broadcast_add(bias)?)?
+                .apply(&bias_add(
+                    &masked_linear(&h, weight, mask, input_grad)?,
+                    bias,
+                )?)?
                 .contiguous()?;
             input_grad = true;
         }
-        let mut out = masked_linear(&h, &w.v, &m.v, input_grad)?.broadcast_add(&w.c)?;
+        let mut out = bias_add(&masked_linear(&h, &w.v, &m.v, input_grad)?, &w.c)?;
         if let (Some(a), Some(ma)) = (&w.a, &m.a) {
             out = (out + masked_linear(&x, a, ma, false)?)?;
         }
