@@ -495,6 +495,15 @@ impl Made {
     /// The logits of x under one mask's matrices.
     fn forward(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(super::DTYPE)?.contiguous()?;
+        let out = self.through_hidden(w, m, &x)?;
+        match self.direct_term(w, m, &x)? {
+            Some(direct) => out + direct,
+            None => Ok(out),
+        }
+    }
+
+    /// c + (V * M_V) h_L of f32 contiguous x: the logits without the direct connection.
+    fn through_hidden(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         // The data takes no gradient; every layer above it does.
         let mut input_grad = false;
@@ -509,11 +518,15 @@ impl Made {
                 .contiguous()?;
             input_grad = true;
         }
-        let mut out = bias_add(&masked_linear(&h, &w.v, &m.v, input_grad)?, &w.c)?;
-        if let (Some(a), Some(ma)) = (&w.a, &m.a) {
-            out = (out + masked_linear(&x, a, ma, false)?)?;
+        bias_add(&masked_linear(&h, &w.v, &m.v, input_grad)?, &w.c)
+    }
+
+    /// (A * M_A) x of f32 contiguous x, with the direct connection.
+    fn direct_term(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Option<Tensor>> {
+        match (&w.a, &m.a) {
+            (Some(a), Some(ma)) => Ok(Some(masked_linear(x, a, ma, false)?)),
+            _ => Ok(None),
         }
-        Ok(out)
     }
 
     /// Logits of x under stored mask k, without an autograd graph.
@@ -522,10 +535,24 @@ impl Made {
         self.with_mask(k, |m| self.forward(&w, m, x))
     }
 
-    /// log p_k(x) per row, (B,), for each used mask k, without an autograd graph.
+    /// log p_k(x) per row, (B,), for each used mask k, without an autograd graph. M_A depends
+    /// on the order alone, so when the masks share one the direct term (A * M_A) x, the
+    /// largest product of a 500-unit MADE, is computed once for all of them (the same bits).
     fn per_mask_log_probs(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let w = self.weights.detached();
+        let x32 = x.to_dtype(super::DTYPE)?.contiguous()?;
+        let shared = match self.common_order() {
+            Some(_) => self.with_mask(0, |m| self.direct_term(&w, m, &x32))?,
+            None => None,
+        };
         (0..self.made.used_masks())
-            .map(|k| bernoulli_log_prob(&self.mask_logits(k, x)?, x))
+            .map(|k| {
+                let logits = self.with_mask(k, |m| match &shared {
+                    Some(direct) => self.through_hidden(&w, m, &x32)? + direct,
+                    None => self.forward(&w, m, &x32),
+                })?;
+                bernoulli_log_prob(&logits, x)
+            })
             .collect()
     }
 
