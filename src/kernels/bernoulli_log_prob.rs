@@ -16,6 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Resul
 use rayon::prelude::*;
 
 use super::cpu_storage::f32_slice;
+use super::poisoned;
 use super::simd;
 use crate::dispatch_isa;
 
@@ -45,12 +46,6 @@ pub fn log_prob(logits: &Tensor, x: &Tensor, weight: Option<&Tensor>) -> Result<
 struct BernoulliLogProb {
     /// d sum_b log p(x_b) / d logits, (B, n), stored by the forward when there is a backward.
     gradient: Option<Mutex<Option<Tensor>>>,
-}
-
-fn poisoned<T>(_: T) -> candle_core::Error {
-    candle_core::Error::Msg(
-        "Bernoulli log-likelihood: a thread panicked holding the gradient".into(),
-    )
 }
 
 impl BernoulliLogProb {
@@ -100,7 +95,7 @@ impl BernoulliLogProb {
                 .for_each_init(Vec::new, |terms, (r, out)| row(r, out, &mut [], terms));
         }
         if let Some(stored) = &self.gradient {
-            *stored.lock().map_err(poisoned)? =
+            *stored.lock().map_err(poisoned("bernoulli-log-prob"))? =
                 Some(Tensor::from_vec(grad, (rows, n), &Device::Cpu)?);
         }
         Ok((CpuStorage::F32(log_p), Shape::from(rows)))
@@ -108,7 +103,10 @@ impl BernoulliLogProb {
 
     /// The logits' gradient for the upstream gradient `grad` (B,) of log p.
     fn backward(&self, grad: &Tensor) -> Result<Tensor> {
-        let stored = self.gradient.as_ref().map(|g| g.lock().map_err(poisoned));
+        let stored = self
+            .gradient
+            .as_ref()
+            .map(|g| g.lock().map_err(poisoned("bernoulli-log-prob")));
         match stored.transpose()?.as_deref() {
             Some(Some(d_logits)) => d_logits.broadcast_mul(&grad.unsqueeze(1)?),
             _ => candle_core::bail!("Bernoulli log-likelihood: the forward stored no gradient"),

@@ -23,6 +23,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, T
 use rayon::prelude::*;
 
 use super::cpu_storage::{f32_slice, f32_slice_mut};
+use super::poisoned;
 use crate::dispatch_isa;
 
 /// A degree mask, M[u, d] = 1 where rows[u] > cols[d] (`strict`) or rows[u] >= cols[d]: the
@@ -71,10 +72,6 @@ struct MaskedLinear {
     mask: DegreeMask,
     /// W * M from the CPU forward, kept for the input's gradient g (W * M) when there is one.
     masked_weights: Mutex<Option<Tensor>>,
-}
-
-fn poisoned<T>(_: T) -> candle_core::Error {
-    candle_core::Error::Msg("masked-linear: a thread panicked holding the masked weights".into())
 }
 
 dispatch_isa! {
@@ -191,7 +188,10 @@ impl CustomOp3 for MaskedLinear {
         let masked_t = Layout::contiguous((out, k)).transpose(0, 1)?;
         let y = x.matmul(&masked, (1, batch, out, k), xl, &masked_t)?;
         if let (true, CpuStorage::F32(masked)) = (self.input_grad, masked) {
-            *self.masked_weights.lock().map_err(poisoned)? =
+            *self
+                .masked_weights
+                .lock()
+                .map_err(poisoned("masked-linear"))? =
                 Some(Tensor::from_vec(masked, (out, k), &Device::Cpu)?);
         }
         Ok((y, Shape::from((batch, out))))
@@ -243,7 +243,11 @@ impl CustomOp3 for MaskedLinear {
             (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?
         };
         let grad_x = if self.input_grad {
-            let stored = self.masked_weights.lock().map_err(poisoned)?.take();
+            let stored = self
+                .masked_weights
+                .lock()
+                .map_err(poisoned("masked-linear"))?
+                .take();
             let masked = match stored {
                 Some(masked) => masked,
                 None => (w * mask)?,

@@ -18,3 +18,8 @@ pub mod simd;
 
 #[cfg(feature = "cuda")]
 pub mod nade_cuda;
+
+/// The error for a lock poisoned while an op held what its forward stored for the backward.
+pub(crate) fn poisoned<T>(op: &'static str) -> impl FnOnce(T) -> candle_core::Error {
+    move |_| candle_core::Error::Msg(format!("{op}: a thread panicked holding the stored state"))
+}

@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use super::cpu_storage::f32_slice;
 use super::nade_packed::{dims, sum_over_images, Params};
+use super::poisoned;
 use super::simd;
 use crate::dispatch_isa;
 
@@ -154,13 +155,12 @@ fn run(
     (log_p, (sums, d_b))
 }
 
-fn poisoned<T>(_: T) -> candle_core::Error {
-    candle_core::Error::Msg("fused NADE: a thread panicked while holding the gradient".into())
-}
-
 impl NadeLogProbWithGrad {
     fn store(&self, grads: Grads) -> Result<()> {
-        *self.stored.lock().map_err(poisoned)? = Some(grads);
+        *self
+            .stored
+            .lock()
+            .map_err(poisoned("nade-log-prob-with-grad"))? = Some(grads);
         Ok(())
     }
 }
@@ -225,7 +225,11 @@ impl CustomOp3 for NadeLogProbWithGrad {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = grad.to_vec1::<f32>()?;
-        let stored = self.stored.lock().map_err(poisoned)?.take();
+        let stored = self
+            .stored
+            .lock()
+            .map_err(poisoned("nade-log-prob-with-grad"))?
+            .take();
         let uniform = g.iter().all(|&v| v == g[0]);
         let (d_packed, d_b) = match stored {
             Some((dp, db)) if uniform => {
