@@ -15,21 +15,25 @@ pub fn softplus(l: &Tensor) -> Result<Tensor> {
 /// log p(x) = sum_i [x_i l_i - softplus(l_i)] per row: the Bernoulli log-likelihood written
 /// so that it stays finite for |l| up to f32's range (candle's BCE takes log(sigmoid) naively).
 pub fn bernoulli_log_prob(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
-    if fused(logits) {
-        return bernoulli_log_prob::log_prob(logits, x, None);
-    }
-    let x = x.to_dtype(logits.dtype())?;
-    ((x * logits)? - softplus(logits)?)?.sum(D::Minus1)
+    log_prob_terms(logits, x, None)
 }
 
 /// sum_i w_i [x_i l_i - softplus(l_i)] per row: the log-likelihood of a subset of the
 /// dimensions (w = 0 elsewhere), scaled (deep NADE's order-agnostic estimate).
 pub fn weighted_bernoulli_log_prob(logits: &Tensor, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    log_prob_terms(logits, x, Some(weight))
+}
+
+fn log_prob_terms(logits: &Tensor, x: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
     if fused(logits) {
-        return bernoulli_log_prob::log_prob(logits, x, Some(weight));
+        return bernoulli_log_prob::log_prob(logits, x, weight);
     }
     let x = x.to_dtype(logits.dtype())?;
-    (((x * logits)? - softplus(logits)?)? * weight)?.sum(D::Minus1)
+    let terms = ((x * logits)? - softplus(logits)?)?;
+    match weight {
+        Some(w) => (terms * w)?.sum(D::Minus1),
+        None => terms.sum(D::Minus1),
+    }
 }
 
 /// The fused pass (value and gradient at once, kernels::bernoulli_log_prob) serves f32 on the
