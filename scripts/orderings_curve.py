@@ -2,10 +2,14 @@
 """Test NLL of a deep NADE ensemble against its number of orderings (1, 2, 4, ..., K), from one
 `nade eval CKPT --curve --json` (the mixtures of the first k orderings all come out of the one
 pass that evaluates the K-ordering ensemble, which costs K orderings' worth: see the README for
-the times), written as JSON lines (one per k) and as an SVG plot (no plotting library needed).
+the times), written as JSON lines (one per k) and as an SVG plot (no plotting library needed),
+and, with --each, the NLL of every stored ordering alone as one JSON object (their mean over
+orderings, with its standard error over orderings, is the "one ordering" figure of Uria et al.,
+who report the mean of 10 single orderings).
 
   python3 scripts/orderings_curve.py checkpoints/deepnade.safetensors \\
-      --jsonl docs/deepnade-orderings.jsonl --svg docs/deepnade-orderings.svg [--split test] \\
+      --jsonl docs/deepnade-orderings.jsonl --svg docs/deepnade-orderings.svg \\
+      [--each docs/deepnade-each-ordering.json] [--split test] \\
       [--limit N] [--max-orders K] [--threads T]
 """
 import argparse
@@ -23,6 +27,7 @@ def parse_args(argv):
     p.add_argument("checkpoint")
     p.add_argument("--jsonl", required=True, help="one `nade eval --json` object per number of orderings")
     p.add_argument("--svg", required=True, help="the plot")
+    p.add_argument("--each", help="the NLL of each ordering alone, one JSON object")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=0, help="first N images only (0 = the whole split)")
     p.add_argument("--max-orders", type=int, default=0, help="largest k (default: all stored orderings)")
@@ -107,9 +112,21 @@ def main(argv=None):
     print("| orderings | " + " | ".join(str(p["components"]) for p in whole["curve"]) + " |")
     print("|---|" + "---|" * len(whole["curve"]))
     print(f"| {args.split} NLL | " + " | ".join(f"{p['nll_nats']:.2f}" for p in whole["curve"]) + " |")
-    for path, text in ((args.jsonl, "".join(lines)),
-                       (args.svg, svg([(p["components"], p["nll_nats"], p["nll_std_err"]) for p in whole["curve"]],
-                                      args.split, whole["count"]))):
+    each = whole["each_component"]
+    print(f"each of the {each['components']} orderings alone: mean {each['mean_nll_nats']:.4f} "
+          f"± {each['mean_std_err']:.4f} nats (over orderings), from {min(each['nll_nats']):.4f} "
+          f"to {max(each['nll_nats']):.4f}", flush=True)
+    outputs = [(args.jsonl, "".join(lines)),
+               (args.svg, svg([(p["components"], p["nll_nats"], p["nll_std_err"]) for p in whole["curve"]],
+                              args.split, whole["count"]))]
+    if args.each:
+        record = {"orders": each["components"], "nll_nats_each": each["nll_nats"],
+                  "mean_nll_nats": each["mean_nll_nats"], "mean_std_err_over_orders": each["mean_std_err"],
+                  "min_nll_nats": min(each["nll_nats"]), "max_nll_nats": max(each["nll_nats"]),
+                  "split": args.split, "count": whole["count"], "limit": args.limit,
+                  "device": whole["device"], "threads": whole["threads"]}
+        outputs.append((args.each, json.dumps(record, indent=1) + "\n"))
+    for path, text in outputs:
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)

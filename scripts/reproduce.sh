@@ -46,7 +46,8 @@ for model in "${models[@]}"; do
     if [ "$model" = deepnade ]; then
       # The ensemble of all stored orderings and its curve (1, 2, 4, ... orderings), one pass.
       python3 scripts/orderings_curve.py "checkpoints/$model.safetensors" --split test \
-        --jsonl "docs/$model-orderings.jsonl" --svg "docs/$model-orderings.svg"
+        --jsonl "docs/$model-orderings.jsonl" --svg "docs/$model-orderings.svg" \
+        --each "docs/$model-each-ordering.json"
     fi
   fi
   "$nade" eval "checkpoints/$model.safetensors" --split valid --json "${eval_args[@]}" > "docs/$model-valid.json"

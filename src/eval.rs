@@ -201,17 +201,44 @@ pub fn curve_points(components: usize) -> Vec<usize> {
     ks
 }
 
-/// The NLL of the mixture of a model's first k components for every k of [`curve_points`],
-/// from one pass over the data ([`Autoregressive::component_log_probs`]: a 128-ordering deep
-/// NADE costs what its one ensemble evaluation costs, not twice that). The last point is the
-/// whole model. An error for a model that is not a mixture.
+/// What one pass over the data says about a mixture (made: masks, deepnade: orderings).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixtureCurve {
+    /// The NLL of the mixture of the first k components for every k of [`curve_points`];
+    /// the last point is the whole model.
+    pub points: Vec<(usize, NllSummary)>,
+    /// Mean NLL over the images of each component alone (deep NADE: under each stored ordering
+    /// by itself), in storage order.
+    pub each: Vec<f64>,
+}
+
+impl MixtureCurve {
+    /// The mean over components of their NLLs alone, and its standard error over components
+    /// (sample standard deviation / sqrt(K); 0 for one component): the "one ordering" figure of
+    /// Uria et al., who report the mean of single orderings' test NLLs with its standard error.
+    pub fn mean_of_each(&self) -> (f64, f64) {
+        let k = self.each.len() as f64;
+        let mean = self.each.iter().sum::<f64>() / k;
+        let variance = if self.each.len() > 1 {
+            self.each.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0)
+        } else {
+            0.0
+        };
+        (mean, (variance / k).sqrt())
+    }
+}
+
+/// The NLL of the mixture of a model's first k components for every k of [`curve_points`], and
+/// of each component alone, from one pass over the data
+/// ([`Autoregressive::component_log_probs`]: a 128-ordering deep NADE costs what its one
+/// ensemble evaluation costs, not twice that). An error for a model that is not a mixture.
 pub fn mixture_curve(
     model: &dyn Autoregressive,
     data: &BinaryDataset,
     batch: usize,
     device: &Device,
     progress: bool,
-) -> Result<Vec<(usize, NllSummary)>> {
+) -> Result<MixtureCurve> {
     check_inputs(model, data, batch)?;
     let lines = if progress {
         Progress::to_stderr("evaluated", "images", data.len())
@@ -220,6 +247,8 @@ pub fn mixture_curve(
     };
     let start = Instant::now();
     let mut per_k: Vec<(usize, Vec<f64>)> = Vec::new();
+    // Sum over images of -log p_k(x) for each component k, in f64.
+    let mut each: Vec<f64> = Vec::new();
     for first in (0..data.len()).step_by(batch) {
         let last = (first + batch).min(data.len());
         let x = data.tensor_range(first, last, device)?;
@@ -235,6 +264,7 @@ pub fn mixture_curve(
                     .into_iter()
                     .map(|k| (k, Vec::with_capacity(data.len())))
                     .collect();
+                each = vec![0.0; components.len()];
             }
             for (k, values) in per_k.iter_mut() {
                 let v = -crate::models::log_mean_exp(&components[..*k]);
@@ -246,13 +276,20 @@ pub fn mixture_curve(
                 }
                 values.push(v);
             }
+            for (sum, log_p) in each.iter_mut().zip(components) {
+                *sum -= log_p;
+            }
         }
         lines.inc(last - first);
     }
     lines.finish();
     let seconds = start.elapsed().as_secs_f64();
-    Ok(per_k
-        .iter()
-        .map(|(k, values)| (*k, summary_of(values, values.len() * data.n(), seconds)))
-        .collect())
+    let images = data.len() as f64;
+    Ok(MixtureCurve {
+        points: per_k
+            .iter()
+            .map(|(k, values)| (*k, summary_of(values, values.len() * data.n(), seconds)))
+            .collect(),
+        each: each.iter().map(|sum| sum / images).collect(),
+    })
 }

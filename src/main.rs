@@ -384,11 +384,13 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         return eval_kept(&args, spec, model, &data, &device, progress);
     }
     let curve = if args.curve {
-        eval::mixture_curve(model, &data, args.batch, &device, progress)?
+        Some(eval::mixture_curve(
+            model, &data, args.batch, &device, progress,
+        )?)
     } else {
-        Vec::new()
+        None
     };
-    let summary = match curve.last() {
+    let summary = match curve.as_ref().and_then(|c| c.points.last()) {
         // The last point of the curve is the whole mixture.
         Some((_, whole)) => whole.clone(),
         None => eval::nll(model, &data, args.batch, &device, progress)?,
@@ -415,8 +417,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "seconds": summary.seconds,
             "images_per_s": summary.images_per_s(),
         });
-        if args.curve {
+        if let Some(curve) = &curve {
             json["curve"] = curve
+                .points
                 .iter()
                 .map(|(k, s)| {
                     serde_json::json!({
@@ -427,15 +430,35 @@ fn run_eval(args: EvalArgs) -> Result<()> {
                     })
                 })
                 .collect();
+            let (mean, std_err) = curve.mean_of_each();
+            json["each_component"] = serde_json::json!({
+                "components": curve.each.len(),
+                "nll_nats": curve.each,
+                "mean_nll_nats": mean,
+                "mean_std_err": std_err,
+            });
         }
         println!("{json}");
-    } else {
-        for (k, s) in &curve {
+    } else if let Some(curve) = &curve {
+        for (k, s) in &curve.points {
             println!(
                 "first {k} components: NLL {:.4} ± {:.4} nats",
                 s.nll_nats, s.std_err
             );
         }
+        let (mean, std_err) = curve.mean_of_each();
+        let (lo, hi) = curve
+            .each
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        println!(
+            "each of the {} components alone: mean NLL {mean:.4} ± {std_err:.4} nats over components (from {lo:.4} to {hi:.4})",
+            curve.each.len()
+        );
+    }
+    if !args.json {
         println!(
             "{} on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {:.0} images/s)",
             cfg.describe(),

@@ -252,10 +252,8 @@ fn eval_equals_a_float64_reference_from_the_issue_text() {
     }
 }
 
-/// log p(x_kept) (first ordering restricted to the kept set, and the ensemble) equals the
-/// log of the sum over all completions of p(x) under those restricted orderings, for kept
-/// sets that are no prefix of anything, the empty set and the full one; the tensor-op walk
-/// gives the same numbers as the CPU kernel.
+/// The curve's mixture of the first k orderings equals evaluating the model cut to k orderings,
+/// and its NLL of each ordering alone equals evaluating that ordering by itself.
 #[test]
 fn the_curve_over_orderings_equals_evaluating_the_first_k_orderings() {
     let n = 7;
@@ -267,9 +265,9 @@ fn the_curve_over_orderings_equals_evaluating_the_first_k_orderings() {
         .collect();
     let data = BinaryDataset::new(n, pixels).unwrap();
     let curve = nade::eval::mixture_curve(&model, &data, 4, &Device::Cpu, false).unwrap();
-    let ks: Vec<usize> = curve.iter().map(|(k, _)| *k).collect();
+    let ks: Vec<usize> = curve.points.iter().map(|(k, _)| *k).collect();
     assert_eq!(ks, [1, 2, 4, 6]);
-    for (k, point) in &curve {
+    for (k, point) in &curve.points {
         let first_k = nade::models::rebuilt(
             &model,
             &ModelConfig::DeepNade(cfg.clone()).with_orders(*k).unwrap(),
@@ -284,9 +282,38 @@ fn the_curve_over_orderings_equals_evaluating_the_first_k_orderings() {
             want.nll_nats
         );
     }
-    assert_ne!(curve[0].1.nll_nats, curve[3].1.nll_nats);
+    assert_ne!(curve.points[0].1.nll_nats, curve.points[3].1.nll_nats);
+
+    let x = data.tensor_range(0, data.len(), &Device::Cpu).unwrap();
+    assert_eq!(curve.each.len(), 6);
+    for (k, order) in model.orderings().iter().enumerate() {
+        let log_p = model
+            .log_prob_in_orders(&x, &vec![order.clone(); data.len()])
+            .unwrap();
+        let want = -log_p.iter().sum::<f64>() / data.len() as f64;
+        assert!(
+            (curve.each[k] - want).abs() < 1e-5 * want,
+            "ordering {k} alone: {} vs {want}",
+            curve.each[k]
+        );
+    }
+    assert_eq!(curve.each[0], curve.points[0].1.nll_nats);
+    let (mean, std_err) = curve.mean_of_each();
+    let want_mean = curve.each.iter().sum::<f64>() / 6.0;
+    assert!((mean - want_mean).abs() < 1e-12);
+    let spread = curve
+        .each
+        .iter()
+        .map(|v| (v - want_mean).powi(2))
+        .sum::<f64>()
+        / 5.0;
+    assert!((std_err - (spread / 6.0).sqrt()).abs() < 1e-12 && std_err > 0.0);
 }
 
+/// log p(x_kept) (first ordering restricted to the kept set, and the ensemble) equals the
+/// log of the sum over all completions of p(x) under those restricted orderings, for kept
+/// sets that are no prefix of anything, the empty set and the full one; the tensor-op walk
+/// gives the same numbers as the CPU kernel.
 #[test]
 fn kept_log_prob_is_the_sum_over_completions() {
     let n = 8;
