@@ -57,7 +57,7 @@ pub enum Schedule {
     Constant,
     /// lr * lr_decay^epoch.
     Exponential,
-    /// From lr down to lr_min over `epochs` along a half cosine.
+    /// From lr down to lr_min over `epochs` along a half cosine (see `cosine_horizons`).
     Cosine,
     /// Multiply by lr_decay after `plateau_patience` epochs without a new best validation NLL.
     Plateau,
@@ -73,6 +73,13 @@ pub struct TrainSection {
     pub lr_decay: f64,
     pub lr_min: f64,
     pub plateau_patience: usize,
+    /// Cosine only: earlier ends of the cosine, ascending and below `epochs`. Epoch e follows
+    /// the half cosine from lr to lr_min that ends at the first horizon above e, or at `epochs`
+    /// past the last one: what a finished cosine run does when `--resume` gives it more epochs
+    /// (its lr jumps up to the longer cosine's value and decays along it). Such a resume
+    /// records the old `epochs` here, so the run's stored config retrains it from scratch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cosine_horizons: Vec<usize>,
     /// Decoupled (AdamW) weight decay.
     pub weight_decay: f64,
     /// Penalties in the loss per training image, on weights only:
@@ -112,6 +119,7 @@ impl Default for TrainSection {
             lr_decay: 0.5,
             lr_min: 0.0,
             plateau_patience: 10,
+            cosine_horizons: Vec::new(),
             weight_decay: 0.0,
             l1: 0.0,
             l2: 0.0,
@@ -219,6 +227,22 @@ impl Config {
                 t.lr_min,
                 t.lr
             );
+        }
+        if !t.cosine_horizons.is_empty() {
+            if t.lr_schedule != Schedule::Cosine {
+                bail!("train.cosine_horizons: only for lr_schedule = \"cosine\"");
+            }
+            let mut below = 0;
+            for &h in &t.cosine_horizons {
+                if h <= below || h >= t.epochs {
+                    bail!(
+                        "train.cosine_horizons = {:?}: must rise strictly, from 1, and stay below train.epochs = {}",
+                        t.cosine_horizons,
+                        t.epochs
+                    );
+                }
+                below = h;
+            }
         }
         Ok(())
     }

@@ -313,6 +313,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
     if let Some(threads) = args.threads {
         config.train.threads = threads as usize;
     }
+    if let Some(dir) = &args.resume {
+        train::record_cosine_extension(&mut config, dir)?;
+    }
     config.validate()?;
     threads::set(config.train.threads, "train.threads")?;
     interrupt::install()?;

@@ -229,7 +229,13 @@ impl LrSchedule {
             Schedule::Constant => t.lr,
             Schedule::Exponential => t.lr * t.lr_decay.powi(epoch as i32),
             Schedule::Cosine => {
-                let progress = epoch as f64 / t.epochs.max(1) as f64;
+                let horizon = t
+                    .cosine_horizons
+                    .iter()
+                    .copied()
+                    .find(|&h| epoch < h)
+                    .unwrap_or(t.epochs);
+                let progress = epoch as f64 / horizon.max(1) as f64;
                 t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
             Schedule::Plateau => self.lr,

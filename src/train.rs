@@ -33,7 +33,9 @@ use crate::sample;
 use crate::threads;
 pub use crate::train_progress::Progress;
 use crate::train_progress::{epoch_line, eta_seconds, EpochProgress};
-pub use crate::train_state::{config_of_run, EpochRecord, TrainState, LAST, RUN_CONFIG};
+pub use crate::train_state::{
+    config_of_run, record_cosine_extension, EpochRecord, TrainState, LAST, RUN_CONFIG,
+};
 use crate::train_state::{read_state, restore};
 
 /// What a finished run reports.

@@ -84,6 +84,31 @@ pub fn config_of_run(dir: &Path) -> Result<Config> {
     Config::from_toml(&raw).with_context(|| format!("{}: stored config", last.display()))
 }
 
+/// A cosine run in `dir` that finished its `epochs` and is resumed with more: its lr rejoins
+/// the longer cosine, so the old end becomes one of `train.cosine_horizons` of the config the
+/// run goes on with (and stores), which then retrains it from scratch. Anything else (no
+/// cosine, an unfinished run, no stored config in an older file) leaves the config as it is.
+pub fn record_cosine_extension(config: &mut Config, dir: &Path) -> Result<()> {
+    let last = dir.join(LAST);
+    let (Ok(stored), Ok(state)) = (config_of_run(dir), read_state(&last)) else {
+        return Ok(());
+    };
+    let (old, new) = (&stored.train, &mut config.train);
+    let cosine = |t: &crate::config::TrainSection| t.lr_schedule == crate::config::Schedule::Cosine;
+    if cosine(old) && cosine(new) && state.epoch >= old.epochs && new.epochs > old.epochs {
+        let mut horizons = old.cosine_horizons.clone();
+        horizons.push(old.epochs);
+        for h in new.cosine_horizons.drain(..) {
+            if !horizons.contains(&h) {
+                horizons.push(h);
+            }
+        }
+        horizons.sort_unstable();
+        new.cosine_horizons = horizons;
+    }
+    Ok(())
+}
+
 /// The run's TOML from a training checkpoint: `run_config`, or `config` in older files.
 fn run_config_toml(last: &Path) -> Result<String> {
     metadata_value(last, RUN_CONFIG).or_else(|e| {

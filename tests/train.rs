@@ -319,6 +319,87 @@ fn config_errors_name_the_key() {
     let e = err("[model]\nkind = \"nade\"\nhidden = 8\npath = \"fast\"\n[output]\ndir = \"x\"\n");
     assert!(e.contains("model.path"), "{e}");
     assert_eq!(e.lines().count(), 1, "multi-line error: {e}");
+    let e = err(&format!(
+        "{base}[train]\nepochs = 10\nlr_schedule = \"cosine\"\ncosine_horizons = [4, 10]\n"
+    ));
+    assert!(e.contains("train.cosine_horizons"), "{e}");
+    let e = err(&format!(
+        "{base}[train]\nlr_schedule = \"cosine\"\ncosine_horizons = [4, 4]\n"
+    ));
+    assert!(e.contains("train.cosine_horizons"), "{e}");
+    let e = err(&format!("{base}[train]\ncosine_horizons = [4]\n"));
+    assert!(
+        e.contains("train.cosine_horizons") && e.contains("cosine"),
+        "{e}"
+    );
+}
+
+/// A finished cosine run resumed with more epochs follows the longer cosine from where it is,
+/// and records its old end in the stored config (train.cosine_horizons): that config, trained
+/// from scratch, gives the same run bit for bit.
+#[test]
+fn an_extended_cosine_run_is_what_its_stored_config_retrains() {
+    let schedule = "lr_schedule = \"cosine\"\nlr_min = 1e-4";
+    let split = tempfile::tempdir().unwrap();
+    let mut cfg = config(split.path(), "nade", 8, 2, schedule);
+    train::run(&cfg, &quiet()).unwrap();
+    cfg.train.epochs = 5;
+    let out = split.path().join("out");
+    train::record_cosine_extension(&mut cfg, &out).unwrap();
+    assert_eq!(cfg.train.cosine_horizons, [2]);
+    train::run(
+        &cfg,
+        &Options {
+            resume: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    let stored = train::config_of_run(&out).unwrap();
+    assert_eq!(stored.train.cosine_horizons, [2]);
+    assert_eq!(stored.train.epochs, 5);
+
+    let whole = tempfile::tempdir().unwrap();
+    let mut again = config(whole.path(), "nade", 8, 5, schedule);
+    again.train.cosine_horizons = vec![2];
+    train::run(&again, &quiet()).unwrap();
+    let (a, b) = (whole.path().join("out"), out);
+    assert_eq!(
+        checkpoint_snapshot(&a.join("last.safetensors")),
+        checkpoint_snapshot(&b.join("last.safetensors"))
+    );
+    let history = metrics_without_timing(&b);
+    assert_eq!(history, metrics_without_timing(&a));
+    // Epochs 1-2 on the 2-epoch cosine, 3-5 on the 5-epoch one (0-based e: lr(e / horizon)).
+    let cosine = |e: f64, horizon: f64| {
+        1e-4 + (1e-2 - 1e-4) * 0.5 * (1.0 + (std::f64::consts::PI * e / horizon).cos())
+    };
+    let want = [
+        cosine(0.0, 2.0),
+        cosine(1.0, 2.0),
+        cosine(2.0, 5.0),
+        cosine(3.0, 5.0),
+        cosine(4.0, 5.0),
+    ];
+    for (record, want) in history.iter().zip(want) {
+        let lr = record["lr"].as_f64().unwrap();
+        assert!(
+            (lr - want).abs() < 1e-12,
+            "epoch {}: lr {lr} vs {want}",
+            record["epoch"]
+        );
+    }
+
+    // Resumed with the epochs it had, or on another schedule, a run records nothing.
+    let other = tempfile::tempdir().unwrap();
+    let mut same = config(other.path(), "nade", 8, 2, schedule);
+    train::run(&same, &quiet()).unwrap();
+    let other_out = other.path().join("out");
+    train::record_cosine_extension(&mut same, &other_out).unwrap();
+    assert!(same.train.cosine_horizons.is_empty());
+    let mut constant = config(other.path(), "nade", 8, 4, "");
+    train::record_cosine_extension(&mut constant, &other_out).unwrap();
+    assert!(constant.train.cosine_horizons.is_empty());
 }
 
 #[test]
