@@ -579,6 +579,28 @@ fn the_curve_over_masks_equals_evaluating_the_first_k_masks() {
     // The whole mixture is the last point, and the curve's k differ (the test has power).
     assert_eq!(json["nll_nats"], curve[3]["nll_nats"]);
     assert_ne!(curve[0]["nll_nats"], curve[3]["nll_nats"]);
+    // Each mask alone: the mean over images of its own log p, and the mean over masks.
+    let each = &json["each_component"];
+    assert_eq!(each["components"], 5);
+    let x = rows_data
+        .tensor_range(0, rows_data.len(), &Device::Cpu)
+        .unwrap();
+    let per_row = m.component_log_probs(&x).unwrap().unwrap();
+    let mut means = Vec::new();
+    for k in 0..5 {
+        let want = -per_row.iter().map(|r| r[k]).sum::<f64>() / per_row.len() as f64;
+        let got = each["nll_nats"][k].as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9 * want,
+            "mask {k}: {got} vs {want}"
+        );
+        means.push(want);
+    }
+    let got = each["mean_nll_nats"].as_f64().unwrap();
+    assert!((got - means.iter().sum::<f64>() / 5.0).abs() < 1e-9 * got);
+    assert!(each["mean_std_err"].as_f64().unwrap() > 0.0);
+    let first = curve[0]["nll_nats"].as_f64().unwrap();
+    assert!((each["nll_nats"][0].as_f64().unwrap() - first).abs() < 1e-5 * first);
 
     let nade_cfg = new_config("nade", n, 3);
     let plain = model(&nade_cfg, &random_params(&nade_cfg, 1, 1.0), &Device::Cpu);
