@@ -28,12 +28,11 @@ ROWS = [
     ("deepnade", "deep NADE, 2 x 500 relu, first stored ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
 ]
 # Ensembles evaluated after training by `nade eval --curve` (scripts/orderings_curve.py): the
-# row of the whole ensemble, the last line of the curve, beside its one-ordering row above.
+# row of the whole ensemble, the last line of the curve, beside its one-ordering row above, and
+# the row of the mean of its orderings alone.
 CURVES = [
-    ("deepnade", "deep NADE, 2 x 500 relu, 128 orderings", "85.10 (Uria et al. 2014, EoNADE 2hl)"),
-]
-EACH = [
-    ("deepnade", "deep NADE, 2 x 500 relu, 1 ordering, mean of the 128", "89.17 (Uria et al. 2014: mean of 10 orderings)"),
+    ("deepnade", "deep NADE, 2 x 500 relu, 128 orderings", "85.10 (Uria et al. 2014, EoNADE 2hl)",
+     "deep NADE, 2 x 500 relu, 1 ordering, mean of the 128", "89.17 (Uria et al. 2014: mean of 10 orderings)"),
 ]
 
 
@@ -95,11 +94,12 @@ for key, label, anchor in ROWS:
         f"| {minutes:.0f} min ({valid['device']}, 2 cores, shared) | {anchor} |"
     )
 
-for key, label, anchor in CURVES:
+for key, label, anchor, each_label, each_anchor in CURVES:
     curve = path(f"docs/{key}-orderings.jsonl")
     if not os.path.exists(curve):
-        if label in previous:
-            print(previous[label])
+        for kept in (label, each_label):
+            if kept in previous:
+                print(previous[kept])
         continue
     with open(curve) as f:
         whole = [json.loads(line) for line in f][-1]
@@ -110,20 +110,13 @@ for key, label, anchor in CURVES:
         f"| {whole['bits_per_dim']:.4f} | (selected on 1 ordering) | as above "
         f"| eval {whole['seconds_of_the_whole_curve'] / 60:.0f} min ({whole['device']}, {whole['threads']} thread{'s' if whole['threads'] != 1 else ''}) | {anchor} |"
     )
-
-# The mean over stored orderings of each one's test NLL alone (scripts/orderings_curve.py --each,
-# from the same pass): Uria et al.'s "one ordering" figure is such a mean (of 10 orderings).
-for key, label, anchor in EACH:
-    each = path(f"docs/{key}-each-ordering.json")
-    if not os.path.exists(each):
-        if label in previous:
-            print(previous[label])
-        continue
+    # The mean over the stored orderings of each one's test NLL alone, from the same pass
+    # (scripts/orderings_curve.py --each): Uria et al.'s "one ordering" figure is such a mean.
     e = load(f"docs/{key}-each-ordering.json")
     print(
-        f"| {label} | as above | {e['mean_nll_nats']:.2f} ± {e['mean_std_err_over_orders']:.2f} over orderings "
+        f"| {each_label} | as above | {e['mean_nll_nats']:.2f} ± {e['mean_std_err_over_orders']:.2f} over orderings "
         f"({e['min_nll_nats']:.2f} to {e['max_nll_nats']:.2f}) | {e['mean_nll_nats'] / (784 * math.log(2)):.4f} "
-        f"| (selected on 1 ordering) | as above | the same pass | {anchor} |"
+        f"| (selected on 1 ordering) | as above | the same pass | {each_anchor} |"
     )
 
 del print
