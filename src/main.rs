@@ -314,7 +314,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
         config.train.threads = threads as usize;
     }
     if let Some(dir) = &args.resume {
-        train::record_cosine_extension(&mut config, dir)?;
+        train::record_cosine_extension(&mut config, dir);
     }
     config.validate()?;
     threads::set(config.train.threads, "train.threads")?;

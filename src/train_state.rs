@@ -88,10 +88,10 @@ pub fn config_of_run(dir: &Path) -> Result<Config> {
 /// the longer cosine, so the old end becomes one of `train.cosine_horizons` of the config the
 /// run goes on with (and stores), which then retrains it from scratch. Anything else (no
 /// cosine, an unfinished run, no stored config in an older file) leaves the config as it is.
-pub fn record_cosine_extension(config: &mut Config, dir: &Path) -> Result<()> {
+pub fn record_cosine_extension(config: &mut Config, dir: &Path) {
     let last = dir.join(LAST);
     let (Ok(stored), Ok(state)) = (config_of_run(dir), read_state(&last)) else {
-        return Ok(());
+        return;
     };
     let (old, new) = (&stored.train, &mut config.train);
     let cosine = |t: &crate::config::TrainSection| t.lr_schedule == crate::config::Schedule::Cosine;
@@ -106,7 +106,6 @@ pub fn record_cosine_extension(config: &mut Config, dir: &Path) -> Result<()> {
         horizons.sort_unstable();
         new.cosine_horizons = horizons;
     }
-    Ok(())
 }
 
 /// The run's TOML from a training checkpoint: `run_config`, or `config` in older files.
