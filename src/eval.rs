@@ -175,7 +175,9 @@ pub fn kept_nll(
 
 /// The statistics of per-image NLLs; bits per dimension divide their sum by `dimensions`
 /// (all the images' scored dimensions together) and ln 2.
-fn summary_of(values: &[f64], dimensions: usize, seconds: f64) -> NllSummary {
+/// The mean of `values` and its standard error (sample standard deviation / sqrt(count); 0 for
+/// one value).
+fn mean_and_std_err(values: &[f64]) -> (f64, f64) {
     let count = values.len() as f64;
     let mean = values.iter().sum::<f64>() / count;
     let variance = if values.len() > 1 {
@@ -183,10 +185,16 @@ fn summary_of(values: &[f64], dimensions: usize, seconds: f64) -> NllSummary {
     } else {
         0.0
     };
+    (mean, (variance / count).sqrt())
+}
+
+fn summary_of(values: &[f64], dimensions: usize, seconds: f64) -> NllSummary {
+    let count = values.len() as f64;
+    let (mean, std_err) = mean_and_std_err(values);
     NllSummary {
         count: values.len(),
         nll_nats: mean,
-        std_err: (variance / count).sqrt(),
+        std_err,
         bits_per_dim: mean * count / (dimensions as f64 * std::f64::consts::LN_2),
         seconds,
     }
@@ -217,14 +225,7 @@ impl MixtureCurve {
     /// (sample standard deviation / sqrt(K); 0 for one component): the "one ordering" figure of
     /// Uria et al., who report the mean of single orderings' test NLLs with its standard error.
     pub fn mean_of_each(&self) -> (f64, f64) {
-        let k = self.each.len() as f64;
-        let mean = self.each.iter().sum::<f64>() / k;
-        let variance = if self.each.len() > 1 {
-            self.each.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0)
-        } else {
-            0.0
-        };
-        (mean, (variance / k).sqrt())
+        mean_and_std_err(&self.each)
     }
 }
 

@@ -96,15 +96,11 @@ pub fn record_cosine_extension(config: &mut Config, dir: &Path) {
     let (old, new) = (&stored.train, &mut config.train);
     let cosine = |t: &crate::config::TrainSection| t.lr_schedule == crate::config::Schedule::Cosine;
     if cosine(old) && cosine(new) && state.epoch >= old.epochs && new.epochs > old.epochs {
-        let mut horizons = old.cosine_horizons.clone();
-        horizons.push(old.epochs);
-        for h in new.cosine_horizons.drain(..) {
-            if !horizons.contains(&h) {
-                horizons.push(h);
-            }
-        }
-        horizons.sort_unstable();
-        new.cosine_horizons = horizons;
+        new.cosine_horizons
+            .extend(old.cosine_horizons.iter().copied());
+        new.cosine_horizons.push(old.epochs);
+        new.cosine_horizons.sort_unstable();
+        new.cosine_horizons.dedup();
     }
 }
 
