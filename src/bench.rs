@@ -14,7 +14,7 @@ use crate::data::source::{resolve_dir, split_file, PathOrigin};
 use crate::data::{amat, BinaryDataset};
 use crate::device;
 use crate::models::{self, ModelConfig, Pass, Trainable};
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::{OptimConfig, Optimizer};
 use crate::sample;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -91,7 +91,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
             // The batches live on the device before the clock starts, as in
             // scripts/bench_torch.py: the time is the model's, not the upload's.
             let on_device = data.tensor_range(0, batches * spec.batch, device)?;
-            let mut adam = Adam::new(trainable.named_vars(), &[], AdamConfig::default())?;
+            let mut adam = Optimizer::new(trainable.named_vars(), &[], OptimConfig::default())?;
             let mut step = |k: usize| -> Result<()> {
                 let first = (k % batches) * spec.batch;
                 match phase {

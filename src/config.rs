@@ -61,6 +61,21 @@ pub enum Schedule {
     Cosine,
     /// Multiply by lr_decay after `plateau_patience` epochs without a new best validation NLL.
     Plateau,
+    /// From lr down to lr_min over `epochs` along a straight line (the EoNADE code's schedule,
+    /// with momentum SGD).
+    Linear,
+}
+
+/// The update rule of a training step.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Adam with the `adam_*` constants; `weight_decay` is decoupled (AdamW).
+    #[default]
+    Adam,
+    /// Stochastic gradient descent with heavy-ball momentum (`momentum`): v = momentum v + g,
+    /// w = w - lr v, as torch.optim.SGD; `weight_decay` is decoupled here too.
+    Sgd,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -80,7 +95,10 @@ pub struct TrainSection {
     /// records the old `epochs` here, so the run's stored config retrains it from scratch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cosine_horizons: Vec<usize>,
-    /// Decoupled (AdamW) weight decay.
+    pub optimizer: Method,
+    /// SGD only: the velocity's decay per step.
+    pub momentum: f64,
+    /// Decoupled weight decay: each step multiplies the weights by 1 - lr * weight_decay.
     pub weight_decay: f64,
     /// Penalties in the loss per training image, on weights only:
     /// l1 * sum |w| + l2 / 2 * sum w^2.
@@ -120,6 +138,8 @@ impl Default for TrainSection {
             lr_min: 0.0,
             plateau_patience: 10,
             cosine_horizons: Vec::new(),
+            optimizer: Method::Adam,
+            momentum: 0.9,
             weight_decay: 0.0,
             l1: 0.0,
             l2: 0.0,
@@ -197,7 +217,11 @@ impl Config {
         positive_f("lr", t.lr)?;
         crate::threads::validate(t.threads, "train.threads")?;
         positive_f("adam_eps", t.adam_eps)?;
-        for (key, v) in [("adam_beta1", t.adam_beta1), ("adam_beta2", t.adam_beta2)] {
+        for (key, v) in [
+            ("adam_beta1", t.adam_beta1),
+            ("adam_beta2", t.adam_beta2),
+            ("momentum", t.momentum),
+        ] {
             if !(0.0..1.0).contains(&v) {
                 bail!("train.{key} = {v}: must be in [0, 1)");
             }
@@ -221,7 +245,7 @@ impl Config {
         if t.lr_schedule == Schedule::Plateau {
             positive_u("plateau_patience", t.plateau_patience)?;
         }
-        if t.lr_schedule == Schedule::Cosine && t.lr_min > t.lr {
+        if matches!(t.lr_schedule, Schedule::Cosine | Schedule::Linear) && t.lr_min > t.lr {
             bail!(
                 "train.lr_min = {}: must not exceed train.lr = {}",
                 t.lr_min,

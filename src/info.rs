@@ -107,7 +107,7 @@ impl Info {
         if self.optimizer_state {
             let _ = writeln!(
                 out,
-                "optimizer    Adam moments stored (`nade train --resume DIR` continues from this file)"
+                "optimizer    its state stored (`nade train --resume DIR` continues from this file)"
             );
         }
         let _ = writeln!(out, "metadata     {}", self.metadata_keys.join(", "));

@@ -91,7 +91,8 @@ pub fn training(
     let valid = working(train.eval_batch_size.min(valid_len.max(1)), Pass::Eval);
     // Where the model lives on a GPU, the host holds only the checkpoint write's copies.
     let on_host = |bytes: f64| if device.is_cpu() { bytes } else { 0.0 };
-    // The parameters and Adam's two moments stay; the rest comes and goes.
+    // The parameters and Adam's two moments (SGD keeps one: this is its upper bound) stay;
+    // the rest comes and goes.
     let bytes = on_host(3.0 * params) + save.max(on_host(params + step)).max(on_host(valid));
     // What grows with the model, and what grows with each batch size: the knob to name.
     let model_sized = on_host(3.0 * params + working(1, Pass::Train)) + save;

@@ -1,6 +1,7 @@
-//! Adam with decoupled weight decay (AdamW), L1 / L2 penalties in the loss, global-norm
-//! gradient clipping and learning-rate schedules. Our own rather than candle-nn's because
-//! resuming needs the moment estimates, which candle-nn keeps private, in the checkpoint.
+//! The training step: Adam or momentum SGD, with decoupled weight decay, L1 / L2 penalties in
+//! the loss, global-norm gradient clipping, and the learning-rate schedules. Our own rather
+//! than candle-nn's because resuming needs the optimizer's state, which candle-nn keeps
+//! private, in the checkpoint.
 
 use std::collections::HashMap;
 
@@ -8,14 +9,17 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use crate::config::{Schedule, TrainSection};
+use crate::config::{Method, Schedule, TrainSection};
 use crate::kernels::adam::{AdamStep, Update};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamConfig {
+pub struct OptimConfig {
+    pub method: Method,
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
+    /// SGD only.
+    pub momentum: f64,
     pub weight_decay: f64,
     /// The loss per training image gets l1 * sum |w| + l2 / 2 * sum w^2 over the weights
     /// (not the biases). Unlike `weight_decay`, their gradients pass through Adam's scaling.
@@ -25,14 +29,16 @@ pub struct AdamConfig {
     pub clip_norm: f64,
 }
 
-/// Adam's usual constants (0.9, 0.999, 1e-8) and no regularization: what `nade bench` and the
-/// tests step with.
-impl Default for AdamConfig {
+/// Adam with its usual constants (0.9, 0.999, 1e-8) and no regularization: what `nade bench`
+/// and the tests step with.
+impl Default for OptimConfig {
     fn default() -> Self {
         Self {
+            method: Method::Adam,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            momentum: 0.9,
             weight_decay: 0.0,
             l1: 0.0,
             l2: 0.0,
@@ -41,49 +47,62 @@ impl Default for AdamConfig {
     }
 }
 
-impl AdamConfig {
+impl OptimConfig {
     pub fn from_train(t: &TrainSection) -> Self {
         Self {
+            method: t.optimizer,
             beta1: t.adam_beta1,
             beta2: t.adam_beta2,
             eps: t.adam_eps,
+            momentum: t.momentum,
             weight_decay: t.weight_decay,
             l1: t.l1,
             l2: t.l2,
             clip_norm: t.clip_norm,
         }
     }
+
+    /// The names of the per-weight state rows, as stored under `optim.ROW.NAME`.
+    fn state_rows(&self) -> &'static [&'static str] {
+        match self.method {
+            Method::Adam => &["m", "v"],
+            Method::Sgd => &["velocity"],
+        }
+    }
 }
 
-pub struct Adam {
-    cfg: AdamConfig,
+pub struct Optimizer {
+    cfg: OptimConfig,
     params: Vec<(String, Var)>,
     /// Per parameter, whether the L1 / L2 penalties apply (false for biases).
     penalized: Vec<bool>,
-    /// Per parameter, its moments stacked as (2, numel): row 0 the first (m), row 1 the second (v).
-    moments: Vec<Tensor>,
+    /// Per parameter, its state rows stacked as (rows, numel): for Adam row 0 the first moment
+    /// (m) and row 1 the second (v); for SGD the one row of velocity.
+    state: Vec<Tensor>,
     step: u64,
 }
 
-/// Prefix of the optimizer tensors in a training checkpoint (`optim.m.W`, `optim.v.W`).
+/// Prefix of the optimizer tensors in a training checkpoint (`optim.m.W`, `optim.v.W`, or
+/// `optim.velocity.W`).
 pub const STATE_PREFIX: &str = "optim.";
 
-impl Adam {
+impl Optimizer {
     /// `biases` names the parameters the L1 / L2 penalties leave alone.
-    pub fn new(params: Vec<(String, Var)>, biases: &[&str], cfg: AdamConfig) -> Result<Self> {
+    pub fn new(params: Vec<(String, Var)>, biases: &[&str], cfg: OptimConfig) -> Result<Self> {
         let penalized = params
             .iter()
             .map(|(name, _)| !biases.contains(&name.as_str()))
             .collect();
-        let moments = params
+        let rows = cfg.state_rows().len();
+        let state = params
             .iter()
-            .map(|(_, p)| Tensor::zeros((2, p.elem_count()), p.dtype(), p.device()))
+            .map(|(_, p)| Tensor::zeros((rows, p.elem_count()), p.dtype(), p.device()))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             cfg,
             params,
             penalized,
-            moments,
+            state,
             step: 0,
         })
     }
@@ -133,11 +152,11 @@ impl Adam {
             eps: self.cfg.eps as f32,
         };
         let penalty = self.cfg.l1 > 0.0 || self.cfg.l2 > 0.0;
-        for (((_, p), &penalized), (g, moments)) in self
+        for (((_, p), &penalized), (g, state)) in self
             .params
             .iter()
             .zip(&self.penalized)
-            .zip(grad_list.iter().zip(self.moments.iter_mut()))
+            .zip(grad_list.iter().zip(self.state.iter_mut()))
         {
             // The penalty's gradient joins after clipping, as in torch's Adam(weight_decay).
             let (g, update) = if penalty && penalized {
@@ -159,35 +178,38 @@ impl Adam {
             } else {
                 (g.clone(), update)
             };
-            update.apply(p, &g, moments)?;
+            match self.cfg.method {
+                Method::Adam => update.apply(p, &g, state)?,
+                Method::Sgd => sgd_step(p, &g, state, &update, self.cfg.momentum)?,
+            }
         }
         Ok(norm)
     }
 
-    /// The moment estimates under `optim.m.NAME` / `optim.v.NAME`.
+    /// The optimizer's state under `optim.ROW.NAME` (see [`STATE_PREFIX`]).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for ((name, p), moments) in self.params.iter().zip(&self.moments) {
-            for (row, moment) in ["m", "v"].into_iter().enumerate() {
-                // A fresh copy: the moments change in place at the next step.
-                let t = moments
+        for ((name, p), state) in self.params.iter().zip(&self.state) {
+            for (row, row_name) in self.cfg.state_rows().iter().enumerate() {
+                // A fresh copy: the state changes in place at the next step.
+                let t = state
                     .get(row)
                     .and_then(|t| t.reshape(p.dims()))
                     .and_then(|t| t.copy());
                 if let Ok(t) = t {
-                    out.push((format!("{STATE_PREFIX}{moment}.{name}"), t));
+                    out.push((format!("{STATE_PREFIX}{row_name}.{name}"), t));
                 }
             }
         }
         out
     }
 
-    /// Restores what [`Adam::state_tensors`] saved, after `step` updates.
+    /// Restores what [`Optimizer::state_tensors`] saved, after `step` updates.
     pub fn restore(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for ((name, p), moments) in self.params.iter().zip(self.moments.iter_mut()) {
+        for ((name, p), state) in self.params.iter().zip(self.state.iter_mut()) {
             let mut rows = Vec::with_capacity(2);
-            for moment in ["m", "v"] {
-                let key = format!("{STATE_PREFIX}{moment}.{name}");
+            for row_name in self.cfg.state_rows() {
+                let key = format!("{STATE_PREFIX}{row_name}.{name}");
                 let t = tensors
                     .get(&key)
                     .ok_or_else(|| anyhow!("optimizer state `{key}` is missing"))?;
@@ -200,11 +222,22 @@ impl Adam {
                 }
                 rows.push(t.flatten_all()?.to_device(p.device())?);
             }
-            *moments = Tensor::stack(&rows, 0)?.contiguous()?;
+            *state = Tensor::stack(&rows, 0)?.contiguous()?;
         }
         self.step = step;
         Ok(())
     }
+}
+
+/// Momentum SGD on one parameter, as tensor ops on any device (its cost is a few passes over
+/// the weights, small beside a training step's matmuls): v = momentum v + grad_scale g, then
+/// w = decay w - lr v. `velocity` is (1, numel).
+fn sgd_step(p: &Var, g: &Tensor, velocity: &mut Tensor, u: &Update, momentum: f64) -> Result<()> {
+    let v = ((velocity.squeeze(0)? * momentum)? + (g * u.grad_scale as f64)?)?;
+    let w = ((p.as_tensor().flatten_all()? * u.decay as f64)? - (&v * u.lr as f64)?)?;
+    p.set(&w.reshape(p.dims())?)?;
+    *velocity = v.unsqueeze(0)?;
+    Ok(())
 }
 
 /// The learning rate of an epoch (0-based) and the state a plateau schedule keeps.
@@ -237,6 +270,10 @@ impl LrSchedule {
                     .unwrap_or(t.epochs);
                 let progress = epoch as f64 / horizon.max(1) as f64;
                 t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            Schedule::Linear => {
+                let progress = epoch as f64 / t.epochs.max(1) as f64;
+                t.lr + (t.lr_min - t.lr) * progress
             }
             Schedule::Plateau => self.lr,
         }

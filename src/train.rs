@@ -1,6 +1,6 @@
-//! Maximum-likelihood training by minibatch Adam with validation-based model selection:
-//! the exact validation NLL after every epoch, the best model kept, early stopping after
-//! `patience` epochs without improvement, and the exact test NLL of the best model at the end.
+//! Maximum-likelihood training by minibatch Adam (or momentum SGD) with validation-based model
+//! selection: the exact validation NLL after every epoch, the best model kept, early stopping
+//! after `patience` epochs without improvement, and the exact test NLL of the best model at the end.
 //!
 //! Everything random derives from `train.seed`: the initial weights from stream 0 of a ChaCha8
 //! generator, the shuffle of epoch e from stream e + 1. A run resumed from last.safetensors
@@ -27,7 +27,7 @@ use crate::interrupt::{self, Interrupted};
 use crate::io::{remove_stale_temporaries, write_atomically};
 use crate::memory;
 use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
-use crate::optim::{Adam, AdamConfig};
+use crate::optim::{OptimConfig, Optimizer};
 use crate::plot;
 use crate::sample;
 use crate::threads;
@@ -133,13 +133,13 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     let trainable = Trainable::new(&model_cfg, params, &device)?;
     let unpenalized = trainable.unpenalized();
     let unpenalized: Vec<&str> = unpenalized.iter().map(String::as_str).collect();
-    let mut adam = Adam::new(
+    let mut optimizer = Optimizer::new(
         trainable.named_vars(),
         &unpenalized,
-        AdamConfig::from_train(&config.train),
+        OptimConfig::from_train(&config.train),
     )?;
     if opts.resume {
-        adam.restore(&optimizer_state, state.adam_steps)?;
+        optimizer.restore(&optimizer_state, state.adam_steps)?;
     }
     for line in banner(config, &model_cfg, &device, &train, &valid) {
         println!("{line}");
@@ -165,7 +165,7 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     {
         // Ctrl-C stops between minibatches only while the epochs run; see crate::interrupt.
         let _armed = interrupt::arm();
-        run.fit(&mut adam, state)?;
+        run.fit(&mut optimizer, state)?;
     }
 
     // The selected model, on the test set, once.
@@ -247,12 +247,12 @@ struct EpochTraining {
 impl Run<'_> {
     /// The epoch loop: train, validate, keep the books, until the epochs run out or
     /// validation has not improved for `patience` epochs.
-    fn fit(&mut self, adam: &mut Adam, mut state: TrainState) -> Result<()> {
+    fn fit(&mut self, optimizer: &mut Optimizer, mut state: TrainState) -> Result<()> {
         let t = &self.config.train;
         while state.epoch < t.epochs && (state.epoch == 0 || state.since_best < t.patience) {
             let epoch = state.epoch; // 0-based here, 1-based for people
             let lr = state.schedule.lr_for(t, epoch);
-            let trained = self.train_epoch(adam, &state, lr)?;
+            let trained = self.train_epoch(optimizer, &state, lr)?;
             let validate = (epoch + 1).is_multiple_of(t.valid_every) || epoch + 1 == t.epochs;
             let valid = if validate {
                 Some(
@@ -268,13 +268,18 @@ impl Run<'_> {
             } else {
                 None
             };
-            self.after_epoch(adam, &mut state, lr, &trained, valid.as_ref())?;
+            self.after_epoch(optimizer, &mut state, lr, &trained, valid.as_ref())?;
         }
         Ok(())
     }
 
-    /// One pass over the shuffled training set, one Adam step per minibatch.
-    fn train_epoch(&self, adam: &mut Adam, state: &TrainState, lr: f64) -> Result<EpochTraining> {
+    /// One pass over the shuffled training set, one optimizer step per minibatch.
+    fn train_epoch(
+        &self,
+        optimizer: &mut Optimizer,
+        state: &TrainState,
+        lr: f64,
+    ) -> Result<EpochTraining> {
         let t = &self.config.train;
         let epoch = state.epoch;
         // Adam moves each weight by about lr per step whatever the gradient, so a far too large
@@ -295,7 +300,7 @@ impl Run<'_> {
             let x = self.train.tensor_rows(rows, self.device)?;
             // The step count is restored on --resume, so the model's per-step choices (MADE's
             // mask) continue as in an uninterrupted run.
-            self.model.begin_train_step(adam.steps_taken());
+            self.model.begin_train_step(optimizer.steps_taken());
             let loss = models::mean_nll(self.model, &x)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() || value > diverged_above {
@@ -311,7 +316,7 @@ impl Run<'_> {
                     state.best_epoch
                 );
             }
-            grad_norm_sum += adam.step(&loss.backward()?, lr)?;
+            grad_norm_sum += optimizer.step(&loss.backward()?, lr)?;
             loss_sum += value * rows.len() as f64;
             seen += rows.len();
             progress.batch_done(b + 1, seen, loss_sum);
@@ -332,7 +337,7 @@ impl Run<'_> {
     /// the one before.
     fn after_epoch(
         &self,
-        adam: &Adam,
+        optimizer: &Optimizer,
         state: &mut TrainState,
         lr: f64,
         trained: &EpochTraining,
@@ -360,7 +365,7 @@ impl Run<'_> {
             }
         }
         state.epoch = epoch;
-        state.adam_steps = adam.steps_taken();
+        state.adam_steps = optimizer.steps_taken();
         state.history.push(EpochRecord {
             epoch,
             train_nll: trained.nll,
@@ -388,7 +393,7 @@ impl Run<'_> {
         checkpoint::save_with_state(
             &out.join(LAST),
             self.model,
-            &adam.state_tensors(),
+            &optimizer.state_tensors(),
             &metadata,
         )?;
         write_metrics(out, &state.history, self.model.config().kind())?;

@@ -18,7 +18,7 @@ use nade::config::Config;
 use nade::data::BinaryDataset;
 use nade::models::made::{Activation, Made, MadeConfig, OrderChoice, Resample};
 use nade::models::{self, bernoulli_log_prob, Autoregressive, ModelConfig, Pass, Trainable};
-use nade::optim::{Adam, AdamConfig};
+use nade::optim::{OptimConfig, Optimizer};
 use nade::sample::{complete_with, sample};
 use nade::train::{self, Options};
 
@@ -242,7 +242,7 @@ fn masked_weights_get_zero_gradient_and_are_never_overwritten() {
         })
         .collect();
     let trainable = Trainable::new(&model_cfg, tensors, &Device::Cpu).unwrap();
-    let mut adam = Adam::new(trainable.named_vars(), &[], AdamConfig::default()).unwrap();
+    let mut adam = Optimizer::new(trainable.named_vars(), &[], OptimConfig::default()).unwrap();
     let x = rows(&random_binary(16, n, 0.5, 6), n);
     let value = |name: &str| {
         let data = trainable.varmap.data().lock().unwrap();

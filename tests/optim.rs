@@ -1,16 +1,19 @@
-//! The optimizer's L1 / L2 penalties are the gradients of the penalties they name.
+//! The optimizer's L1 / L2 penalties are the gradients of the penalties they name; Adam's
+//! in-place step is its tensor-op step; momentum SGD is the heavy-ball recurrence, and its
+//! state survives a save and restore; the linear schedule's rates.
 
 use candle_core::{Device, Tensor, Var};
-use nade::optim::{Adam, AdamConfig};
+use nade::config::{Method, Schedule, TrainSection};
+use nade::optim::{LrSchedule, OptimConfig, Optimizer};
 
 const L1: f64 = 0.3;
 const L2: f64 = 1.0;
 
-fn config(l1: f64, l2: f64) -> AdamConfig {
-    AdamConfig {
+fn config(l1: f64, l2: f64) -> OptimConfig {
+    OptimConfig {
         l1,
         l2,
-        ..AdamConfig::default()
+        ..OptimConfig::default()
     }
 }
 
@@ -56,9 +59,9 @@ fn values(p: &[(String, Var)]) -> Vec<f32> {
 fn penalties_equal_their_terms_added_to_the_loss() {
     // One run lets Adam add the penalties; the other puts them into the loss and differentiates.
     let with_option = params();
-    let mut adam = Adam::new(with_option.clone(), &["b"], config(L1, L2)).unwrap();
+    let mut adam = Optimizer::new(with_option.clone(), &["b"], config(L1, L2)).unwrap();
     let in_loss = params();
-    let mut plain = Adam::new(in_loss.clone(), &["b"], config(0.0, 0.0)).unwrap();
+    let mut plain = Optimizer::new(in_loss.clone(), &["b"], config(0.0, 0.0)).unwrap();
     for _ in 0..20 {
         let grads = data_loss(&with_option).backward().unwrap();
         adam.step(&grads, 0.01).unwrap();
@@ -76,7 +79,7 @@ fn penalties_equal_their_terms_added_to_the_loss() {
     }
     // The penalties moved the weights: without them the run ends elsewhere.
     let unpenalized = params();
-    let mut free = Adam::new(unpenalized.clone(), &["b"], config(0.0, 0.0)).unwrap();
+    let mut free = Optimizer::new(unpenalized.clone(), &["b"], config(0.0, 0.0)).unwrap();
     for _ in 0..20 {
         free.step(&data_loss(&unpenalized).backward().unwrap(), 0.01)
             .unwrap();
@@ -139,5 +142,143 @@ fn the_in_place_step_equals_the_tensor_op_step_on_every_device() {
             "{device:?}: in-place and tensor-op steps differ by {diff}"
         );
         assert!(a.iter().zip(&start).any(|(x, y)| x != y), "nothing moved");
+    }
+}
+
+const TARGET: [f32; 6] = [0.5, -1.0, 2.0, 0.0, -0.25, 1.5];
+
+/// The loss 1/2 sum (w - t)^2 of a weight vector w on `device`: its gradient is w - t.
+fn quadratic(w: &Var) -> Tensor {
+    let t = Tensor::new(&TARGET, w.device()).unwrap();
+    ((w.as_tensor() - t)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        * 0.5)
+        .unwrap()
+}
+
+fn sgd(momentum: f64, weight_decay: f64, clip_norm: f64) -> OptimConfig {
+    OptimConfig {
+        method: Method::Sgd,
+        momentum,
+        weight_decay,
+        clip_norm,
+        ..OptimConfig::default()
+    }
+}
+
+/// Momentum SGD, on every device, follows v = momentum v + g (g clipped to the global norm),
+/// w = (1 - lr wd) w - lr v, computed here in f64 from the same gradients.
+#[test]
+fn momentum_sgd_is_the_heavy_ball_recurrence_on_every_device() {
+    let (lr, momentum, wd, clip) = (0.1, 0.9, 0.05, 2.0);
+    for device in nade::device::available() {
+        let start = [1.0f32, 1.0, -1.0, 3.0, 0.5, -2.0];
+        let w = Var::from_tensor(&Tensor::new(&start, &device).unwrap()).unwrap();
+        let mut opt =
+            Optimizer::new(vec![("w".into(), w.clone())], &[], sgd(momentum, wd, clip)).unwrap();
+        let mut expected: Vec<f64> = start.iter().map(|&x| x as f64).collect();
+        let mut velocity = vec![0f64; start.len()];
+        let mut clipped = false;
+        for step in 0..12 {
+            let g: Vec<f64> = expected
+                .iter()
+                .zip(TARGET)
+                .map(|(w, t)| w - t as f64)
+                .collect();
+            let norm = g.iter().map(|g| g * g).sum::<f64>().sqrt();
+            let scale = if norm > clip { clip / norm } else { 1.0 };
+            clipped |= scale < 1.0;
+            for k in 0..g.len() {
+                velocity[k] = momentum * velocity[k] + scale * g[k];
+                expected[k] = (1.0 - lr * wd) * expected[k] - lr * velocity[k];
+            }
+            let reported = opt.step(&quadratic(&w).backward().unwrap(), lr).unwrap();
+            assert!(
+                (reported - norm).abs() < 1e-4 * norm.max(1.0),
+                "step {step}"
+            );
+            let got = w.as_tensor().to_vec1::<f32>().unwrap();
+            for (k, (a, b)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (*a as f64 - b).abs() < 1e-5,
+                    "{device:?} step {step}, weight {k}: {a} vs {b}"
+                );
+            }
+        }
+        assert!(clipped, "the test never exercised clipping");
+        assert_eq!(opt.steps_taken(), 12);
+    }
+}
+
+/// SGD's velocity is its state: saved as optim.velocity.NAME and restored, the run goes on as
+/// if never stopped; a fresh optimizer without it (zero velocity) goes elsewhere.
+#[test]
+fn sgd_velocity_round_trips_through_the_saved_state() {
+    let w0 = [1.0f32, 1.0, -1.0, 3.0, 0.5, -2.0];
+    let run = |steps: usize, w: &Var, opt: &mut Optimizer| {
+        for _ in 0..steps {
+            opt.step(&quadratic(w).backward().unwrap(), 0.05).unwrap();
+        }
+    };
+    let fresh = |w: &Var| Optimizer::new(vec![("w".into(), w.clone())], &[], sgd(0.9, 0.0, 0.0));
+    let whole = Var::new(&w0, &Device::Cpu).unwrap();
+    let mut opt = fresh(&whole).unwrap();
+    run(10, &whole, &mut opt);
+
+    let split = Var::new(&w0, &Device::Cpu).unwrap();
+    let mut first = fresh(&split).unwrap();
+    run(4, &split, &mut first);
+    let saved: std::collections::HashMap<String, Tensor> =
+        first.state_tensors().into_iter().collect();
+    let names: Vec<&String> = saved.keys().collect();
+    assert_eq!(names, ["optim.velocity.w"]);
+    let resumed_w = Var::from_tensor(split.as_tensor()).unwrap();
+    let mut resumed = fresh(&resumed_w).unwrap();
+    resumed.restore(&saved, first.steps_taken()).unwrap();
+    run(6, &resumed_w, &mut resumed);
+    assert_eq!(
+        whole.as_tensor().to_vec1::<f32>().unwrap(),
+        resumed_w.as_tensor().to_vec1::<f32>().unwrap()
+    );
+
+    let forgetful_w = Var::from_tensor(split.as_tensor()).unwrap();
+    let mut forgetful = fresh(&forgetful_w).unwrap();
+    run(6, &forgetful_w, &mut forgetful);
+    let (a, b) = (
+        whole.as_tensor().to_vec1::<f32>().unwrap(),
+        forgetful_w.as_tensor().to_vec1::<f32>().unwrap(),
+    );
+    assert!(a.iter().zip(&b).any(|(a, b)| (a - b).abs() > 1e-4));
+    // An Adam checkpoint's state is not SGD's: restoring it names what is missing.
+    let adam_w = Var::new(&w0, &Device::Cpu).unwrap();
+    let adam = Optimizer::new(vec![("w".into(), adam_w)], &[], OptimConfig::default()).unwrap();
+    let adam_state = adam.state_tensors().into_iter().collect();
+    let e = fresh(&forgetful_w)
+        .unwrap()
+        .restore(&adam_state, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("optim.velocity.w"), "{e}");
+}
+
+/// The linear schedule goes from lr at epoch 0 to lr_min at `epochs` in equal steps.
+#[test]
+fn the_linear_schedule_falls_in_equal_steps_to_lr_min() {
+    let t = TrainSection {
+        epochs: 10,
+        lr: 1e-2,
+        lr_min: 1e-3,
+        lr_schedule: Schedule::Linear,
+        ..TrainSection::default()
+    };
+    let s = LrSchedule::new(&t);
+    let rates: Vec<f64> = (0..=10).map(|e| s.lr_for(&t, e)).collect();
+    for (e, rate) in rates.iter().enumerate() {
+        let expected = 1e-2 - 9e-4 * e as f64;
+        assert!((rate - expected).abs() < 1e-12, "epoch {e}: {rate}");
     }
 }

@@ -116,51 +116,47 @@ fn training_brings_the_nll_to_the_entropy() {
     }
 }
 
+/// For each optimizer (Adam, and momentum SGD, whose velocity is the state to carry over).
 #[test]
 fn resumed_run_ends_where_an_uninterrupted_one_does() {
-    let whole = tempfile::tempdir().unwrap();
-    let cfg = config(
-        whole.path(),
-        "nade",
-        8,
-        4,
-        r#"lr_schedule = "plateau"
+    for optimizer in ["adam", "sgd"] {
+        let extra = format!(
+            r#"optimizer = "{optimizer}"
+momentum = 0.8
+lr_schedule = "plateau"
 plateau_patience = 1
-lr_decay = 0.7"#,
-    );
-    train::run(&cfg, &quiet()).unwrap();
+lr_decay = 0.7"#
+        );
+        let whole = tempfile::tempdir().unwrap();
+        let cfg = config(whole.path(), "nade", 8, 4, &extra);
+        train::run(&cfg, &quiet()).unwrap();
 
-    let split = tempfile::tempdir().unwrap();
-    let mut first = config(
-        split.path(),
-        "nade",
-        8,
-        2,
-        r#"lr_schedule = "plateau"
-plateau_patience = 1
-lr_decay = 0.7"#,
-    );
-    train::run(&first, &quiet()).unwrap();
-    first.train.epochs = 4;
-    train::run(
-        &first,
-        &Options {
-            resume: true,
-            ..quiet()
-        },
-    )
-    .unwrap();
+        let split = tempfile::tempdir().unwrap();
+        let mut first = config(split.path(), "nade", 8, 2, &extra);
+        train::run(&first, &quiet()).unwrap();
+        first.train.epochs = 4;
+        train::run(
+            &first,
+            &Options {
+                resume: true,
+                ..quiet()
+            },
+        )
+        .unwrap();
 
-    let (a, b) = (whole.path().join("out"), split.path().join("out"));
-    assert_eq!(
-        checkpoint_snapshot(&a.join("last.safetensors")),
-        checkpoint_snapshot(&b.join("last.safetensors"))
-    );
-    assert_eq!(
-        checkpoint_snapshot(&a.join("best.safetensors")),
-        checkpoint_snapshot(&b.join("best.safetensors"))
-    );
-    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+        let (a, b) = (whole.path().join("out"), split.path().join("out"));
+        assert_eq!(
+            checkpoint_snapshot(&a.join("last.safetensors")),
+            checkpoint_snapshot(&b.join("last.safetensors")),
+            "{optimizer}"
+        );
+        assert_eq!(
+            checkpoint_snapshot(&a.join("best.safetensors")),
+            checkpoint_snapshot(&b.join("best.safetensors")),
+            "{optimizer}"
+        );
+        assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+    }
 }
 
 #[test]
@@ -327,6 +323,16 @@ fn config_errors_name_the_key() {
         "{base}[train]\nlr_schedule = \"cosine\"\ncosine_horizons = [4, 4]\n"
     ));
     assert!(e.contains("train.cosine_horizons"), "{e}");
+    let e = err(&format!(
+        "{base}[train]\noptimizer = \"sgd\"\nmomentum = 1.0\n"
+    ));
+    assert!(e.contains("train.momentum"), "{e}");
+    let e = err(&format!("{base}[train]\noptimizer = \"lbfgs\"\n"));
+    assert!(e.contains("lbfgs") && e.contains("line 7"), "{e}");
+    let e = err(&format!(
+        "{base}[train]\nlr_schedule = \"linear\"\nlr = 1e-3\nlr_min = 1e-2\n"
+    ));
+    assert!(e.contains("train.lr_min"), "{e}");
     let e = err(&format!("{base}[train]\ncosine_horizons = [4]\n"));
     assert!(
         e.contains("train.cosine_horizons") && e.contains("cosine"),
