@@ -315,6 +315,7 @@ fn run_train(args: TrainArgs) -> Result<()> {
     }
     if let Some(dir) = &args.resume {
         train::record_cosine_extension(&mut config, dir);
+        train::refuse_linear_extension(&config, dir)?;
     }
     config.validate()?;
     threads::set(config.train.threads, "train.threads")?;

@@ -34,7 +34,8 @@ use crate::threads;
 pub use crate::train_progress::Progress;
 use crate::train_progress::{epoch_line, eta_seconds, EpochProgress};
 pub use crate::train_state::{
-    config_of_run, record_cosine_extension, EpochRecord, TrainState, LAST, RUN_CONFIG,
+    config_of_run, record_cosine_extension, refuse_linear_extension, EpochRecord, TrainState, LAST,
+    RUN_CONFIG,
 };
 use crate::train_state::{read_state, restore};
 

@@ -104,6 +104,27 @@ pub fn record_cosine_extension(config: &mut Config, dir: &Path) {
     }
 }
 
+/// A linear schedule's rate at every epoch depends on `epochs`: resumed with another count, the
+/// epochs already run would have had other rates than the stored config gives them (no
+/// horizons here, unlike the cosine), so such a resume is refused rather than silently
+/// changing the run.
+pub fn refuse_linear_extension(config: &Config, dir: &Path) -> Result<()> {
+    let Ok(stored) = config_of_run(dir) else {
+        return Ok(());
+    };
+    let linear = crate::config::Schedule::Linear;
+    let (old, new) = (&stored.train, &config.train);
+    if old.lr_schedule == linear && new.lr_schedule == linear && old.epochs != new.epochs {
+        bail!(
+            "{}: train.epochs = {} with lr_schedule = \"linear\": resuming with {} epochs would change the rates of the epochs already run; train a new run instead",
+            dir.display(),
+            old.epochs,
+            new.epochs
+        );
+    }
+    Ok(())
+}
+
 /// The run's TOML from a training checkpoint: `run_config`, or `config` in older files.
 fn run_config_toml(last: &Path) -> Result<String> {
     metadata_value(last, RUN_CONFIG).or_else(|e| {

@@ -340,6 +340,28 @@ fn config_errors_name_the_key() {
     );
 }
 
+/// A linear run resumed with another epoch count is refused by name: its past rates depend
+/// on `epochs`. The same count resumes.
+#[test]
+fn a_linear_run_resumed_with_other_epochs_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(
+        dir.path(),
+        "nade",
+        8,
+        2,
+        "optimizer = \"sgd\"\nlr_schedule = \"linear\"",
+    );
+    train::run(&cfg, &quiet()).unwrap();
+    let out = dir.path().join("out");
+    assert!(train::refuse_linear_extension(&cfg, &out).is_ok());
+    cfg.train.epochs = 4;
+    let e = train::refuse_linear_extension(&cfg, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.epochs") && e.contains("linear"), "{e}");
+}
+
 /// A finished cosine run resumed with more epochs follows the longer cosine from where it is,
 /// and records its old end in the stored config (train.cosine_horizons): that config, trained
 /// from scratch, gives the same run bit for bit.
