@@ -119,7 +119,11 @@ impl Optimizer {
             let g = grads
                 .get(p.as_tensor())
                 .ok_or_else(|| anyhow!("no gradient for `{name}`"))?;
-            let g = g.flatten_all()?.contiguous()?;
+            // Detached: a gradient that reaches a variable straight from a custom op (MADE's
+            // masked layer: g^T h with h a tracked activation) carries that step's forward
+            // graph, and SGD's velocity, built from it, would chain every step's graph
+            // (MADE with SGD grew to 24 GB within an epoch).
+            let g = g.detach().flatten_all()?.contiguous()?;
             sums.push(g.sqr()?.sum_all()?);
             grad_list.push(g);
         }

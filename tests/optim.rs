@@ -214,6 +214,39 @@ fn momentum_sgd_is_the_heavy_ball_recurrence_on_every_device() {
     }
 }
 
+/// A gradient that carries a graph (what reaches a variable straight from a custom op, as
+/// MADE's masked layer g^T h with h a tracked activation) leaves none in the optimizer's state:
+/// SGD's velocity built from it would hold every step's forward graph alive.
+#[test]
+fn the_state_holds_no_graph_of_a_tracked_gradient() {
+    for method in [Method::Adam, Method::Sgd] {
+        let w = Var::from_tensor(
+            &Tensor::new(&[1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0], &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let other = Var::from_tensor(
+            &Tensor::new(&[0.3f32, 0.1, -0.2, 0.4, -0.5, 0.6], &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let cfg = OptimConfig {
+            method,
+            ..OptimConfig::default()
+        };
+        let mut opt = Optimizer::new(vec![("w".into(), w.clone())], &[], cfg).unwrap();
+        for _ in 0..3 {
+            let mut grads = quadratic(&w).backward().unwrap();
+            let g = grads.remove(w.as_tensor()).unwrap();
+            let tracked = (g + (other.as_tensor() * 0.5).unwrap()).unwrap();
+            assert!(tracked.track_op(), "the gradient given carries no graph");
+            grads.insert(w.as_tensor(), tracked);
+            opt.step(&grads, 0.1).unwrap();
+        }
+        for (name, t) in opt.state_tensors() {
+            assert!(!t.track_op(), "{method:?}: `{name}` holds a graph");
+        }
+    }
+}
+
 /// SGD's velocity is its state: saved as optim.velocity.NAME and restored, the run goes on as
 /// if never stopped; a fresh optimizer without it (zero velocity) goes elsewhere.
 #[test]
