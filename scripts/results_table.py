@@ -24,7 +24,7 @@ ROWS = [
     ("mlp", "MLP, d = 4", "none published"),
     ("nade", "NADE, d = 500", "88.86 (2011), 88.33 (later tables)"),
     ("made", "MADE, 1 x 4,000 relu, direct, 1 mask", "88.40 (Germain et al. 2015, 1 mask)"),
-    ("made-k32", "MADE, 1 x 2,000 relu, direct, 32-mask ensemble", "86.64 (Germain et al. 2015, best)"),
+    ("made-k32", "MADE, 2 x 1,000 relu, direct, random orders, 32-mask ensemble", "86.64 (Germain et al. 2015, best)"),
     ("deepnade", "deep NADE, 2 x 500 relu, first stored ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
 ]
 # Ensembles evaluated after training by `nade eval --curve` (scripts/orderings_curve.py): the
