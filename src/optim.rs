@@ -11,6 +11,7 @@ use candle_core::{Tensor, Var};
 
 use crate::config::{Method, Schedule, TrainSection};
 use crate::kernels::adam::{AdamStep, Update};
+use crate::kernels::sgd::SgdStep;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OptimConfig {
@@ -184,7 +185,13 @@ impl Optimizer {
             };
             match self.cfg.method {
                 Method::Adam => update.apply(p, &g, state)?,
-                Method::Sgd => sgd_step(p, &g, state, &update, self.cfg.momentum)?,
+                Method::Sgd => SgdStep {
+                    momentum: self.cfg.momentum as f32,
+                    grad_scale: update.grad_scale,
+                    lr: update.lr,
+                    decay: update.decay,
+                }
+                .apply(p, &g, state)?,
             }
         }
         Ok(norm)
@@ -231,17 +238,6 @@ impl Optimizer {
         self.step = step;
         Ok(())
     }
-}
-
-/// Momentum SGD on one parameter, as tensor ops on any device (its cost is a few passes over
-/// the weights, small beside a training step's matmuls): v = momentum v + grad_scale g, then
-/// w = decay w - lr v. `velocity` is (1, numel).
-fn sgd_step(p: &Var, g: &Tensor, velocity: &mut Tensor, u: &Update, momentum: f64) -> Result<()> {
-    let v = ((velocity.squeeze(0)? * momentum)? + (g * u.grad_scale as f64)?)?;
-    let w = ((p.as_tensor().flatten_all()? * u.decay as f64)? - (&v * u.lr as f64)?)?;
-    p.set(&w.reshape(p.dims())?)?;
-    *velocity = v.unsqueeze(0)?;
-    Ok(())
 }
 
 /// The learning rate of an epoch (0-based) and the state a plateau schedule keeps.

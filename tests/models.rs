@@ -374,6 +374,83 @@ fn fused_evaluation_log_prob_equals_plain() {
     }
 }
 
+/// Deep NADE's dense layer: values bit for bit candle's matmul plus bias on the CPU, and all
+/// three gradients equal candle's (to float rounding: W's comes from grad^T x, not from the
+/// transpose of x^T grad); an input without a graph gets no gradient, one with a graph gets
+/// candle's.
+#[test]
+fn linear_equals_matmul_plus_bias_in_values_and_gradients() {
+    use candle_core::Var;
+    use nade::kernels::bias_add::bias_add;
+    use nade::kernels::linear::linear;
+    for device in device::available() {
+        for (rows, k, n) in [(1usize, 1usize, 1usize), (7, 13, 5), (100, 300, 40)] {
+            let values = |len: usize, seed: u64| -> Vec<f32> {
+                random_binary(len, 1, 0.5, seed)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &b)| b - 0.37 * ((i * 7919 % 97) as f32 / 97.0))
+                    .collect()
+            };
+            let w = Var::from_vec(values(n * k, 2), (n, k), &device).unwrap();
+            let b = Var::from_vec(values(n, 3), n, &device).unwrap();
+            // Weighs every output differently, so each gradient entry is tested.
+            let r = Tensor::from_vec(values(rows * n, 4), (rows, n), &device).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let plain = |x: &Tensor| {
+                bias_add(
+                    &x.matmul(&w.as_tensor().t().unwrap()).unwrap(),
+                    b.as_tensor(),
+                )
+                .unwrap()
+            };
+            let close = |what: &str, got: &[f32], want: &[f32]| {
+                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let diff = max_abs_diff(got, want);
+                assert!(
+                    diff <= 1e-5 * scale,
+                    "{device:?} {what}, {rows} x {k} -> {n}: differ by {diff}"
+                );
+            };
+
+            // An input with a graph (a layer above the first).
+            let x = Var::from_vec(values(rows * k, 1), (rows, k), &device).unwrap();
+            let (fused, want) = (
+                linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
+                plain(x.as_tensor()),
+            );
+            if device.is_cpu() {
+                assert_eq!(flat(&fused), flat(&want), "values, {rows} x {k} -> {n}");
+            } else {
+                close("values", &flat(&fused), &flat(&want));
+            }
+            let (gf, gp) = (grads(&fused), grads(&want));
+            for (what, t) in [
+                ("d x", x.as_tensor()),
+                ("d W", w.as_tensor()),
+                ("d b", b.as_tensor()),
+            ] {
+                close(what, &flat(gf.get(t).unwrap()), &flat(gp.get(t).unwrap()));
+            }
+
+            // An input without one (the first layer's [x * m ; m]): no gradient computed.
+            let x = Tensor::from_vec(values(rows * k, 5), (rows, k), &device).unwrap();
+            let fused = linear(&x, w.as_tensor(), b.as_tensor()).unwrap();
+            let (gf, gp) = (grads(&fused), grads(&plain(&x)));
+            assert!(
+                gf.get(&x).is_none(),
+                "an input without a graph got a gradient"
+            );
+            close(
+                "d W",
+                &flat(gf.get(&w).unwrap()),
+                &flat(gp.get(&w).unwrap()),
+            );
+        }
+    }
+}
+
 /// The bias op of FVSBN, MADE and deep NADE is candle's broadcast addition with a faster
 /// backward: values and both gradients equal candle's bit for bit on the CPU (the same sums in
 /// the same order), and to float precision on the other devices.

@@ -89,7 +89,7 @@ impl CustomOp2 for BiasAdd {
 }
 
 /// sum_r g[r, j] of a contiguous f32 (B, n) CPU tensor, row after row.
-fn column_sums(g: &Tensor) -> Result<Tensor> {
+pub(crate) fn column_sums(g: &Tensor) -> Result<Tensor> {
     let (rows, n) = g.dims2()?;
     let (storage, layout) = g.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {

@@ -8,12 +8,14 @@ pub mod bernoulli_log_prob;
 pub mod bias_add;
 pub mod cpu_storage;
 pub mod deepnade_walk;
+pub mod linear;
 pub mod masked_linear;
 pub mod nade_log_prob;
 pub mod nade_logits;
 pub mod nade_packed;
 pub mod nade_sample;
 pub mod samplers;
+pub mod sgd;
 pub mod simd;
 
 #[cfg(feature = "cuda")]

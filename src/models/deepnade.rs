@@ -57,8 +57,8 @@ use super::{
     log_mean_exp, weighted_bernoulli_log_prob, Autoregressive, Evidence, KeptLogProb, ModelConfig,
     Orders, ParamSpec, Pass, SampledBatch, SamplerState,
 };
-use crate::kernels::bias_add::bias_add;
 use crate::kernels::deepnade_walk::{Act, HostNet};
+use crate::kernels::linear::linear;
 
 /// `[model] kind = "deepnade"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -455,10 +455,12 @@ impl DeepNade {
         let m = m.to_dtype(super::DTYPE)?;
         let mut h = Tensor::cat(&[(&x * &m)?, m], 1)?;
         for (weight, bias) in &self.layers {
-            let pre = bias_add(&h.matmul(&w(weight).t()?)?, &w(bias))?;
-            h = self.dn.activation.apply(&pre)?;
+            h = self
+                .dn
+                .activation
+                .apply(&linear(&h, &w(weight), &w(bias))?)?;
         }
-        bias_add(&h.matmul(&w(&self.v).t()?)?, &w(&self.c))
+        linear(&h, &w(&self.v), &w(&self.c))
     }
 
     /// [`DeepNade::forward`] without an autograd graph: what the tests compare the
