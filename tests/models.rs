@@ -374,6 +374,16 @@ fn fused_evaluation_log_prob_equals_plain() {
     }
 }
 
+/// `len` values spread over about (-0.4, 1): distinct enough that every gradient entry of the
+/// layer tests below is exercised.
+fn spread_values(len: usize, seed: u64) -> Vec<f32> {
+    random_binary(len, 1, 0.5, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| b - 0.37 * ((i * 7919 % 97) as f32 / 97.0))
+        .collect()
+}
+
 /// Deep NADE's dense layer: values bit for bit candle's matmul plus bias on the CPU, and all
 /// three gradients equal candle's (to float rounding: W's comes from grad^T x, not from the
 /// transpose of x^T grad); an input without a graph gets no gradient, one with a graph gets
@@ -385,17 +395,10 @@ fn linear_equals_matmul_plus_bias_in_values_and_gradients() {
     use nade::kernels::linear::linear;
     for device in device::available() {
         for (rows, k, n) in [(1usize, 1usize, 1usize), (7, 13, 5), (100, 300, 40)] {
-            let values = |len: usize, seed: u64| -> Vec<f32> {
-                random_binary(len, 1, 0.5, seed)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &b)| b - 0.37 * ((i * 7919 % 97) as f32 / 97.0))
-                    .collect()
-            };
-            let w = Var::from_vec(values(n * k, 2), (n, k), &device).unwrap();
-            let b = Var::from_vec(values(n, 3), n, &device).unwrap();
+            let w = Var::from_vec(spread_values(n * k, 2), (n, k), &device).unwrap();
+            let b = Var::from_vec(spread_values(n, 3), n, &device).unwrap();
             // Weighs every output differently, so each gradient entry is tested.
-            let r = Tensor::from_vec(values(rows * n, 4), (rows, n), &device).unwrap();
+            let r = Tensor::from_vec(spread_values(rows * n, 4), (rows, n), &device).unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let plain = |x: &Tensor| {
@@ -415,7 +418,7 @@ fn linear_equals_matmul_plus_bias_in_values_and_gradients() {
             };
 
             // An input with a graph (a layer above the first).
-            let x = Var::from_vec(values(rows * k, 1), (rows, k), &device).unwrap();
+            let x = Var::from_vec(spread_values(rows * k, 1), (rows, k), &device).unwrap();
             let (fused, want) = (
                 linear(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap(),
                 plain(x.as_tensor()),
@@ -435,7 +438,7 @@ fn linear_equals_matmul_plus_bias_in_values_and_gradients() {
             }
 
             // An input without one (the first layer's [x * m ; m]): no gradient computed.
-            let x = Tensor::from_vec(values(rows * k, 5), (rows, k), &device).unwrap();
+            let x = Tensor::from_vec(spread_values(rows * k, 5), (rows, k), &device).unwrap();
             let fused = linear(&x, w.as_tensor(), b.as_tensor()).unwrap();
             let (gf, gp) = (grads(&fused), grads(&plain(&x)));
             assert!(
@@ -460,17 +463,10 @@ fn bias_add_equals_broadcast_add_in_values_and_gradients() {
     use nade::kernels::bias_add::bias_add;
     for device in device::available() {
         for (rows, n) in [(1usize, 1usize), (7, 13), (100, 300)] {
-            let values = |len: usize, seed: u64| -> Vec<f32> {
-                random_binary(len, 1, 0.5, seed)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &b)| b - 0.37 * ((i * 7919 % 97) as f32 / 97.0))
-                    .collect()
-            };
-            let a = Var::from_vec(values(rows * n, 1), (rows, n), &device).unwrap();
-            let b = Var::from_vec(values(n, 2), n, &device).unwrap();
+            let a = Var::from_vec(spread_values(rows * n, 1), (rows, n), &device).unwrap();
+            let b = Var::from_vec(spread_values(n, 2), n, &device).unwrap();
             // Weighs every output differently, so each gradient entry is tested.
-            let r = Tensor::from_vec(values(rows * n, 3), (rows, n), &device).unwrap();
+            let r = Tensor::from_vec(spread_values(rows * n, 3), (rows, n), &device).unwrap();
             let fused = bias_add(a.as_tensor(), b.as_tensor()).unwrap();
             let plain = a.as_tensor().broadcast_add(b.as_tensor()).unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
