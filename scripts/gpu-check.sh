@@ -71,6 +71,7 @@ done
   for k in 1 32; do
     nade bench --device cuda --model made --hidden 500 --masks $k --batch 100 --seconds 2 --json
   done
+  nade bench --device cuda --model deepnade --hidden 500,500 --batch 100 --seconds 2 --json
 } > "$out/bench.jsonl" 2>> "$log"
 
 {

@@ -37,7 +37,8 @@ impl Phase {
 pub struct BenchSpec {
     /// A model kind ([`ModelConfig::KINDS`]).
     pub kind: String,
-    pub hidden: usize,
+    /// Hidden layer sizes (one for the MLP and NADE; FVSBN ignores them).
+    pub hidden: Vec<usize>,
     /// MADE's K (1 for the other models).
     pub masks: usize,
     pub batch: usize,
@@ -57,7 +58,10 @@ pub struct BenchResult {
     #[serde(rename = "path")]
     pub kernel: String,
     pub phase: String,
+    /// The first hidden layer's width (0 for FVSBN).
     pub hidden: usize,
+    /// Every hidden layer's width, first to last.
+    pub layers: Vec<usize>,
     /// MADE's K (1 for the other models).
     pub masks: usize,
     pub batch: usize,
@@ -76,8 +80,8 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
         bail!("--batch must be positive");
     }
     let (data, data_name) = bench_data(spec.data.clone(), spec.batch * 20)?;
-    let base = ModelConfig::from_legacy(&spec.kind, data.n(), Some(spec.hidden))
-        .map_err(|e| anyhow!("--model: {e}"))?
+    let base = ModelConfig::with_layers(&spec.kind, data.n(), &spec.hidden)
+        .map_err(|e| anyhow!("--hidden: {e}"))?
         .with_mask_count(spec.masks)
         .map_err(|e| anyhow!("{e}"))?;
     for kernel in &spec.kernels {
@@ -132,6 +136,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                 kernel: cfg.kernel_name().unwrap_or_else(|| "-".into()),
                 phase: phase.name().into(),
                 hidden: cfg.width().unwrap_or(0),
+                layers: cfg.layers(),
                 masks: cfg.masks_used().unwrap_or(1),
                 batch: spec.batch,
                 device: device::name(device).into(),

@@ -74,8 +74,10 @@ fn positive(text: &str) -> Result<usize, String> {
 struct BenchArgs {
     #[arg(long, default_value = "nade", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::KINDS))]
     model: String,
-    #[arg(long, default_value_t = 500, value_parser = positive)]
-    hidden: usize,
+    /// Hidden layer sizes, comma-separated for MADE and deep NADE [default: 500; deepnade:
+    /// 500,500, the shipped model's].
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    hidden: Vec<usize>,
     /// MADE: K, the masks of the ensemble (eval and sample use all K, train one per step).
     #[arg(long, default_value_t = 1, value_parser = positive)]
     masks: usize,
@@ -260,9 +262,14 @@ fn run_info(args: InfoArgs) -> Result<()> {
 fn run_bench(args: BenchArgs) -> Result<()> {
     args.threads.apply()?;
     let device = device::select(args.device)?;
+    let hidden = match (args.hidden.is_empty(), args.model.as_str()) {
+        (false, _) => args.hidden,
+        (true, "deepnade") => vec![500, 500],
+        (true, _) => vec![500],
+    };
     let spec = bench::BenchSpec {
         kind: args.model,
-        hidden: args.hidden,
+        hidden,
         masks: args.masks,
         batch: args.batch,
         kernels: args.kernel,
@@ -275,11 +282,23 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             println!("{}", serde_json::to_string(r).expect("plain struct"));
         } else {
             println!(
-                "{:5} {:10} {:6} hidden {:4} batch {:4} on {} ({} data): {:9.0} images/s, peak RSS {:.0} MB",
-                r.model, r.kernel, r.phase, r.hidden, r.batch, r.device, r.data, r.images_per_s, r.peak_rss_mb
+                "{:5} {:10} {:6} hidden {:7} batch {:4} on {} ({} data): {:9.0} images/s, peak RSS {:.0} MB",
+                r.model, r.kernel, r.phase, layers_text(&r.layers), r.batch, r.device, r.data, r.images_per_s, r.peak_rss_mb
             );
         }
     })
+}
+
+/// Hidden layer sizes as "500x500" ("0" for none).
+fn layers_text(layers: &[usize]) -> String {
+    match layers {
+        [] => "0".into(),
+        _ => layers
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("x"),
+    }
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {

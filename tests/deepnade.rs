@@ -951,3 +951,59 @@ fn cli_eval_orders_complete_json_and_sample_order() {
         "{e}"
     );
 }
+
+/// `nade bench --model deepnade` times the model it names: the layers of `--hidden` (2 x 500,
+/// the shipped model's, without it), reported in the JSON; a one-layer model given two sizes
+/// is an error that names `--hidden`.
+#[test]
+fn bench_times_the_layers_it_is_given() {
+    let bench = |model: &str, hidden: Option<&str>| {
+        let mut args = vec![
+            "bench",
+            "--model",
+            model,
+            "--batch",
+            "10",
+            "--seconds",
+            "0.01",
+            "--device",
+            "cpu",
+            "--phase",
+            "train",
+            "--json",
+        ];
+        if let Some(h) = hidden {
+            args.extend(["--hidden", h]);
+        }
+        nade(&args)
+    };
+    let report = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_str(ok(out).trim()).unwrap()
+    };
+    let given = report(&bench("deepnade", Some("8,6")));
+    assert_eq!(given["layers"], serde_json::json!([8, 6]), "{given}");
+    assert_eq!(given["hidden"], 8, "{given}");
+    let default = report(&bench("deepnade", None));
+    assert_eq!(
+        default["layers"],
+        serde_json::json!([500, 500]),
+        "{default}"
+    );
+    let nade_default = report(&bench("nade", None));
+    assert_eq!(
+        nade_default["layers"],
+        serde_json::json!([500]),
+        "{nade_default}"
+    );
+
+    let refused = bench("nade", Some("8,6"));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        err.starts_with("error: --hidden") && err.contains("one hidden layer"),
+        "{err}"
+    );
+}

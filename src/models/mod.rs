@@ -93,9 +93,15 @@ impl ModelConfig {
 
     /// The width of the first hidden layer, for tables (`nade bench`); None for FVSBN.
     pub fn width(&self) -> Option<usize> {
+        self.layers().first().copied()
+    }
+
+    /// The sizes of the hidden layers, first to last (none for FVSBN).
+    pub fn layers(&self) -> Vec<usize> {
         match self {
-            ModelConfig::Made(c) => c.hidden.first().copied(),
-            other => other.hidden(),
+            ModelConfig::Made(c) => c.hidden.clone(),
+            ModelConfig::DeepNade(c) => c.hidden.clone(),
+            other => other.hidden().into_iter().collect(),
         }
     }
 
@@ -143,6 +149,30 @@ impl ModelConfig {
                 ))
             }
         })
+    }
+
+    /// A model of `kind` with hidden layers of the given sizes (`nade bench --hidden`): one
+    /// layer for the MLP and NADE (FVSBN has none and ignores it), any number for MADE and
+    /// deep NADE.
+    pub fn with_layers(
+        kind: &str,
+        n: usize,
+        layers: &[usize],
+    ) -> std::result::Result<Self, String> {
+        match (kind, layers) {
+            ("made", _) => Ok(ModelConfig::Made(made::MadeConfig::with_hidden(
+                n,
+                layers.to_vec(),
+            ))),
+            ("deepnade", _) => Ok(ModelConfig::DeepNade(
+                deepnade::DeepNadeConfig::with_hidden(n, layers.to_vec()),
+            )),
+            (_, [h]) => Self::from_legacy(kind, n, Some(*h)),
+            _ => Err(format!(
+                "a {kind} model has one hidden layer: give one size, not {}",
+                layers.len()
+            )),
+        }
     }
 
     /// The same model computed with another kernel (`--kernel`): a choice of how, not of
