@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::progress::human_duration;
 use crate::train_state::EpochRecord;
 
 /// How progress within an epoch is shown.
@@ -175,19 +176,6 @@ pub fn eta_seconds(history: &[EpochRecord], epochs: usize) -> Option<f64> {
     Some(mean * (epochs - done) as f64)
 }
 
-/// 42 s, 12 min, 3 h 05 min.
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..=99 => format!("{s} s"),
-        100..=5999 => format!("{} min", (s + 30) / 60),
-        _ => {
-            let minutes = (s + 30) / 60;
-            format!("{} h {:02} min", minutes / 60, minutes % 60)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,14 +198,6 @@ mod tests {
         let mut every = LineSchedule::new(20, Duration::ZERO);
         let shown = (1..=20).filter(|&d| every.due(d, Duration::ZERO)).count();
         assert_eq!(shown, 9);
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(human_duration(0.4), "0 s");
-        assert_eq!(human_duration(42.0), "42 s");
-        assert_eq!(human_duration(12.0 * 60.0 + 10.0), "12 min");
-        assert_eq!(human_duration(3.0 * 3600.0 + 5.0 * 60.0), "3 h 05 min");
     }
 
     fn record(epoch: usize, seconds: f64) -> EpochRecord {
