@@ -188,9 +188,10 @@ struct EvalArgs {
     /// Evaluate only the first N images of the split.
     #[arg(long, value_name = "N", value_parser = positive)]
     limit: Option<usize>,
-    /// Images evaluated together.
-    #[arg(long, default_value_t = 100, value_parser = positive)]
-    batch: usize,
+    /// Images evaluated together [default: 100; deepnade: 2048, its walk wants many rows per
+    /// matmul].
+    #[arg(long, value_parser = positive)]
+    batch: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// How the model computes (NADE: auto, fused, blocked[:K] or plain; `--path` is its
@@ -394,9 +395,10 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         None => model,
     };
     let model = model.as_ref();
+    let batch = args.batch.unwrap_or_else(|| model.config().eval_batch());
     memory::check(&memory::evaluation(
         model.config(),
-        args.batch,
+        batch,
         data.len(),
         &device,
     ))?;
@@ -404,19 +406,17 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let progress =
         (!args.json && std::io::stderr().is_terminal()) || model.config().orders_used().is_some();
     if let Some(spec) = args.keep {
-        return eval_kept(&args, spec, model, &data, &device, progress);
+        return eval_kept(&args, spec, model, &data, batch, &device, progress);
     }
     let curve = if args.curve {
-        Some(eval::mixture_curve(
-            model, &data, args.batch, &device, progress,
-        )?)
+        Some(eval::mixture_curve(model, &data, batch, &device, progress)?)
     } else {
         None
     };
     let summary = match curve.as_ref().and_then(|c| c.points.last()) {
         // The last point of the curve is the whole mixture.
         Some((_, whole)) => whole.clone(),
-        None => eval::nll(model, &data, args.batch, &device, progress)?,
+        None => eval::nll(model, &data, batch, &device, progress)?,
     };
     let cfg = model.config();
     if args.json {
@@ -503,11 +503,12 @@ fn eval_kept(
     spec: KeepSpec,
     model: &dyn nade::models::Autoregressive,
     data: &nade::data::BinaryDataset,
+    batch: usize,
     device: &candle_core::Device,
     progress: bool,
 ) -> Result<()> {
     let masks = spec.masks(data.n(), data.len(), args.seed)?;
-    let (whole, first) = eval::kept_nll(model, data, &masks, args.batch, device, progress)
+    let (whole, first) = eval::kept_nll(model, data, &masks, batch, device, progress)
         .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
     let cfg = model.config();
     if args.json {

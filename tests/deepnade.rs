@@ -791,6 +791,7 @@ fn resumed_deepnade_run_is_bit_identical() {
 }
 
 /// The CLI on a trained toy model: `eval --orders K'` uses and reports K' (1 differs from 4),
+/// the same with the default batch and with batches of 3,
 /// an ordering count the model lacks is a one-line error; `eval --keep` scores the kept part
 /// (all kept = plain eval, none kept = 0); `complete --keep random:0.5
 /// --json` keeps the kept pixels in every completion and reports log p(x_kept) for each
@@ -806,8 +807,8 @@ fn cli_eval_orders_complete_json_and_sample_order() {
     let ckpt = ckpt.to_str().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
-    let eval = |k: &str| -> serde_json::Value {
-        let out = ok(&nade(&[
+    let eval_batch = |k: &str, batch: &[&str]| -> serde_json::Value {
+        let mut args = vec![
             "eval",
             ckpt,
             "--data",
@@ -817,15 +818,25 @@ fn cli_eval_orders_complete_json_and_sample_order() {
             "--orders",
             k,
             "--json",
-        ]));
-        serde_json::from_str(out.trim()).unwrap()
+        ];
+        args.extend(batch);
+        serde_json::from_str(ok(&nade(&args)).trim()).unwrap()
     };
+    let eval = |k: &str| eval_batch(k, &[]);
     let (one, four) = (eval("1"), eval("4"));
     assert_eq!(
         (one["orders"].as_u64(), four["orders"].as_u64()),
         (Some(1), Some(4))
     );
     assert_ne!(one["nll_nats"], four["nll_nats"]);
+    // The default batch (deep NADE's: one walk of WALK_ROWS rows) and batches of 3 give the
+    // same numbers.
+    let small = eval_batch("4", &["--batch", "3"]);
+    let (a, b) = (
+        small["nll_nats"].as_f64().unwrap(),
+        four["nll_nats"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-6 * b, "batch 3: {a}, default batch: {b}");
     let bad = nade(&[
         "eval",
         ckpt,

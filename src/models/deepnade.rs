@@ -91,7 +91,7 @@ fn one() -> usize {
 
 /// Rows one incremental walk carries at most (images times orderings): large enough for
 /// efficient matmuls, small enough that the per-row orderings stay a few MB.
-const WALK_ROWS: usize = 2048;
+pub const WALK_ROWS: usize = 2048;
 
 impl DeepNadeConfig {
     /// `hidden` layers, relu, one ordering, seed 0.
