@@ -414,7 +414,7 @@ impl Run<'_> {
             epoch_line(
                 state.history.last().expect("just pushed"),
                 t.epochs,
-                eta_seconds(&state.history, t.epochs)
+                eta_seconds(&state.history, t.epochs, t.valid_every)
             )
         );
         Ok(())

@@ -161,19 +161,41 @@ pub fn epoch_line(r: &EpochRecord, epochs: usize, eta_seconds: Option<f64>) -> S
     )
 }
 
-/// The remaining epochs up to `epochs` times the mean epoch (training and validation) so far:
-/// an upper bound, as early stopping may end the run sooner. None when none remain.
-pub fn eta_seconds(history: &[EpochRecord], epochs: usize) -> Option<f64> {
+/// The most recent epochs (and validations) whose times the ETA uses.
+const ETA_WINDOW: usize = 25;
+
+/// What the run may still take: the epochs left times the median training time of the last
+/// [`ETA_WINDOW`] epochs, plus the validations left (every `valid_every`th epoch and the
+/// last) times the median of the last [`ETA_WINDOW`] validations (none until the first is
+/// timed). Medians of recent epochs, so that an epoch stretched by a pause (a stopped
+/// process, a suspended machine) or the epochs of a run resumed on a faster or slower machine
+/// do not hold the estimate. An upper bound as far as early stopping may end the run sooner.
+/// None when no epoch remains.
+pub fn eta_seconds(history: &[EpochRecord], epochs: usize, valid_every: usize) -> Option<f64> {
     let done = history.last()?.epoch;
     if done >= epochs {
         return None;
     }
-    let mean = history
-        .iter()
-        .map(|r| r.train_seconds + r.valid_seconds)
-        .sum::<f64>()
-        / history.len() as f64;
-    Some(mean * (epochs - done) as f64)
+    let recent_median = |times: Vec<f64>| -> f64 {
+        let mut recent: Vec<f64> = times.into_iter().rev().take(ETA_WINDOW).collect();
+        recent.sort_by(f64::total_cmp);
+        match recent.len() {
+            0 => 0.0,
+            k if k % 2 == 1 => recent[k / 2],
+            k => (recent[k / 2 - 1] + recent[k / 2]) / 2.0,
+        }
+    };
+    let train = recent_median(history.iter().map(|r| r.train_seconds).collect());
+    let valid = recent_median(
+        history
+            .iter()
+            .filter(|r| r.valid_nll.is_some())
+            .map(|r| r.valid_seconds)
+            .collect(),
+    );
+    let every = valid_every.max(1);
+    let validations = epochs / every - done / every + usize::from(!epochs.is_multiple_of(every));
+    Some(train * (epochs - done) as f64 + valid * validations as f64)
 }
 
 #[cfg(test)]
@@ -216,12 +238,13 @@ mod tests {
     }
 
     #[test]
-    fn the_eta_is_the_mean_epoch_times_the_epochs_left() {
+    fn the_eta_is_recent_median_times_the_epochs_and_validations_left() {
         let history = [record(1, 10.0), record(2, 20.0)];
-        assert_eq!(eta_seconds(&history, 10), Some(15.0 * 8.0));
-        assert_eq!(eta_seconds(&history, 2), None);
-        assert_eq!(eta_seconds(&[], 10), None);
-        let line = epoch_line(&history[1], 10, eta_seconds(&history, 10));
+        // Training: median of 9 and 19 s = 14 s per epoch; validation 1 s, every epoch.
+        assert_eq!(eta_seconds(&history, 10, 1), Some(14.0 * 8.0 + 8.0));
+        assert_eq!(eta_seconds(&history, 2, 1), None);
+        assert_eq!(eta_seconds(&[], 10, 1), None);
+        let line = epoch_line(&history[1], 10, eta_seconds(&history, 10, 1));
         assert!(
             line.starts_with("epoch 2 of 10 ") && line.ends_with("ETA <= 2 min"),
             "{line}"
@@ -236,5 +259,20 @@ mod tests {
             line.contains("valid        -  best") && !line.contains("(valid"),
             "{line}"
         );
+        // Validating every 4th epoch of 10 after epoch 3: epochs 4 and 8, and the last (10).
+        let run = [record(1, 10.0), record(2, 10.0), skipped];
+        assert_eq!(eta_seconds(&run, 10, 4), Some(9.0 * 7.0 + 3.0));
+        // Every 5th of 10 after epoch 3: 5 and 10 (the last is one of them).
+        assert_eq!(eta_seconds(&run, 10, 5), Some(9.0 * 7.0 + 2.0));
+    }
+
+    #[test]
+    fn a_paused_epoch_and_old_epochs_do_not_hold_the_eta() {
+        // 30 epochs of 2 s on an old machine, then 25 of 5 s now; one of them paused for 600 s.
+        let mut history: Vec<EpochRecord> = (1..=55)
+            .map(|e| record(e, if e <= 30 { 3.0 } else { 6.0 }))
+            .collect();
+        history[40].train_seconds = 600.0;
+        assert_eq!(eta_seconds(&history, 100, 1), Some(5.0 * 45.0 + 45.0));
     }
 }
