@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Independent float64 check of `nade eval`.
 
-Writes randomly initialised FVSBN, MLP and NADE checkpoints with numpy + safetensors (only the
-three metadata keys `model`, `n`, `hidden`, as another tool would), computes the exact average
-test NLL of each in float64 straight from the formulas (NADE by its O(nd) recurrence, a path
-the Rust code does not use for density), runs `nade eval --json` on the same files and fails
-if any pair differs by more than 1e-4 relative.
+Writes randomly initialised FVSBN, MLP, NADE, MADE and deep NADE checkpoints with numpy +
+safetensors (only the metadata keys another tool would write: `model`, `n`, and `hidden` or
+`activation`), computes the exact average test NLL of each in float64 straight from the
+formulas (NADE by its O(nd) recurrence, a path the Rust code does not use for density; MADE
+and deep NADE from the schemas of their issues, README "Checkpoints": a mixture of K masks,
+of K orderings, one full masked pass per conditional for deep NADE), runs `nade eval --json` on
+the same files and fails if any pair differs by more than 1e-4 relative.
 
     pip install numpy safetensors
     cargo build --release
@@ -67,6 +69,78 @@ def nll_nade(p, x):
     return -total
 
 
+ACTIVATIONS = {"relu": lambda a: np.maximum(a, 0.0), "sigmoid": sigmoid, "tanh": np.tanh}
+
+
+def log_mean_exp(per_component):
+    # (K, B) log-densities -> (B,) log of their uniform mixture.
+    top = per_component.max(0)
+    return top + np.log(np.exp(per_component - top).mean(0))
+
+
+def nll_made(p, x, activation):
+    """MADE: h_l = g(b_l + (W_l * M_l) h_{l-1}), logits = c + (V * M_V) h_L (+ (A * M_A) x),
+    M_l[u, u'] = deg_l[u] >= deg_{l-1}[u'], M_V[d, u] = m0(d) > deg_L[u], M_A[d, d'] = m0(d) >
+    m0(d'), m0(d) = 1 + position of d in order[k]; the K masks' densities mixed uniformly."""
+    g = ACTIVATIONS[activation]
+    layers = sum(1 for k in p if k.startswith("W"))
+    n = x.shape[1]
+    per_mask = []
+    for k in range(p["order"].shape[0]):
+        m0 = np.empty(n)
+        m0[p["order"][k]] = np.arange(1, n + 1)
+        h, below = x, m0
+        for l in range(1, layers + 1):
+            deg = p[f"degrees{l}"][k].astype(np.float64)
+            w = p[f"W{l}"].astype(np.float64) * (deg[:, None] >= below[None, :])
+            h = g(h @ w.T + p[f"b{l}"])
+            below = deg
+        logits = h @ (p["V"].astype(np.float64) * (m0[:, None] > below[None, :])).T + p["c"]
+        if "A" in p:
+            logits += x @ (p["A"].astype(np.float64) * (m0[:, None] > m0[None, :])).T
+        per_mask.append(log_sigmoid_terms(x, logits).sum(1))
+    return -log_mean_exp(np.array(per_mask))
+
+
+def nll_deepnade(p, x, activation):
+    """Deep NADE: h_1 = g(W1 [x * m ; m] + b1), h_l = g(W_l h_{l-1} + b_l), logits = V h_L + c;
+    log p_o(x) = sum_t log p(x_{o_t} | x_{o_<t}), each conditional one full pass with m = 1 on
+    o_<t; the K stored orderings' densities mixed uniformly."""
+    g = ACTIVATIONS[activation]
+    layers = sum(1 for k in p if k.startswith("W"))
+    weights = [(p[f"W{l}"].astype(np.float64), p[f"b{l}"].astype(np.float64)) for l in range(1, layers + 1)]
+    v, c = p["V"].astype(np.float64), p["c"].astype(np.float64)
+    per_order = []
+    for order in p["order"]:
+        m = np.zeros_like(x)
+        total = np.zeros(x.shape[0])
+        for d in order:
+            h = np.concatenate([x * m, m], axis=1)
+            for w, b in weights:
+                h = g(h @ w.T + b)
+            total += log_sigmoid_terms(x[:, d], h @ v[d] + c[d])
+            m[:, d] = 1.0
+        per_order.append(total)
+    return -log_mean_exp(np.array(per_order))
+
+
+def random_stack(kind, n, hidden, masks, rng):
+    """Weights, orderings (and MADE's degrees, drawn as in its paper) of K = `masks`."""
+    u = lambda scale, *shape: rng.uniform(-scale, scale, size=shape).astype(np.float32)
+    params, below = {}, 2 * n if kind == "deepnade" else n
+    for l, width in enumerate(hidden, 1):
+        params[f"W{l}"], params[f"b{l}"] = u(0.3, width, below), u(1.0, width)
+        below = width
+    params["V"], params["c"] = u(0.3, n, below), u(1.0, n)
+    params["order"] = np.stack([rng.permutation(n) for _ in range(masks)]).astype(np.int64)
+    if kind == "made":
+        params["A"] = u(0.1, n, n)
+        for k_layer, width in enumerate(hidden, 1):
+            low = 1 if k_layer == 1 else params[f"degrees{k_layer - 1}"].min(1, keepdims=True)
+            params[f"degrees{k_layer}"] = rng.integers(low, n, size=(masks, width)).astype(np.int64)
+    return params
+
+
 def random_checkpoint(kind, n, hidden, rng):
     u = lambda scale, *shape: rng.uniform(-scale, scale, size=shape).astype(np.float32)
     if kind == "fvsbn":
@@ -82,7 +156,11 @@ def main():
     ap.add_argument("--data", default=os.environ.get("NADE_DATA_DIR") or "data/binarized_mnist")
     ap.add_argument("--split", default="test")
     ap.add_argument("--nade", default="target/release/nade", help="the nade binary")
-    ap.add_argument("--models", default="fvsbn,mlp:8,nade:500", help="kind[:hidden],...")
+    ap.add_argument(
+        "--models",
+        default="fvsbn,mlp:8,nade:500,made:10x8:tanh,deepnade:8x6:relu",
+        help="kind[:hidden[:activation]],... (hidden 10x8: two layers; MADE and deep NADE get 3 masks / orderings)",
+    )
     ap.add_argument("--paths", default="auto,blocked,plain", help="NADE paths to check")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--seed", type=int, default=2011)
@@ -97,15 +175,24 @@ def main():
     failures = checks = 0
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.models.split(","):
-            kind, _, hidden = spec.partition(":")
-            hidden = int(hidden or 0)
-            params = random_checkpoint(kind, n, hidden, rng)
+            kind, _, rest = spec.partition(":")
+            hidden, _, activation = rest.partition(":")
             path = os.path.join(tmp, f"{kind}.safetensors")
             meta = {"model": kind, "n": str(n)}
-            if kind != "fvsbn":
-                meta["hidden"] = str(hidden)
+            if kind in ("made", "deepnade"):
+                layers = [int(h) for h in hidden.split("x")]
+                activation = activation or "relu"
+                params = random_stack(kind, n, layers, 3, rng)
+                meta["activation"] = activation
+                want = {"made": nll_made, "deepnade": nll_deepnade}[kind](params, x, activation).mean()
+                hidden = "x".join(map(str, layers))
+            else:
+                hidden = int(hidden or 0)
+                params = random_checkpoint(kind, n, hidden, rng)
+                if kind != "fvsbn":
+                    meta["hidden"] = str(hidden)
+                want = {"fvsbn": nll_fvsbn, "mlp": nll_mlp, "nade": nll_nade}[kind](params, x).mean()
             save_file(params, path, metadata=meta)
-            want = {"fvsbn": nll_fvsbn, "mlp": nll_mlp, "nade": nll_nade}[kind](params, x).mean()
             for path_name in args.paths.split(",") if kind == "nade" else ["-"]:
                 cmd = [args.nade, "eval", path, "--data", args.data, "--split", args.split, "--json", "--device", "cpu"]
                 if args.limit:
@@ -118,7 +205,7 @@ def main():
                 failures += not ok
                 checks += 1
                 print(
-                    f"{'ok  ' if ok else 'FAIL'} {kind:5} hidden={hidden:<4} path={path_name:8} count={got['count']} "
+                    f"{'ok  ' if ok else 'FAIL'} {kind:8} hidden={hidden!s:<4} path={path_name:8} count={got['count']} "
                     f"float64 {want:.6f}  nade {got['nll_nats']:.6f}  rel {rel:.2e}  ({got['images_per_s']:.0f} images/s)"
                 )
     print(f"{checks - failures} passed, {failures} failed")
