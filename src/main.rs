@@ -483,7 +483,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     }
     if !args.json {
         println!(
-            "{} on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {:.0} images/s)",
+            "{} on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {} images/s)",
             cfg.describe(),
             summary.count,
             args.split,
@@ -491,7 +491,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             summary.std_err,
             summary.bits_per_dim,
             summary.seconds,
-            summary.images_per_s()
+            nade::progress::rate_text(summary.images_per_s())
         );
     }
     Ok(())

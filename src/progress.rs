@@ -91,7 +91,7 @@ impl Progress {
 
 /// A rate with one decimal below 10 (a 128-ordering evaluation runs at 4.4
 /// images/s, which `{:.0}` would print as 4), whole numbers above.
-fn rate_text(rate: f64) -> String {
+pub fn rate_text(rate: f64) -> String {
     if rate < 10.0 {
         format!("{rate:.1}")
     } else {
