@@ -12,7 +12,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::bin::{nade, ok};
+use common::bin::{json, nade, ok, refused};
 use common::*;
 use nade::checkpoint;
 use nade::config::Config;
@@ -988,31 +988,23 @@ fn bench_times_the_layers_it_is_given() {
         }
         nade(&args)
     };
-    let report = |out: &std::process::Output| -> serde_json::Value {
-        serde_json::from_str(ok(out).trim()).unwrap()
-    };
-    let given = report(&bench("deepnade", Some("8,6")));
+    let given = json(&bench("deepnade", Some("8,6")));
     assert_eq!(given["layers"], serde_json::json!([8, 6]), "{given}");
     assert_eq!(given["hidden"], 8, "{given}");
-    let default = report(&bench("deepnade", None));
+    let default = json(&bench("deepnade", None));
     assert_eq!(
         default["layers"],
         serde_json::json!([500, 500]),
         "{default}"
     );
-    let nade_default = report(&bench("nade", None));
+    let nade_default = json(&bench("nade", None));
     assert_eq!(
         nade_default["layers"],
         serde_json::json!([500]),
         "{nade_default}"
     );
 
-    let refused = bench("nade", Some("8,6"));
-    let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && err.trim_end().lines().count() == 1,
-        "{err}"
-    );
+    let err = refused(&bench("nade", Some("8,6")));
     assert!(
         err.starts_with("error: --hidden") && err.contains("one hidden layer"),
         "{err}"

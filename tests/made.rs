@@ -685,11 +685,7 @@ fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
         "--masks",
         "5",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success() && err.trim_end().lines().count() == 1,
-        "{err}"
-    );
+    let err = common::bin::refused(&out);
     assert!(
         err.starts_with("error: --masks 5") && err.contains("4 mask"),
         "{err}"

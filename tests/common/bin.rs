@@ -38,6 +38,16 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The stderr of a run that failed with a one-line message; else the test fails showing it.
+pub fn refused(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    err
+}
+
 /// [`ok`], parsed as JSON.
 pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).unwrap()
