@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::Device;
 use common::*;
@@ -183,13 +182,6 @@ fn the_batched_sampler_keeps_every_observed_value() {
     assert!(max_abs_diff(&fused_probs, &plain_probs) < 1e-5);
 }
 
-fn nade_cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nade"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn write_test_split(dir: &Path) -> BinaryDataset {
     let rows = BinaryDataset::new(
         784,
@@ -243,7 +235,7 @@ fn cli_keep_top_equals_rows_and_keep_left_is_a_one_line_error() {
             "cpu",
         ];
         args.extend_from_slice(keep);
-        nade_cli(&args)
+        common::bin::nade(&args)
     };
     let by_rows = run(&["--rows", "14"], "rows");
     let by_keep = run(&["--keep", "top:14"], "keep");

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -520,13 +519,6 @@ fn completions_follow_the_mixture_posterior() {
     );
 }
 
-fn nade_cli(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nade"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// `nade eval --masks K'` evaluates the first K' masks and says so in the JSON; a K' the
 /// model does not have, or --masks on a model without masks, is a one-line error.
 #[test]
@@ -544,7 +536,7 @@ fn the_curve_over_masks_equals_evaluating_the_first_k_masks() {
     let ckpt = dir.path().join("made.safetensors");
     checkpoint::save(&ckpt, m.as_ref(), &Default::default()).unwrap();
     let rows_data = nade::data::amat::read_amat(&data).unwrap();
-    let out = nade_cli(&[
+    let out = common::bin::nade(&[
         "eval",
         ckpt.to_str().unwrap(),
         "--data",
@@ -606,7 +598,7 @@ fn the_curve_over_masks_equals_evaluating_the_first_k_masks() {
     let plain = model(&nade_cfg, &random_params(&nade_cfg, 1, 1.0), &Device::Cpu);
     let nade_ckpt = dir.path().join("nade.safetensors");
     checkpoint::save(&nade_ckpt, plain.as_ref(), &Default::default()).unwrap();
-    let out = nade_cli(&[
+    let out = common::bin::nade(&[
         "eval",
         nade_ckpt.to_str().unwrap(),
         "--data",
@@ -647,7 +639,7 @@ fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
         if let Some(k) = &k {
             args.extend(["--masks", k.as_str()]);
         }
-        let out = nade_cli(&args);
+        let out = common::bin::nade(&args);
         assert!(
             out.status.success(),
             "{}",
@@ -660,7 +652,7 @@ fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
         let want = nade::eval::nll(lib.as_ref(), &rows_data, 2, &Device::Cpu, false).unwrap();
         assert!((json["nll_nats"].as_f64().unwrap() - want.nll_nats).abs() < 1e-9);
     }
-    let one = nade_cli(&[
+    let one = common::bin::nade(&[
         "eval",
         ckpt.to_str().unwrap(),
         "--data",
@@ -669,7 +661,7 @@ fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
         "1",
         "--json",
     ]);
-    let all = nade_cli(&[
+    let all = common::bin::nade(&[
         "eval",
         ckpt.to_str().unwrap(),
         "--data",
@@ -677,7 +669,7 @@ fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
         "--json",
     ]);
     assert_ne!(one.stdout, all.stdout, "--masks 1 changed nothing");
-    let out = nade_cli(&[
+    let out = common::bin::nade(&[
         "eval",
         ckpt.to_str().unwrap(),
         "--data",
@@ -695,7 +687,7 @@ fn eval_masks_flag_uses_the_first_masks_and_reports_them() {
 /// `nade bench --model made` runs its three phases.
 #[test]
 fn bench_runs_made() {
-    let out = nade_cli(&[
+    let out = common::bin::nade(&[
         "bench",
         "--model",
         "made",
