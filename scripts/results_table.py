@@ -27,6 +27,11 @@ ROWS = [
     ("made-k32", "MADE, 2 x 1,000 relu, direct, random orders, 32-mask ensemble", "86.64 (Germain et al. 2015, best)"),
     ("deepnade", "deep NADE, 2 x 500 relu, first stored ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
 ]
+# The label of a row whose checkpoint had its single ordering chosen on the validation set
+# (scripts/choose_ordering.py writes `ordering_choice` into its metadata).
+CHOSEN_ORDERING_LABELS = {
+    "deepnade": "deep NADE, 2 x 500 relu, 1 ordering chosen on valid among the 128",
+}
 # Ensembles evaluated after training by `nade eval --curve` (scripts/orderings_curve.py): the
 # row of the whole ensemble, the last line of the curve, beside its one-ordering row above, and
 # the row of the mean of its orderings alone.
@@ -82,6 +87,8 @@ for key, label, anchor in ROWS:
         epochs = f"{best['epoch']} / {history[-1]['epoch']} (run not finished)"
     info = json.loads(subprocess.run([NADE, "info", path(f"checkpoints/{key}.safetensors"), "--json"],
                                      check=True, capture_output=True, text=True).stdout)
+    if "ordering_choice" in info["metadata_keys"]:
+        label = CHOSEN_ORDERING_LABELS[key]
     valid = load(f"docs/{key}-valid.json")
     try:
         test = load(f"docs/{key}-test.json")
