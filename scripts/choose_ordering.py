@@ -5,9 +5,9 @@ checkpoint whose `order` row 0 is the ordering with the lowest NLL (swapped with
 
 Row 0 is the ordering that `nade eval --orders 1`, validation and the first-ordering figures of
 `--keep` use, so the copy is the best single-ordering model the stored orderings offer, selected
-without touching the test set. The ensemble (all K rows) is unchanged: a mixture does not depend on the order of
-its components. The copy keeps the metadata and sets `valid_nll` to the chosen ordering's NLL
-(when the split is valid) and `ordering_choice` to what was chosen and how.
+without touching the test set. The ensemble (all K rows) is unchanged: a mixture does not depend
+on the order of its components. The copy keeps the metadata and sets `valid_nll` to the chosen
+ordering's NLL (when the split is valid) and `ordering_choice` to what was chosen and how.
 
   NADE_DATA_DIR=... python3 scripts/choose_ordering.py runs/deepnade/best.safetensors \\
       --out checkpoints/deepnade.safetensors --record docs/deepnade-valid-each-ordering.json

@@ -32,7 +32,7 @@ fn eval_json_on_a_file_matches_the_library() {
     for kind in ModelConfig::KINDS {
         let ckpt = dir.path().join(format!("{kind}.safetensors"));
         write_checkpoint(&ckpt, kind, 5, 3);
-        let out = eval_json(&ckpt, &data);
+        let out = eval_json(&ckpt, &data, &[]);
         assert_eq!(out["model"], kind);
         assert_eq!(out["count"], 3);
         let loaded = checkpoint::load(&ckpt, &Device::Cpu, None).unwrap();
@@ -487,7 +487,7 @@ fn threads_one_runs_every_command_and_gives_the_default_nll() {
     for kind in ModelConfig::KINDS {
         let ckpt = dir.path().join(format!("{kind}.safetensors"));
         write_checkpoint(&ckpt, kind, 6, 5);
-        let default = eval_json(&ckpt, &data);
+        let default = eval_json(&ckpt, &data, &[]);
         let (c, d) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
         let one = json(&nade(&[
             "eval",

@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use common::bin::{json, nade, ok, write_checkpoint};
+use common::bin::{eval_json, json, nade, ok, write_checkpoint};
 use common::http::{serve_once, unreachable_base_url};
 use libtest_mimic::{Arguments, Completion, Trial};
 use nade::data::amat::read_amat;
@@ -374,9 +374,7 @@ fn shipped_checkpoints_reproduce_the_results_table(data: &Path) {
             &std::fs::read(root.join(format!("docs/{model}-test.json"))).unwrap(),
         )
         .unwrap();
-        let (path, dir) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
-        let common = ["eval", path, "--data", dir, "--json", "--device", "cpu"];
-        let out = json(&nade(&[&common[..], extra].concat()));
+        let out = eval_json(&ckpt, data, extra);
         assert_eq!(out["count"], 10_000);
         let (got, want) = (
             out["nll_nats"].as_f64().unwrap(),

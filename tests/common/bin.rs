@@ -53,10 +53,9 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(&ok(out)).unwrap()
 }
 
-/// `nade eval CKPT --data DATA --json --device cpu`, parsed.
-pub fn eval_json(ckpt: &Path, data: &Path) -> serde_json::Value {
+/// `nade eval CKPT --data DATA --json --device cpu EXTRA...`, parsed.
+pub fn eval_json(ckpt: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
     let (ckpt, data) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
-    json(&nade(&[
-        "eval", ckpt, "--data", data, "--json", "--device", "cpu",
-    ]))
+    let args = ["eval", ckpt, "--data", data, "--json", "--device", "cpu"];
+    json(&nade(&[&args[..], extra].concat()))
 }
