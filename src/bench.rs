@@ -155,7 +155,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
 /// synthetic images with MNIST's pixel mean (0.13): the fused kernel's speed depends on it.
 /// A folder named by `--data` or `$NADE_DATA_DIR` must exist (a typo is not "no data").
 fn bench_data(dir: Option<PathBuf>, rows: usize) -> Result<(BinaryDataset, String)> {
-    let data_path = resolve_dir(dir.as_deref(), PathOrigin::Flag);
+    let data_path = resolve_dir(dir.as_deref(), PathOrigin::Flag, "binarized_mnist");
     if data_path.origin != PathOrigin::DefaultDir && !data_path.exists()? {
         return Err(data_path.missing());
     }

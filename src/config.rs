@@ -177,9 +177,20 @@ impl Config {
         // toml's message spans several lines (it quotes the offending line); keep it to one.
         let config: Config = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().to_string();
-            match e.span() {
-                Some(span) => {
-                    let (number, line) = line_at(text, span.start);
+            // Errors inside [model] come back spanning the whole table: point at the key's
+            // own line where the message names it (`model.hidden: ...`).
+            let named = message
+                .strip_prefix("model.")
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(key, _)| key)
+                .or_else(|| {
+                    let rest = message.strip_prefix("model: unknown field `")?;
+                    rest.split_once('`').map(|(key, _)| key)
+                });
+            let key_at = named.and_then(|key| model_key_line(text, key));
+            match key_at.or(e.span().map(|span| span.start)) {
+                Some(byte) => {
+                    let (number, line) = line_at(text, byte);
                     anyhow::anyhow!("line {number} ({line}): {message}")
                 }
                 None => anyhow::anyhow!("{message}"),
@@ -307,15 +318,63 @@ fn model_table<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<ModelConf
     let kernel_key = ["kernel", "path"]
         .into_iter()
         .find(|key| table.contains_key(*key));
-    ModelConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+    let parse = |table: toml::Table| ModelConfig::deserialize(toml::Value::Table(table));
+    parse(table.clone()).map_err(|e| {
         let message = e.to_string();
         match kernel_key {
             Some(key) if message.contains("kernel") => {
                 D::Error::custom(format!("model.{key}: {message}"))
             }
-            _ => D::Error::custom(format!("model: {message}")),
+            _ => match culprit(&table, &message, parse) {
+                Some(key) => D::Error::custom(format!("model.{key}: {message}")),
+                None => D::Error::custom(format!("model: {message}")),
+            },
         }
     })
+}
+
+/// The key of `table` that `message` (an error of `parse(table)`) is about, for the errors
+/// serde does not name a key in (a value of the wrong type: `hidden = -3`): the config is a
+/// tagged enum, which serde reads through a buffer that forgets keys. The culprit is the one
+/// key whose removal changes the error (any other still meets the same error first; a missing
+/// required key is reported only after every present key is read). None when the message
+/// names its key anyway, or no single key changes it.
+fn culprit<E: std::fmt::Display>(
+    table: &toml::Table,
+    message: &str,
+    parse: impl Fn(toml::Table) -> std::result::Result<ModelConfig, E>,
+) -> Option<String> {
+    if message.starts_with("unknown field") || message.starts_with("missing field") {
+        return None;
+    }
+    let changes = |key: &String| {
+        let mut without = table.clone();
+        without.remove(key);
+        match parse(without) {
+            Ok(_) => true,
+            Err(e) => e.to_string() != message,
+        }
+    };
+    let keys: Vec<&String> = table
+        .keys()
+        .filter(|k| *k != "kind")
+        .filter(|k| changes(k))
+        .collect();
+    match keys[..] {
+        [key] => Some(key.clone()),
+        _ => None,
+    }
+}
+
+/// The line of key `key` of the `[model]` table in `text`, if the text parses that far.
+fn model_key_line(text: &str, key: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct Spans {
+        model: std::collections::BTreeMap<String, toml::Spanned<toml::Value>>,
+    }
+    let spans: Spans = toml::from_str(text).ok()?;
+    let value = spans.model.get(key)?;
+    Some(value.span().start)
 }
 
 /// The 1-based number and the trimmed text of the line holding byte `byte`.

@@ -117,11 +117,30 @@ pub fn nll(
     })
 }
 
+/// -log p(x_kept) over a data set ([`kept_nll`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeptNll {
+    /// Under the whole model (deep NADE: the ensemble of its orderings).
+    pub whole: NllSummary,
+    /// Under its first component alone (deep NADE: the first ordering, restricted).
+    pub first: NllSummary,
+    /// The kept pixels of all images together; `bits_per_dim` divides by them (by 1 when
+    /// there are none: then it means nothing, see [`KeptNll::bits_per_kept_pixel`]).
+    pub kept_pixels: usize,
+}
+
+impl KeptNll {
+    /// Bits per kept pixel under the whole model; None when nothing is kept (0 / 0).
+    pub fn bits_per_kept_pixel(&self) -> Option<f64> {
+        (self.kept_pixels > 0).then_some(self.whole.bits_per_dim)
+    }
+}
+
 /// -log p(x_kept) per image over a data set, `masks` row r (1 = kept) for image r: under the
 /// whole model and under its first component (deep NADE: the ensemble, and the first
-/// ordering restricted to the kept set), exactly ([`Autoregressive::kept_log_prob`]).
-/// `bits_per_dim` divides by the kept pixels of all images, in bits. An error for a model
-/// that cannot say log p(x_kept) exactly.
+/// ordering restricted to the kept set), exactly ([`Autoregressive::kept_log_prob`]): any
+/// kept set for an order-agnostic model, a prefix of its order for the others. An error for
+/// a kept set the model cannot score exactly.
 pub fn kept_nll(
     model: &dyn Autoregressive,
     data: &BinaryDataset,
@@ -129,7 +148,7 @@ pub fn kept_nll(
     batch: usize,
     device: &Device,
     progress: bool,
-) -> Result<(NllSummary, NllSummary)> {
+) -> Result<KeptNll> {
     check_inputs(model, data, batch)?;
     if masks.n() != data.n() || masks.len() != data.len() {
         bail!(
@@ -141,6 +160,7 @@ pub fn kept_nll(
             model.config().n()
         );
     }
+    crate::sample::check_conditioning(model, masks)?;
     let lines = if progress {
         Progress::to_stderr("evaluated", "images", data.len())
     } else {
@@ -154,13 +174,14 @@ pub fn kept_nll(
         let m = masks.tensor_range(begin, end, device)?;
         let Some(kept) = model.kept_log_prob(&x, &m)? else {
             bail!(
-                "a {} model cannot give log p(x_kept) exactly (order-agnostic models can: {})",
+                "a {} model cannot give log p(x_kept) exactly for these kept sets (order-agnostic models can: {})",
                 model.config().kind(),
                 crate::models::ModelConfig::ANY_ORDER_KINDS.join(", ")
             );
         };
-        whole.extend(kept.model.iter().map(|lp| -lp));
-        first.extend(kept.first.iter().map(|lp| -lp));
+        // 0 - lp: nothing kept scores 0 nats, not -0.
+        whole.extend(kept.model.iter().map(|lp| 0.0 - lp));
+        first.extend(kept.first.iter().map(|lp| 0.0 - lp));
         lines.inc(end - begin);
     }
     lines.finish();
@@ -170,7 +191,11 @@ pub fn kept_nll(
         .sum();
     let seconds = start.elapsed().as_secs_f64();
     let summary = |values: &[f64]| summary_of(values, kept_pixels.max(1), seconds);
-    Ok((summary(&whole), summary(&first)))
+    Ok(KeptNll {
+        whole: summary(&whole),
+        first: summary(&first),
+        kept_pixels,
+    })
 }
 
 /// The statistics of per-image NLLs; bits per dimension divide their sum by `dimensions`

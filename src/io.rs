@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 
-/// Writes the bytes to a sibling temporary file, syncs it and renames it over `path`.
+/// Writes the bytes to a sibling temporary file, syncs it and renames it over `path`. The
+/// folder must exist: a mistyped path never becomes a folder.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    let dir = folder_of(path);
+    if !dir.is_dir() {
+        return Err(no_folder(path, dir));
+    }
     let file_name = path
         .file_name()
         .ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
@@ -30,6 +30,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(e).with_context(|| format!("{}: cannot write", path.display()));
     }
     Ok(())
+}
+
+/// Checks, before the work that produces it, that the file `flag` names can be written where
+/// it says: its folder exists (nothing creates it).
+pub fn check_folder_exists(flag: &str, path: &Path) -> Result<()> {
+    let dir = folder_of(path);
+    if !dir.is_dir() {
+        return Err(no_folder(path, dir)).with_context(|| flag.to_string());
+    }
+    Ok(())
+}
+
+/// The folder a file path writes into ("." for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn no_folder(path: &Path, dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "{}: cannot write, no such folder {} (create it first)",
+        path.display(),
+        dir.display()
+    )
 }
 
 /// The hidden sibling a write of `file_name` by process `pid` goes through:

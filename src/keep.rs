@@ -53,7 +53,8 @@ impl FromStr for KeepSpec {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("--keep {s:?}: expected {GRAMMAR}");
+        // clap puts the flag and the value before these messages: they do not repeat them.
+        let bad = || format!("expected {GRAMMAR}");
         let (name, arg) = s.split_once(':').ok_or_else(bad)?;
         let count = || arg.trim().parse::<usize>().map_err(|_| bad());
         Ok(match name.trim() {
@@ -71,7 +72,7 @@ impl FromStr for KeepSpec {
                     return Err(bad());
                 };
                 if r0 > r1 || c0 > c1 {
-                    return Err(format!("--keep {s:?}: the box needs R0 <= R1 and C0 <= C1"));
+                    return Err("the box needs R0 <= R1 and C0 <= C1".to_string());
                 }
                 if name.trim() == "box" {
                     KeepSpec::Box { r0, c0, r1, c1 }
@@ -81,7 +82,7 @@ impl FromStr for KeepSpec {
             }
             "random" => match arg.trim().parse::<f64>() {
                 Ok(p) if (0.0..=1.0).contains(&p) => KeepSpec::Random(p),
-                _ => return Err(format!("--keep {s:?}: P must be a probability in [0, 1]")),
+                _ => return Err("P must be a probability in [0, 1]".to_string()),
             },
             _ => return Err(bad()),
         })

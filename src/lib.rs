@@ -1,4 +1,5 @@
-//! nade: autoregressive density models of binary vectors (FVSBN, MLP, NADE) on candle.
+//! nade: autoregressive density models of binary vectors (FVSBN, MLP, NADE, MADE,
+//! order-agnostic deep NADE) on candle.
 //! docs/ARCHITECTURE.md is the map of the code.
 //!
 //! p(x) = prod_i p(x_i | x_<i) over x in {0,1}^n; every model computes all n conditionals at
@@ -21,6 +22,7 @@ pub mod models;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod run_lock;
 pub mod sample;
 pub mod threads;
 pub mod train;

@@ -70,6 +70,15 @@ fn positive(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A duration in seconds: a finite number above 0.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        Ok(_) => Err("must be a number of seconds above 0".into()),
+        Err(e) => Err(format!("not a number ({e})")),
+    }
+}
+
 #[derive(Args)]
 struct BenchArgs {
     #[arg(long, default_value = "nade", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::KINDS))]
@@ -98,7 +107,7 @@ struct BenchArgs {
     )]
     phase: Vec<bench::Phase>,
     /// Timed seconds per (path, phase) after the warm-up.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
     seconds: f64,
     /// Data folder for real binarized MNIST batches (synthetic ones if it lacks the training
     /// file; no download). A folder named here or by NADE_DATA_DIR must exist.
@@ -152,9 +161,12 @@ struct TrainArgs {
     /// Override output.dir.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Override data.dir.
+    /// Override data.dir: the folder of {dataset}_{train,valid,test}.amat.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Override data.dataset: binarized_mnist, dna, mushrooms, nips, or a name of your own.
+    #[arg(long, value_name = "NAME")]
+    dataset: Option<String>,
     /// Override train.threads: CPU threads (0 = all cores).
     #[arg(long, value_name = "N", value_parser = threads_parser())]
     threads: Option<u64>,
@@ -183,8 +195,10 @@ struct EvalArgs {
     checkpoint: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    #[arg(long, value_enum, default_value_t = Split::Test)]
-    split: Split,
+    /// The split of the data folder [default: test]; not with --data naming one file, which
+    /// is evaluated whole.
+    #[arg(long, value_enum)]
+    split: Option<Split>,
     /// Evaluate only the first N images of the split.
     #[arg(long, value_name = "N", value_parser = positive)]
     limit: Option<usize>,
@@ -224,6 +238,13 @@ struct EvalArgs {
 }
 
 fn main() -> ExitCode {
+    // candle attaches a backtrace to its errors whenever RUST_BACKTRACE is set (common in
+    // developers' shells), and prints it inside the message: a one-line error would become
+    // a hundred. RUST_LIB_BACKTRACE=0 turns those captures off and leaves panics' backtraces
+    // to RUST_BACKTRACE; set RUST_LIB_BACKTRACE=1 to see them when debugging candle.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -330,6 +351,9 @@ fn run_train(args: TrainArgs) -> Result<()> {
         config.data.dir = Some(data);
         config.data.dir_origin = PathOrigin::Flag;
     }
+    if let Some(dataset) = args.dataset {
+        config.data.dataset = Some(dataset);
+    }
     if let Some(threads) = args.threads {
         config.train.threads = threads as usize;
     }
@@ -372,7 +396,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         path_origin: PathOrigin::Flag,
         dataset: args.data.dataset.clone(),
     };
-    let mut data = load_split(&source, args.split)?;
+    let read = DataRead::of(&source, args.split)?;
+    let mut data = load_split(&source, read.split.unwrap_or(Split::Test))?;
     if let Some(limit) = args.limit {
         data.truncate(limit);
     }
@@ -406,7 +431,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let progress =
         (!args.json && std::io::stderr().is_terminal()) || model.config().orders_used().is_some();
     if let Some(spec) = args.keep {
-        return eval_kept(&args, spec, model, &data, batch, &device, progress);
+        return eval_kept(&args, &read, spec, model, &data, batch, &device, progress);
     }
     let curve = if args.curve {
         Some(eval::mixture_curve(model, &data, batch, &device, progress)?)
@@ -428,7 +453,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "config": cfg.structure(),
             "masks": cfg.masks_used(),
             "orders": cfg.orders_used(),
-            "split": args.split.to_string(),
+            "split": read.split.map(|s| s.to_string()),
+            "data": read.file.display().to_string(),
             "count": summary.count,
             "nll_nats": summary.nll_nats,
             "nll_std_err": summary.std_err,
@@ -483,10 +509,10 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     }
     if !args.json {
         println!(
-            "{} on {} {} images: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {} images/s)",
+            "{} on {} {}: NLL {:.4} ± {:.4} nats, {:.5} bits/dim ({:.1} s, {} images/s)",
             cfg.describe(),
             summary.count,
-            args.split,
+            read.images(),
             summary.nll_nats,
             summary.std_err,
             summary.bits_per_dim,
@@ -497,9 +523,48 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// What an evaluation reads: a split of the data folder, or the one file `--data` names.
+struct DataRead {
+    /// None for one file named by `--data`: it is no split, whatever its content.
+    split: Option<Split>,
+    file: PathBuf,
+}
+
+impl DataRead {
+    /// `split` as given (None: the default, test); refused for a single file, which is read
+    /// whole and would otherwise be labelled a split it may not be.
+    fn of(source: &DataSource, split: Option<Split>) -> Result<Self> {
+        match (source.single_file(), split) {
+            (Some(file), Some(split)) => anyhow::bail!(
+                "--split {split}: --data names one file ({}), which is evaluated whole; drop --split, or point --data at the folder of {}_{{train,valid,test}}.amat",
+                file.display(),
+                source.dataset
+            ),
+            (Some(file), None) => Ok(Self { split: None, file }),
+            (None, split) => {
+                let split = split.unwrap_or(Split::Test);
+                Ok(Self {
+                    split: Some(split),
+                    file: source.file_of(split),
+                })
+            }
+        }
+    }
+
+    /// "test images", or "images of FILE".
+    fn images(&self) -> String {
+        match self.split {
+            Some(split) => format!("{split} images"),
+            None => format!("images of {}", self.file.display()),
+        }
+    }
+}
+
 /// `nade eval --keep SPEC`: the mean -log p(x_kept) under the model and its first component.
+#[allow(clippy::too_many_arguments)]
 fn eval_kept(
     args: &EvalArgs,
+    read: &DataRead,
     spec: KeepSpec,
     model: &dyn nade::models::Autoregressive,
     data: &nade::data::BinaryDataset,
@@ -508,8 +573,9 @@ fn eval_kept(
     progress: bool,
 ) -> Result<()> {
     let masks = spec.masks(data.n(), data.len(), args.seed)?;
-    let (whole, first) = eval::kept_nll(model, data, &masks, batch, device, progress)
+    let kept = eval::kept_nll(model, data, &masks, batch, device, progress)
         .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
+    let (whole, first) = (&kept.whole, &kept.first);
     let cfg = model.config();
     if args.json {
         let json = serde_json::json!({
@@ -518,13 +584,15 @@ fn eval_kept(
             "n": cfg.n(),
             "config": cfg.structure(),
             "orders": cfg.orders_used(),
-            "split": args.split.to_string(),
+            "split": read.split.map(|s| s.to_string()),
+            "data": read.file.display().to_string(),
             "keep": spec.to_string(),
             "seed": args.seed,
             "count": whole.count,
             "kept_nll_nats": whole.nll_nats,
             "kept_nll_std_err": whole.std_err,
-            "kept_bits_per_dim": whole.bits_per_dim,
+            "kept_pixels": kept.kept_pixels,
+            "kept_bits_per_dim": kept.bits_per_kept_pixel(),
             "kept_nll_first_nats": first.nll_nats,
             "kept_nll_first_std_err": first.std_err,
             "device": device::name(device),
@@ -533,14 +601,17 @@ fn eval_kept(
         });
         println!("{json}");
     } else {
+        let per_pixel = match kept.bits_per_kept_pixel() {
+            Some(bits) => format!("{bits:.5} bits per kept pixel"),
+            None => "no pixel kept".to_string(),
+        };
         println!(
-            "{} on {} {} images keeping {spec}: -log p(x_kept) {:.4} ± {:.4} nats ({:.5} bits per kept pixel; first component alone {:.4} ± {:.4}) ({:.1} s)",
+            "{} on {} {} keeping {spec}: -log p(x_kept) {:.4} ± {:.4} nats ({per_pixel}; first component alone {:.4} ± {:.4}) ({:.1} s)",
             cfg.describe(),
             whole.count,
-            args.split,
+            read.images(),
             whole.nll_nats,
             whole.std_err,
-            whole.bits_per_dim,
             first.nll_nats,
             first.std_err,
             whole.seconds
@@ -650,6 +721,10 @@ struct CompleteArgs {
 fn run_sample(args: SampleArgs) -> Result<()> {
     args.threads.apply()?;
     image_grid::check_png_name("--out", &args.out)?;
+    nade::io::check_folder_exists("--out", &args.out)?;
+    if let Some(path) = &args.amat {
+        nade::io::check_folder_exists("--amat", path)?;
+    }
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
@@ -700,6 +775,10 @@ const LONG_SAMPLING: usize = 10_000;
 fn run_complete(args: CompleteArgs) -> Result<()> {
     args.threads.apply()?;
     image_grid::check_png_name("--out", &args.out)?;
+    nade::io::check_folder_exists("--out", &args.out)?;
+    if let Some(path) = &args.amat {
+        nade::io::check_folder_exists("--amat", path)?;
+    }
     let device = device::select(args.device)?;
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
@@ -724,7 +803,16 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
             args.count, args.samples, args.scale
         ),
     )?;
+    let read = DataRead::of(&source, None)?;
     let test = load_split(&source, Split::Test)?;
+    if test.n() != n {
+        anyhow::bail!(
+            "{}: images of {} values, but {} models n = {n}",
+            read.file.display(),
+            test.n(),
+            args.checkpoint.display()
+        );
+    }
     let given = sample::select_rows(&test, args.index, args.count, args.stride)?;
     let total = given.len() * args.samples;
     memory::check(&memory::sampling(&memory::SamplingJob {
@@ -788,9 +876,10 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} completions of {} test images from index {} (stride {}) keeping {spec}: {}",
+        "{} completions of {} {} from index {} (stride {}) keeping {spec}: {}",
         completions.len(),
         given.len(),
+        read.images(),
         args.index,
         args.stride,
         args.out.display()

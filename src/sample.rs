@@ -302,20 +302,19 @@ pub fn complete_in_order(
     BinaryDataset::new(n, batches.concat())
 }
 
-/// Whether `model` can condition exactly on every kept set of `masks`.
-fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> Result<()> {
-    let orders = match model.orders() {
-        Orders::Fixed(order) => vec![order],
-        Orders::Mixture(orders) => orders,
+/// Whether `model` can condition exactly on every kept set of `masks` (and so give
+/// log p(x_kept) exactly); an error naming the first image whose kept set it cannot.
+pub fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> Result<()> {
+    let own = model.orders();
+    let orders = match &own {
+        Orders::Fixed(order) => vec![order.clone()],
+        Orders::Mixture(orders) => orders.clone(),
         Orders::Any => return Ok(()),
     };
     let natural = orders.len() == 1 && orders[0].iter().enumerate().all(|(t, &i)| t == i);
     for (r, mask) in masks.rows().enumerate() {
-        let kept = mask.iter().filter(|&&v| v != 0).count();
-        if orders
-            .iter()
-            .any(|order| order[..kept].iter().any(|&i| mask[i] == 0))
-        {
+        let observed: Vec<bool> = mask.iter().map(|&v| v != 0).collect();
+        if !own.conditions_on(&observed) {
             let order_name = if orders.len() > 1 {
                 format!("the pixel order of every one of its {} masks", orders.len())
             } else if natural {

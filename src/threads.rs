@@ -18,6 +18,9 @@ pub fn set(threads: usize, key: &str) -> Result<()> {
     if threads == 0 {
         return Ok(());
     }
+    if let Some(warning) = check_against_cores(threads, cores(), key)? {
+        eprintln!("warning: {warning}");
+    }
     let value = threads.to_string();
     std::env::set_var("RAYON_NUM_THREADS", &value);
     std::env::set_var("CANDLE_NUM_THREADS", &value);
@@ -39,7 +42,59 @@ pub fn validate(threads: usize, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// How many times the cores a thread count may be: past it the threads only take turns
+/// (`--threads 1000` on 2 cores made a 0.1 s evaluation take 20 s).
+pub const MAX_PER_CORE: usize = 8;
+
+/// The cores this process may run on (affinity and cgroup quota included); 1 if unknown.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `threads` against the machine's `cores`: an error past [`MAX_PER_CORE`] times them, a
+/// warning (returned) past them, else nothing. The config's own check ([`validate`]) does
+/// not look at the machine: a run file means the same everywhere; this runs when the
+/// threads are started.
+pub fn check_against_cores(threads: usize, cores: usize, key: &str) -> Result<Option<String>> {
+    let limit = MAX_PER_CORE * cores;
+    if threads > limit {
+        bail!(
+            "{key} = {threads}: this machine gives the process {cores} cores; more than {limit} threads ({MAX_PER_CORE} per core) only slow the work down (0 = all cores)"
+        );
+    }
+    Ok((threads > cores).then(|| {
+        format!(
+            "{key} = {threads}: more threads than the {cores} cores this machine gives the process; they take turns, which slows the work down"
+        )
+    }))
+}
+
 /// The threads CPU work runs on now (rayon's global pool).
 pub fn current() -> usize {
     rayon::current_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_counts_past_the_cores_warn_and_absurd_ones_are_refused() {
+        assert_eq!(check_against_cores(2, 2, "--threads").unwrap(), None);
+        assert_eq!(check_against_cores(1, 2, "--threads").unwrap(), None);
+        let warning = check_against_cores(3, 2, "--threads").unwrap().unwrap();
+        assert!(
+            warning.contains("--threads = 3") && warning.contains("2 cores"),
+            "{warning}"
+        );
+        assert!(check_against_cores(16, 2, "--threads").unwrap().is_some());
+        let e = check_against_cores(1000, 2, "train.threads")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train.threads = 1000") && e.contains("16"),
+            "{e}"
+        );
+        assert!(check_against_cores(17, 2, "--threads").is_err());
+    }
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::checkpoint;
 use crate::config::Config;
-use crate::data::source::{load_split, resolve_dir};
+use crate::data::source::load_split;
 use crate::data::{BinaryDataset, Split};
 use crate::device;
 use crate::eval::{self, NllSummary};
@@ -29,6 +29,7 @@ use crate::memory;
 use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::plot;
+use crate::run_lock::RunLock;
 use crate::sample;
 use crate::threads;
 pub use crate::train_progress::Progress;
@@ -85,10 +86,51 @@ impl Default for Options {
 
 pub const BEST: &str = "best.safetensors";
 
-/// Loads the data, builds or restores the model and trains it as `config` says.
+/// Loads the data, builds or restores the model and trains it as `config` says, holding the
+/// output folder's [`RunLock`] throughout.
 pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
+    let out = &config.output.dir;
+    let created = if opts.resume {
+        if !out.is_dir() {
+            bail!("{}: no such run folder (--resume)", out.display());
+        }
+        false
+    } else {
+        let created = !out.exists();
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("{}: cannot create output folder", out.display()))?;
+        created
+    };
+    // Before anything else: a second run on this folder is refused at once.
+    let lock = RunLock::acquire(out)?;
+    let result = run_locked(config, opts);
+    if result.is_err() && created {
+        // A run that failed before writing anything (bad data, too little memory) leaves no
+        // folder behind; remove_dir keeps one that holds files.
+        let _ = std::fs::remove_file(lock.path());
+        let _ = std::fs::remove_dir(out);
+    }
+    drop(lock);
+    result
+}
+
+fn run_locked(config: &Config, opts: &Options) -> Result<Summary> {
+    let out = &config.output.dir;
+    if !opts.resume {
+        make_room_for_a_new_run(out, opts.force)?;
+    }
     let device = device::select(config.train.device)?;
     let source = config.data.source();
+    if let Some(file) = source.single_file() {
+        // One file would be the training, validation and test set at once: a "test NLL" that
+        // is the validation NLL.
+        bail!(
+            "{}: a single .amat file ({}), but a run reads its train, valid and test splits from a folder of {}_{{train,valid,test}}.amat: name that folder",
+            file.display(),
+            source.path_origin_text(),
+            source.dataset
+        );
+    }
     let train = load_split(&source, Split::Train)?;
     let valid = load_split(&source, Split::Valid)?;
     if train.n() != valid.n() {
@@ -101,12 +143,6 @@ pub fn run(config: &Config, opts: &Options) -> Result<Summary> {
     let model_cfg = config.model_config(train.n())?;
     let need = memory::training(&model_cfg, &config.train, train.len(), valid.len(), &device);
     memory::check(&need)?;
-    let out = &config.output.dir;
-    if !opts.resume {
-        make_room_for_a_new_run(out, opts.force)?;
-    }
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("{}: cannot create output folder", out.display()))?;
     let removed = remove_stale_temporaries(out)?;
     if !removed.is_empty() {
         let names: Vec<_> = removed
@@ -469,9 +505,7 @@ fn banner(
         ),
         format!(
             "data {} ({}): {} train and {} valid images of {} values",
-            resolve_dir(source.path.as_deref(), source.path_origin)
-                .path
-                .display(),
+            source.resolve().path.display(),
             source.dataset,
             train.len(),
             valid.len(),
@@ -507,9 +541,24 @@ fn make_room_for_a_new_run(out: &Path, force: bool) -> Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for name in held {
+    // Runs forced within one second share the stamp: a counter keeps every backup. The run
+    // lock keeps other processes out while the names are chosen.
+    let kept_name = |name: &str, copy: usize| {
         let stem = name.trim_end_matches(".safetensors");
-        let kept = out.join(format!("{stem}.replaced-{stamp}.safetensors"));
+        match copy {
+            0 => format!("{stem}.replaced-{stamp}.safetensors"),
+            _ => format!("{stem}.replaced-{stamp}-{copy}.safetensors"),
+        }
+    };
+    let copy = (0..)
+        .find(|&copy| {
+            [BEST, LAST]
+                .iter()
+                .all(|name| !out.join(kept_name(name, copy)).exists())
+        })
+        .expect("a free name");
+    for name in held {
+        let kept = out.join(kept_name(name, copy));
         std::fs::rename(out.join(name), &kept)
             .with_context(|| format!("{}: cannot keep {name} aside", out.display()))?;
         eprintln!("--force: kept the earlier {name} as {}", kept.display());

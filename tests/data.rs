@@ -529,20 +529,36 @@ fn resolve_dir_order() {
     };
     for origin in [PathOrigin::Flag, PathOrigin::Config] {
         assert_eq!(
-            resolve_dir_with(Some(explicit), origin, Some(env)),
+            resolve_dir_with(Some(explicit), origin, "dna", Some(env)),
             at("/a", origin)
         );
     }
     assert_eq!(
-        resolve_dir_with(None, PathOrigin::Flag, Some(env)),
+        resolve_dir_with(None, PathOrigin::Flag, "dna", Some(env)),
         at("/b", PathOrigin::Env)
     );
     assert_eq!(
-        resolve_dir_with(None, PathOrigin::Flag, Some(std::ffi::OsStr::new(""))),
+        resolve_dir_with(
+            None,
+            PathOrigin::Flag,
+            "binarized_mnist",
+            Some(std::ffi::OsStr::new(""))
+        ),
         at(DEFAULT_DIR, PathOrigin::DefaultDir)
     );
     assert_eq!(
-        resolve_dir_with(None, PathOrigin::Config, None),
+        resolve_dir_with(None, PathOrigin::Config, "binarized_mnist", None),
+        at("data/binarized_mnist", PathOrigin::DefaultDir)
+    );
+    // The UCI benchmarks have a folder of their own (../shared/data/uci_binary's layout).
+    for dataset in ["dna", "mushrooms", "nips"] {
+        assert_eq!(
+            resolve_dir_with(None, PathOrigin::Config, dataset, None),
+            at("data/uci_binary", PathOrigin::DefaultDir)
+        );
+    }
+    assert_eq!(
+        resolve_dir_with(None, PathOrigin::Config, "my_own", None),
         at("data/binarized_mnist", PathOrigin::DefaultDir)
     );
     let src = DataSource::default();

@@ -17,8 +17,13 @@ use super::{BinaryDataset, Split};
 
 /// The data set read when none is named.
 pub const DEFAULT_DATASET: &str = "binarized_mnist";
-/// The data folder when neither flag, config nor environment names one.
+/// The data folder of binarized MNIST (and of data sets of your own) when neither flag,
+/// config nor environment names one.
 pub const DEFAULT_DIR: &str = "data/binarized_mnist";
+/// The data folder of the UCI binary benchmarks ([`UCI_DATASETS`]) when nothing names one.
+pub const UCI_DIR: &str = "data/uci_binary";
+/// The UCI binary benchmarks of the NADE and MADE papers that nade knows the checksums of.
+pub const UCI_DATASETS: [&str; 3] = ["dna", "mushrooms", "nips"];
 /// Environment variable naming the data folder (or a single `.amat` file).
 pub const DATA_DIR_ENV: &str = "NADE_DATA_DIR";
 /// Environment variable overriding [`BINARIZED_MNIST_URL`] (a mirror, or a test server).
@@ -106,6 +111,35 @@ pub struct DataSource {
     pub dataset: String,
 }
 
+impl DataSource {
+    /// The data path this source reads: its own, else the environment's, else the default
+    /// folder of its data set.
+    pub fn resolve(&self) -> DataPath {
+        resolve_dir(self.path.as_deref(), self.path_origin, &self.dataset)
+    }
+
+    /// The one `.amat` file this source names, where it names a file rather than a folder: it
+    /// is read whole whatever split is asked for.
+    pub fn single_file(&self) -> Option<PathBuf> {
+        let path = self.resolve().path;
+        path.is_file().then_some(path)
+    }
+
+    /// Who named the path this source reads, for messages.
+    pub fn path_origin_text(&self) -> String {
+        self.resolve().origin.to_string()
+    }
+
+    /// What [`load_split`] reads for `split`, for messages: the split's file in the folder, or
+    /// the one file named.
+    pub fn file_of(&self, split: Split) -> PathBuf {
+        match self.single_file() {
+            Some(file) => file,
+            None => split_file(&self.resolve().path, &self.dataset, split),
+        }
+    }
+}
+
 impl Default for DataSource {
     fn default() -> Self {
         Self {
@@ -176,23 +210,39 @@ impl DataPath {
 }
 
 /// The data path: `explicit` (from `origin`: flag or config), else `$NADE_DATA_DIR`, else
-/// [`DEFAULT_DIR`].
-pub fn resolve_dir(explicit: Option<&Path>, origin: PathOrigin) -> DataPath {
-    resolve_dir_with(explicit, origin, std::env::var_os(DATA_DIR_ENV).as_deref())
+/// the default folder of `dataset` ([`default_dir`]).
+pub fn resolve_dir(explicit: Option<&Path>, origin: PathOrigin, dataset: &str) -> DataPath {
+    resolve_dir_with(
+        explicit,
+        origin,
+        dataset,
+        std::env::var_os(DATA_DIR_ENV).as_deref(),
+    )
 }
 
 /// [`resolve_dir`] with the environment value passed in; an empty value counts as unset.
 pub fn resolve_dir_with(
     explicit: Option<&Path>,
     origin: PathOrigin,
+    dataset: &str,
     env_dir: Option<&OsStr>,
 ) -> DataPath {
     let (path, origin) = match (explicit, env_dir.filter(|d| !d.is_empty())) {
         (Some(path), _) => (path.to_path_buf(), origin),
         (None, Some(env)) => (PathBuf::from(env), PathOrigin::Env),
-        (None, None) => (PathBuf::from(DEFAULT_DIR), PathOrigin::DefaultDir),
+        (None, None) => (PathBuf::from(default_dir(dataset)), PathOrigin::DefaultDir),
     };
     DataPath { path, origin }
+}
+
+/// The folder a data set is looked for in when nothing names one: [`UCI_DIR`] for the UCI
+/// benchmarks, [`DEFAULT_DIR`] for every other.
+pub fn default_dir(dataset: &str) -> &'static str {
+    if UCI_DATASETS.contains(&dataset) {
+        UCI_DIR
+    } else {
+        DEFAULT_DIR
+    }
 }
 
 /// Base URL of the binarized MNIST files: `$NADE_DATA_URL`, else [`BINARIZED_MNIST_URL`].
@@ -222,7 +272,7 @@ pub fn known_content_sha256(dataset: &str, split: Split) -> Option<&'static str>
 
 /// Loads one split as chosen by `src`, the environment and the defaults.
 pub fn load_split(src: &DataSource, split: Split) -> Result<BinaryDataset> {
-    let data_path = resolve_dir(src.path.as_deref(), src.path_origin);
+    let data_path = src.resolve();
     load_split_at(&data_path, &src.dataset, split, &download_base_url())
 }
 

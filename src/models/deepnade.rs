@@ -50,6 +50,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::made::pick;
+use super::masks::read_orderings;
 use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
@@ -665,29 +666,6 @@ impl DeepNade {
             probs: flat(probs)?,
         })
     }
-}
-
-/// The K orderings of the checkpoint's `order` buffer, each checked to be a permutation.
-fn read_orderings(n: usize, order: &Tensor) -> Result<Vec<Vec<usize>>> {
-    let rows = order.to_device(&Device::Cpu)?.to_vec2::<i64>()?;
-    rows.iter()
-        .enumerate()
-        .map(|(k, row)| {
-            let mut seen = vec![false; n];
-            row.iter()
-                .map(|&d| {
-                    if d < 0 || d as usize >= n || seen[d as usize] {
-                        candle_core::bail!(
-                            "tensor `order`: row {k} is not a permutation of 0..{} (holds {d})",
-                            n.saturating_sub(1)
-                        );
-                    }
-                    seen[d as usize] = true;
-                    Ok(d as usize)
-                })
-                .collect()
-        })
-        .collect()
 }
 
 impl Autoregressive for DeepNade {

@@ -44,12 +44,13 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::masks::read_orderings;
 use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
-    bernoulli_log_prob, Autoregressive, Evidence, ModelConfig, Orders, ParamSpec, Pass,
-    SampledBatch, SamplerState,
+    bernoulli_log_prob, log_mean_exp, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders,
+    ParamSpec, Pass, SampledBatch, SamplerState,
 };
 use crate::kernels::bias_add::bias_add;
 use crate::kernels::masked_linear::{masked_linear, DegreeMask};
@@ -696,28 +697,17 @@ fn read_connectivity(
     degrees: &[Tensor],
 ) -> Result<Vec<Connectivity>> {
     let n = cfg.n;
-    let orders = order.to_device(&Device::Cpu)?.to_vec2::<i64>()?;
+    let orders = read_orderings(n, order)?;
     let layers = degrees
         .iter()
         .map(|t| t.to_device(&Device::Cpu)?.to_vec2::<i64>())
         .collect::<Result<Vec<_>>>()?;
     let top = n.saturating_sub(1).max(1) as i64;
-    (0..cfg.masks)
-        .map(|k| {
-            let mut seen = vec![false; n];
-            let order: Vec<usize> = orders[k]
-                .iter()
-                .map(|&d| {
-                    if d < 0 || d as usize >= n || seen[d as usize] {
-                        candle_core::bail!(
-                            "tensor `order`: row {k} is not a permutation of 0..{} (holds {d})",
-                            n.saturating_sub(1)
-                        );
-                    }
-                    seen[d as usize] = true;
-                    Ok(d as usize)
-                })
-                .collect::<Result<_>>()?;
+    orders
+        .into_iter()
+        .take(cfg.masks)
+        .enumerate()
+        .map(|(k, order)| {
             let degrees = layers
                 .iter()
                 .enumerate()
@@ -726,10 +716,11 @@ fn read_connectivity(
                         .iter()
                         .map(|&m| {
                             if !(1..=top).contains(&m) {
-                                candle_core::bail!(
+                                // Error::Msg, not bail!: no backtrace in a message users read.
+                                return Err(candle_core::Error::Msg(format!(
                                     "tensor `degrees{}`: row {k} holds {m}, outside 1..={top}",
                                     l + 1
-                                );
+                                )));
                             }
                             Ok(m as usize)
                         })
@@ -795,6 +786,26 @@ impl Autoregressive for Made {
                 .map(|r| r.into_iter().map(f64::from).collect())
                 .collect(),
         ))
+    }
+
+    /// Where every row's kept set is a prefix of every used mask's order: the mixture of the
+    /// masks' prefix likelihoods.
+    fn kept_log_prob(&self, kept: &Tensor, observed: &Tensor) -> Result<Option<KeptLogProb>> {
+        let observed_host = observed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let orders = self.orders();
+        let prefixes = observed_host.iter().all(|row| {
+            let row: Vec<bool> = row.iter().map(|&v| v != 0.0).collect();
+            orders.conditions_on(&row)
+        });
+        if !prefixes {
+            return Ok(None);
+        }
+        let per_mask = self.prefix_log_likelihoods(kept, &observed_host)?;
+        Ok(Some(KeptLogProb {
+            first: per_mask.iter().map(|lp| lp[0]).collect(),
+            model: per_mask.iter().map(|lp| log_mean_exp(lp)).collect(),
+            components: self.made.used_masks(),
+        }))
     }
 
     fn begin_train_step(&self, step: u64) {

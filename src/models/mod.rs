@@ -452,10 +452,34 @@ pub trait Autoregressive: Send + Sync {
     }
 
     /// log p(x_kept) of each row of `kept` ((B, n)) over the dimensions where `observed` is 1,
-    /// exactly; None where the model cannot say it exactly (the default).
+    /// exactly; None where the model cannot say it exactly. The default serves a model of one
+    /// component with a fixed order: where every row's kept set is a prefix of the order, the
+    /// sum of the prefix's conditionals, which depend on kept values only.
     fn kept_log_prob(&self, kept: &Tensor, observed: &Tensor) -> Result<Option<KeptLogProb>> {
-        let _ = (kept, observed);
-        Ok(None)
+        let orders = self.orders();
+        let one_component = matches!(orders, Orders::Fixed(_))
+            && self.config().masks_used().unwrap_or(1) == 1
+            && self.config().orders_used().unwrap_or(1) == 1;
+        if !one_component {
+            return Ok(None);
+        }
+        let observed_host = observed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        let prefixes = observed_host.iter().all(|row| {
+            let row: Vec<bool> = row.iter().map(|&v| v != 0.0).collect();
+            orders.conditions_on(&row)
+        });
+        if !prefixes {
+            return Ok(None);
+        }
+        let logits = self.logits(&kept.contiguous()?)?;
+        let weight = observed.to_dtype(logits.dtype())?;
+        let log_p = weighted_bernoulli_log_prob(&logits, kept, &weight)?;
+        let log_p = log_p.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        Ok(Some(KeptLogProb {
+            first: log_p.clone(),
+            model: log_p,
+            components: 1,
+        }))
     }
 
     /// Training announces the optimizer step of each minibatch before its loss (models whose

@@ -55,6 +55,20 @@ pub enum Orders {
     Any,
 }
 
+impl Orders {
+    /// Whether a model with these orders conditions exactly on the set where `observed` is
+    /// true: a prefix of its order (of every order of a mixture), or any set.
+    pub fn conditions_on(&self, observed: &[bool]) -> bool {
+        let kept = observed.iter().filter(|&&o| o).count();
+        let prefix = |order: &[usize]| order[..kept].iter().all(|&i| observed[i]);
+        match self {
+            Orders::Fixed(order) => prefix(order),
+            Orders::Mixture(orders) => orders.iter().all(|order| prefix(order)),
+            Orders::Any => true,
+        }
+    }
+}
+
 /// A batch to sample or complete, (B, n) f32 tensors on the model's device: where
 /// `observed` is 1 the dimension keeps its value in `kept`, elsewhere it is drawn with the
 /// uniform of the same place, walking the dimensions in `order` (None: the model's own).
