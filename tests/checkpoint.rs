@@ -430,6 +430,7 @@ fn a_made_file_with_model_n_and_activation_only_loads() {
 
         let mut broken = tensors.clone();
         let order = broken.iter_mut().find(|(n, ..)| n == "order").unwrap();
+        let (twice, missing) = (order.2[0], order.2[1]);
         order.2[1] = order.2[0];
         write_by_hand(
             &path,
@@ -438,5 +439,34 @@ fn a_made_file_with_model_n_and_activation_only_loads() {
         );
         let e = load_err(&path);
         assert!(e.contains("`order`") && e.contains("permutation"), "{e}");
+        assert!(
+            e.contains(&format!("{twice} appears twice and {missing} is missing")),
+            "{e}"
+        );
+        one_line_even_with_rust_backtrace(&path, "`order`");
+
+        let mut broken = tensors.clone();
+        let degrees = broken.iter_mut().find(|(n, ..)| n == "degrees1").unwrap();
+        degrees.2[0] = 99.0;
+        write_by_hand(
+            &path,
+            &broken,
+            &[("model", "made"), ("n", "7"), ("activation", "sigmoid")],
+        );
+        assert!(load_err(&path).contains("`degrees1`"));
+        one_line_even_with_rust_backtrace(&path, "`degrees1`");
     }
+}
+
+/// `nade info FILE` under RUST_BACKTRACE=1 (common in developers' shells): candle attaches a
+/// backtrace to its errors then, which must not reach the one-line message.
+fn one_line_even_with_rust_backtrace(path: &Path, says: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nade"))
+        .args(["info", path.to_str().unwrap()])
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let err = common::bin::refused(&out);
+    assert!(err.contains(says), "{err}");
 }

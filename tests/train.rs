@@ -338,6 +338,49 @@ fn config_errors_name_the_key() {
         e.contains("train.cosine_horizons") && e.contains("cosine"),
         "{e}"
     );
+    // A value of the wrong type inside [model] names its key and its own line, whatever the
+    // model and however the table is written.
+    for (text, key, line) in [
+        (
+            "[model]\nkind = \"nade\"\nhidden = -3\n",
+            "model.hidden",
+            "line 3 (hidden = -3)",
+        ),
+        (
+            "[model]\nkind = \"nade\"\nhidden = \"x\"\n",
+            "model.hidden",
+            "line 3",
+        ),
+        (
+            "[model]\nkind = \"made\"\nhidden = [8]\norder = \"foo\"\n",
+            "model.order",
+            "line 4",
+        ),
+        (
+            "[model]\nkind = \"made\"\nmasks = -1\nhidden = [8]\n",
+            "model.masks",
+            "line 3",
+        ),
+        (
+            "[model]\nkind = \"deepnade\"\nhidden = [8, -2]\n",
+            "model.hidden",
+            "line 3",
+        ),
+        (
+            "model = { kind = \"nade\", hidden = -3 }\n",
+            "model.hidden",
+            "line 1",
+        ),
+        (
+            "[model]\nkind = \"nade\"\nhiden = 3\n",
+            "`hiden`",
+            "line 3 (hiden = 3)",
+        ),
+    ] {
+        let e = err(&format!("{text}[output]\ndir = \"x\"\n"));
+        assert!(e.contains(key) && e.contains(line), "{text}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
 }
 
 /// A linear run resumed with another epoch count is refused by name: its past rates depend
@@ -502,6 +545,163 @@ fn a_new_run_refuses_a_folder_that_holds_one_and_force_keeps_the_old_best() {
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(std::fs::read(out.join(&kept[0])).unwrap(), best_before);
+}
+
+/// `--force` runs within one second kept their backups under one name, each overwriting
+/// the last: every earlier checkpoint survives under a name of its own.
+#[test]
+fn forced_runs_never_overwrite_an_earlier_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "fvsbn", 0, 1, "");
+    cfg.train.init_bias_from_data = false;
+    let out = dir.path().join("out");
+    let forced = Options {
+        force: true,
+        ..quiet()
+    };
+    train::run(&cfg, &quiet()).unwrap();
+    // Backups of the next seconds already there, as three forced runs in one second left them.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for stamp in now..now + 30 {
+        std::fs::write(
+            out.join(format!("best.replaced-{stamp}.safetensors")),
+            "earlier",
+        )
+        .unwrap();
+    }
+    let mut bests = vec![std::fs::read(out.join("best.safetensors")).unwrap()];
+    for seed in 1..4 {
+        cfg.train.seed = seed;
+        train::run(&cfg, &forced).unwrap();
+        bests.push(std::fs::read(out.join("best.safetensors")).unwrap());
+    }
+    let mut kept = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.starts_with("best.replaced-") {
+            let bytes = std::fs::read(out.join(&name)).unwrap();
+            if bytes != b"earlier" {
+                kept.push(bytes);
+            }
+        }
+    }
+    assert_eq!(kept.len(), 3, "three forced runs keep three earlier bests");
+    for earlier in &bests[..3] {
+        assert!(kept.contains(earlier), "an earlier best is lost");
+    }
+    let untouched = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| std::fs::read(e.as_ref().unwrap().path()).unwrap() == b"earlier")
+        .count();
+    assert_eq!(untouched, 30);
+}
+
+/// Two runs started together on one folder: one of them is refused at once, naming the
+/// other's process, and so is a `--resume` of the folder while that run goes on.
+#[cfg(unix)]
+#[test]
+fn two_runs_on_one_folder_the_second_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "nade", 8, 1, "");
+    cfg.train.epochs = 10_000;
+    cfg.train.patience = 10_000;
+    let file = config_file(&cfg, dir.path());
+    let out = dir.path().join("out");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_nade"))
+            .args(["train", file.to_str().unwrap(), "--threads", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut runs = [spawn(), spawn()];
+    let started = std::time::Instant::now();
+    let refused = loop {
+        if let Some(i) = (0..2).find(|&i| runs[i].try_wait().unwrap().is_some()) {
+            break i;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "neither run was refused within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let going = 1 - refused;
+    let mut err = String::new();
+    runs[refused]
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!runs[refused].wait().unwrap().success(), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("process {}", runs[going].id()))
+            && err.contains(&out.display().to_string()),
+        "{err}"
+    );
+
+    // The one going on: once it has a checkpoint, a resume of the folder is refused too.
+    let mut stdout = BufReader::new(runs[going].stdout.take().unwrap());
+    loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the run ended");
+        if line.starts_with("epoch 1 of 10000 ") {
+            break;
+        }
+    }
+    let resumed = nade(&["train", "--resume", out.to_str().unwrap()]);
+    let err = common::bin::refused(&resumed);
+    assert!(
+        err.contains(&format!("process {}", runs[going].id())),
+        "{err}"
+    );
+    runs[going].kill().unwrap();
+    runs[going].wait().unwrap();
+    // The lock went with the process (killed, not stopped): nothing holds the folder.
+    nade::run_lock::RunLock::acquire(&out).unwrap();
+}
+
+/// A run reads three splits: one .amat file given as the data is refused (it would be the
+/// training, validation and test set at once), and `--dataset` picks the files' prefix.
+#[test]
+fn a_run_refuses_one_data_file_and_takes_the_dataset_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "fvsbn", 0, 1, "");
+    let file = config_file(&cfg, dir.path());
+    let one = dir.path().join("data/toy_train.amat");
+    let out = dir.path().join("new-out");
+    let run = nade(&[
+        "train",
+        file.to_str().unwrap(),
+        "--data",
+        one.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = common::bin::refused(&run);
+    assert!(
+        err.contains(&one.display().to_string()) && err.contains("toy_{train,valid,test}.amat"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused run leaves no output folder");
+
+    let run = nade(&[
+        "train",
+        file.to_str().unwrap(),
+        "--dataset",
+        "other",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = common::bin::refused(&run);
+    assert!(err.contains("other_train.amat"), "{err}");
+    assert!(!out.exists(), "a refused run leaves no output folder");
 }
 
 /// `nade train ARGS` with stdout and stderr piped (not a terminal).
