@@ -557,3 +557,159 @@ fn threads_one_runs_every_command_and_gives_the_default_nll() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
 }
+
+/// One file given by --data is evaluated whole and said to be that file, never labelled a
+/// split it may not be; `--split` with it is refused. A folder's split is named as before.
+#[test]
+fn eval_of_one_file_names_the_file_and_refuses_a_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("fvsbn.safetensors");
+    write_checkpoint(&ckpt, "fvsbn", 6, 0);
+    let data = toy_data(dir.path(), 6);
+    let file = data.join("toy_train.amat");
+    let (c, f) = (ckpt.to_str().unwrap(), file.to_str().unwrap());
+    let json = eval_json(&ckpt, &file, &[]);
+    assert!(json["split"].is_null(), "{json}");
+    assert_eq!(json["data"], f);
+    let text = stdout(&nade(&["eval", c, "--data", f]));
+    assert!(text.contains(&format!("on 40 images of {f}:")), "{text}");
+    let e = error_line(&nade(&["eval", c, "--data", f, "--split", "valid"]));
+    assert!(e.contains("--split valid") && e.contains(f), "{e}");
+    let e = error_line(&nade(&[
+        "eval", c, "--data", f, "--split", "valid", "--keep", "top:1",
+    ]));
+    assert!(e.contains("--split valid"), "{e}");
+
+    let folder = data.to_str().unwrap();
+    let json = eval_json(&ckpt, &data, &["--dataset", "toy", "--split", "valid"]);
+    assert_eq!(json["split"], "valid");
+    assert_eq!(
+        json["data"],
+        data.join("toy_valid.amat").to_str().unwrap(),
+        "{json}"
+    );
+    let text = stdout(&nade(&["eval", c, "--data", folder, "--dataset", "toy"]));
+    assert!(text.contains("on 40 test images:"), "{text}");
+}
+
+/// Completion data of another width than the model's: the error names the file and the
+/// checkpoint, not the --keep spec.
+#[test]
+fn completing_images_of_another_width_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("nade.safetensors");
+    write_checkpoint(&ckpt, "nade", 784, 4);
+    let data = toy_data(dir.path(), 6);
+    let out = dir.path().join("c.png");
+    let e = error_line(&nade(&[
+        "complete",
+        ckpt.to_str().unwrap(),
+        "--keep",
+        "top:3",
+        "--count",
+        "2",
+        "--data",
+        data.to_str().unwrap(),
+        "--dataset",
+        "toy",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(
+        e.contains("toy_test.amat")
+            && e.contains("6 values")
+            && e.contains("nade.safetensors")
+            && !e.contains("--keep"),
+        "{e}"
+    );
+}
+
+/// `--out` (and `--amat`) in a folder that does not exist is refused before any work, and
+/// no folder is created: a mistyped path never becomes a folder.
+#[test]
+fn output_files_in_a_missing_folder_are_refused_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("fvsbn.safetensors");
+    write_checkpoint(&ckpt, "fvsbn", 4, 0);
+    let c = ckpt.to_str().unwrap();
+    let data = dir.path().join("toy.amat");
+    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
+    let missing = dir.path().join("no/such");
+    let png = missing.join("x.png");
+    let amat = missing.join("x.amat");
+    let good_png = dir.path().join("ok.png");
+    for args in [
+        vec!["sample", c, "--count", "2", "--out", png.to_str().unwrap()],
+        vec![
+            "sample",
+            c,
+            "--count",
+            "2",
+            "--out",
+            good_png.to_str().unwrap(),
+            "--amat",
+            amat.to_str().unwrap(),
+        ],
+        vec![
+            "complete",
+            c,
+            "--rows",
+            "1",
+            "--count",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            png.to_str().unwrap(),
+        ],
+    ] {
+        let e = error_line(&nade(&args));
+        assert!(
+            e.contains("no such folder") && e.contains(&missing.display().to_string()),
+            "{args:?}: {e}"
+        );
+        assert!(!dir.path().join("no").exists(), "{args:?} made a folder");
+        assert!(!good_png.exists(), "{args:?} wrote its grid first");
+    }
+}
+
+/// `bench --seconds` takes a duration above 0: 0, a negative number and NaN are refused.
+#[test]
+fn bench_seconds_must_be_a_positive_number() {
+    for bad in ["0", "-1", "nan", "inf", "soon"] {
+        let out = nade(&["bench", "--model", "fvsbn", &format!("--seconds={bad}")]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && err.contains("--seconds"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// More threads than cores: a warning on stderr, the work still done; far more: refused
+/// with one line naming the flag and the cores.
+#[test]
+fn thread_counts_past_the_cores_warn_and_absurd_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("fvsbn.safetensors");
+    write_checkpoint(&ckpt, "fvsbn", 4, 0);
+    let c = ckpt.to_str().unwrap();
+    let data = dir.path().join("toy.amat");
+    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
+    let d = data.to_str().unwrap();
+    let cores = nade::threads::cores();
+    let limit = nade::threads::MAX_PER_CORE * cores;
+    let over = (cores + 1).to_string();
+    let out = nade(&["eval", c, "--data", d, "--threads", &over]);
+    stdout(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --threads") && err.contains(&format!("{cores} cores")),
+        "{err}"
+    );
+    if limit < nade::threads::MAX {
+        let absurd = (limit + 1).to_string();
+        let e = error_line(&nade(&["eval", c, "--data", d, "--threads", &absurd]));
+        assert!(e.contains(&format!("--threads = {absurd}")), "{e}");
+    }
+}

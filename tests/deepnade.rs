@@ -875,7 +875,28 @@ fn cli_eval_orders_complete_json_and_sample_order() {
         four["nll_nats"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-4 * b, "all kept {a} vs eval {b}");
-    assert_eq!(kept("random:0")["kept_nll_nats"].as_f64(), Some(0.0));
+    // Nothing kept: log p = 0 exactly (+0, not -0) and no bits per kept pixel (0 / 0).
+    let none = kept("random:0");
+    let nats = none["kept_nll_nats"].as_f64().unwrap();
+    assert!(nats == 0.0 && nats.is_sign_positive(), "{none}");
+    assert!(none["kept_bits_per_dim"].is_null(), "{none}");
+    assert_eq!(none["kept_pixels"].as_u64(), Some(0));
+    let text = ok(&nade(&[
+        "eval",
+        ckpt,
+        "--data",
+        data,
+        "--dataset",
+        "toy",
+        "--orders",
+        "2",
+        "--keep",
+        "random:0",
+    ]));
+    assert!(
+        text.contains("-log p(x_kept) 0.0000 ± 0.0000 nats (no pixel kept;"),
+        "{text}"
+    );
     let half = kept("left:2");
     assert!(half["kept_nll_nats"].as_f64().unwrap() < a);
     assert!(half["kept_nll_first_nats"].as_f64().unwrap() > 0.0);

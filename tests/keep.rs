@@ -10,7 +10,8 @@ use common::*;
 use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::keep::{prefix_masks, KeepSpec};
-use nade::models::{self, NadeKernel};
+use nade::models::made::{Activation, MadeConfig};
+use nade::models::{self, ModelConfig, NadeKernel};
 use nade::sample::{complete, complete_with};
 
 fn ones(mask: &[u8]) -> Vec<usize> {
@@ -116,6 +117,59 @@ fn fixed_order_models_complete_prefixes_and_refuse_other_kept_sets() {
             e.contains("prefix") && e.contains("image 0") && e.contains("order-agnostic"),
             "{cfg:?}: {e}"
         );
+    }
+}
+
+/// A model with a fixed order scores a kept prefix of its order exactly: log p(x_kept) is
+/// the log of the sum of p(x) over every completion (by enumeration), for each model, the
+/// empty prefix and the whole vector included; a kept set that is no prefix is refused.
+#[test]
+fn fixed_order_models_score_a_kept_prefix_exactly() {
+    let n = 7;
+    let device = Device::Cpu;
+    let given: Vec<u8> = vec![1, 0, 0, 1, 1, 0, 1];
+    let prefixes = [0, 1, 3, 6, 7];
+    let x: Vec<f32> = given.iter().map(|&v| v as f32).collect();
+    let rows =
+        |v: Vec<f32>| candle_core::Tensor::from_vec(v, (prefixes.len(), n), &device).unwrap();
+    let kept = rows(x.repeat(prefixes.len()));
+    let masks: Vec<f32> = prefixes
+        .iter()
+        .flat_map(|&k| (0..n).map(move |d| if d < k { 1.0 } else { 0.0 }))
+        .collect();
+    let observed = rows(masks);
+    // And a mixture of three natural-order masks: each prefix is one of every mask's.
+    let mixture = ModelConfig::Made(MadeConfig {
+        masks: 3,
+        ..made_config(n, &[6], true, Activation::Relu)
+    });
+    for (c, cfg) in all_configs(n).into_iter().chain([mixture]).enumerate() {
+        let model = model(&cfg, &random_params(&cfg, 70 + c as u64, 1.5), &device);
+        let probs = stats::exact_probs(model.as_ref(), n, &device);
+        let got = model
+            .kept_log_prob(&kept, &observed)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{cfg:?}: no log p(x_kept) for a prefix"));
+        for (r, &k) in prefixes.iter().enumerate() {
+            // Sum over every x agreeing with `given` on its first k values.
+            let marginal: f64 = (0..1usize << n)
+                .filter(|&v| (0..k).all(|d| ((v >> d) & 1) as u8 == given[d]))
+                .map(|v| probs[v])
+                .sum();
+            let want = marginal.ln();
+            assert!(
+                (got.model[r] - want).abs() < 1e-4,
+                "{cfg:?}, prefix {k}: {} vs {want}",
+                got.model[r]
+            );
+        }
+        let mut hole = vec![1f32; n];
+        hole[1] = 0.0;
+        let one = |v: Vec<f32>| candle_core::Tensor::from_vec(v, (1, n), &device).unwrap();
+        assert!(model
+            .kept_log_prob(&one(x.clone()), &one(hole))
+            .unwrap()
+            .is_none());
     }
 }
 
@@ -269,6 +323,34 @@ fn cli_keep_top_equals_rows_and_keep_left_is_a_one_line_error() {
     let bad = run(&["--keep", "diagonal:3"], "bad");
     let err = String::from_utf8_lossy(&bad.stderr).to_string();
     assert!(!bad.status.success() && err.contains("--keep"), "{err}");
+    assert_eq!(
+        err.matches("--keep").count(),
+        1,
+        "the flag said twice: {err}"
+    );
+
+    // `eval --keep` on the fixed-order model: a prefix of its order is scored (exactly, see
+    // fixed_order_models_score_a_kept_prefix_exactly), anything else is refused saying why.
+    let eval = |keep: &str| {
+        let (ckpt, data) = (p("nade.safetensors"), p(""));
+        common::bin::nade(&[
+            "eval",
+            &ckpt,
+            "--data",
+            &data,
+            "--dataset",
+            "toy",
+            "--keep",
+            keep,
+            "--json",
+        ])
+    };
+    let top = common::bin::json(&eval("top:14"));
+    assert_eq!(top["kept_pixels"].as_u64(), Some(4 * 14 * 28));
+    assert!(top["kept_nll_nats"].as_f64().unwrap() > 0.0, "{top}");
+    assert_eq!(top["kept_nll_nats"], top["kept_nll_first_nats"]);
+    let err = common::bin::refused(&eval("left:14"));
+    assert!(err.contains("prefix") && err.contains("image 0"), "{err}");
 }
 
 /// A sampler can be asked for an order; a fixed-order model accepts its own and refuses any
