@@ -219,8 +219,9 @@ struct EvalArgs {
     /// (default: all of them). Each ordering costs n network passes per image.
     #[arg(long, value_name = "K", value_parser = positive)]
     orders: Option<usize>,
-    /// Score only the kept part of every image, -log p(x_kept), exactly (order-agnostic
-    /// models: deepnade): the --keep SPEC of `nade complete`; random:P is seeded by --seed.
+    /// Score only the kept part of every image, -log p(x_kept), exactly: any kept set for
+    /// an order-agnostic model (deepnade), a prefix of the order (top:R) for the others; the
+    /// --keep SPEC of `nade complete`; random:P is seeded by --seed.
     #[arg(long, value_name = "SPEC")]
     keep: Option<KeepSpec>,
     /// Seed of --keep random:P.
@@ -689,9 +690,9 @@ struct CompleteArgs {
     /// posterior given the kept pixels; the default of the other models).
     #[arg(long)]
     order: Option<WalkOrder>,
-    /// Print one JSON object: per image log p(x_kept) in nats, exactly, where the model can
-    /// say it (deepnade: under the first ordering restricted to the kept set, and as the
-    /// ensemble; models with a fixed order: null).
+    /// Print one JSON object: per image log p(x_kept) in nats, exactly (deepnade: under the
+    /// first ordering restricted to the kept set, and as the ensemble; models with a fixed
+    /// order: under it, the kept set being a prefix of it).
     #[arg(long)]
     json: bool,
     /// Seed of the Bernoulli draws: the same seed gives the same completions.
