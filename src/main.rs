@@ -399,6 +399,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     };
     let read = DataRead::of(&source, args.split)?;
     let mut data = load_split(&source, read.split.unwrap_or(Split::Test))?;
+    read.check_width(data.n(), &args.checkpoint, loaded.model.config().n())?;
     if let Some(limit) = args.limit {
         data.truncate(limit);
     }
@@ -550,6 +551,19 @@ impl DataRead {
                 })
             }
         }
+    }
+
+    /// An error naming the file and the checkpoint unless the images read have the model's
+    /// `n` values.
+    fn check_width(&self, width: usize, checkpoint: &std::path::Path, n: usize) -> Result<()> {
+        if width != n {
+            anyhow::bail!(
+                "{}: images of {width} values, but {} models n = {n}",
+                self.file.display(),
+                checkpoint.display()
+            );
+        }
+        Ok(())
     }
 
     /// "test images", or "images of FILE".
@@ -806,14 +820,7 @@ fn run_complete(args: CompleteArgs) -> Result<()> {
     )?;
     let read = DataRead::of(&source, None)?;
     let test = load_split(&source, Split::Test)?;
-    if test.n() != n {
-        anyhow::bail!(
-            "{}: images of {} values, but {} models n = {n}",
-            read.file.display(),
-            test.n(),
-            args.checkpoint.display()
-        );
-    }
+    read.check_width(test.n(), &args.checkpoint, n)?;
     let given = sample::select_rows(&test, args.index, args.count, args.stride)?;
     let total = given.len() * args.samples;
     memory::check(&memory::sampling(&memory::SamplingJob {

@@ -67,7 +67,10 @@ fn bad_inputs_are_one_line_errors_naming_the_culprit() {
     let wide = dir.path().join("wide.amat");
     std::fs::write(&wide, "0 1 1 0 1\n").unwrap();
     let e = error_line(&nade(&["eval", ckpt, "--data", wide.to_str().unwrap()]));
-    assert!(e.contains("5 dimensions") && e.contains("n = 4"), "{e}");
+    assert!(
+        e.contains("wide.amat: images of 5 values") && e.contains("n = 4"),
+        "{e}"
+    );
 
     let empty_dir = dir.path().join("nothing-here");
     std::fs::create_dir(&empty_dir).unwrap();
@@ -84,6 +87,17 @@ fn bad_inputs_are_one_line_errors_naming_the_culprit() {
     // clap rejects a zero batch before anything runs.
     let out = nade(&["eval", ckpt, "--batch", "0"]);
     assert!(!out.status.success());
+}
+
+/// A random FVSBN checkpoint of n = 4 and a two-image data file of that width, in `dir`:
+/// (checkpoint, data) as strings for the command line.
+fn fvsbn_and_two_images(dir: &Path) -> (String, String) {
+    let ckpt = dir.join("fvsbn.safetensors");
+    write_checkpoint(&ckpt, "fvsbn", 4, 0);
+    let data = dir.join("toy.amat");
+    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
+    let text = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+    (text(ckpt), text(data))
 }
 
 /// A data folder with toy_{train,valid,test}.amat of seeded random n-dimensional rows.
@@ -327,12 +341,8 @@ fn long_sampling_prints_progress_lines_when_not_on_a_terminal() {
 #[test]
 fn zero_counts_are_refused_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("fvsbn.safetensors");
-    write_checkpoint(&ckpt, "fvsbn", 4, 0);
-    let ckpt = ckpt.to_str().unwrap();
-    let data = dir.path().join("toy.amat");
-    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
-    let data = data.to_str().unwrap();
+    let (ckpt, data) = fvsbn_and_two_images(dir.path());
+    let (ckpt, data) = (ckpt.as_str(), data.as_str());
     let config = toy_run_config(dir.path(), "kind = \"fvsbn\"", 1);
     let config = config.to_str().unwrap();
     for (flag, args) in [
@@ -392,11 +402,8 @@ fn zero_counts_are_refused_naming_the_flag() {
 #[test]
 fn a_grid_name_not_ending_in_png_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("fvsbn.safetensors");
-    write_checkpoint(&ckpt, "fvsbn", 4, 0);
-    let ckpt = ckpt.to_str().unwrap();
-    let data = dir.path().join("toy.amat");
-    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
+    let (ckpt, data) = fvsbn_and_two_images(dir.path());
+    let ckpt = ckpt.as_str();
     for name in ["x.jpg", "grid", "x.png.txt"] {
         let out = dir.path().join(name);
         let path = out.to_str().unwrap();
@@ -406,16 +413,7 @@ fn a_grid_name_not_ending_in_png_is_refused() {
             "{e}"
         );
         let e = error_line(&nade(&[
-            "complete",
-            ckpt,
-            "--rows",
-            "1",
-            "--count",
-            "1",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            path,
+            "complete", ckpt, "--rows", "1", "--count", "1", "--data", &data, "--out", path,
         ]));
         assert!(e.contains("--out") && e.contains(name), "{e}");
         assert!(!out.exists());
@@ -629,11 +627,8 @@ fn completing_images_of_another_width_names_the_file() {
 #[test]
 fn output_files_in_a_missing_folder_are_refused_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("fvsbn.safetensors");
-    write_checkpoint(&ckpt, "fvsbn", 4, 0);
-    let c = ckpt.to_str().unwrap();
-    let data = dir.path().join("toy.amat");
-    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
+    let (c, data) = fvsbn_and_two_images(dir.path());
+    let (c, data) = (c.as_str(), data.as_str());
     let missing = dir.path().join("no/such");
     let png = missing.join("x.png");
     let amat = missing.join("x.amat");
@@ -658,7 +653,7 @@ fn output_files_in_a_missing_folder_are_refused_and_create_nothing() {
             "--count",
             "1",
             "--data",
-            data.to_str().unwrap(),
+            data,
             "--out",
             png.to_str().unwrap(),
         ],
@@ -691,12 +686,8 @@ fn bench_seconds_must_be_a_positive_number() {
 #[test]
 fn thread_counts_past_the_cores_warn_and_absurd_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("fvsbn.safetensors");
-    write_checkpoint(&ckpt, "fvsbn", 4, 0);
-    let c = ckpt.to_str().unwrap();
-    let data = dir.path().join("toy.amat");
-    std::fs::write(&data, "0 1 1 0\n1 1 0 0\n").unwrap();
-    let d = data.to_str().unwrap();
+    let (c, d) = fvsbn_and_two_images(dir.path());
+    let (c, d) = (c.as_str(), d.as_str());
     let cores = nade::threads::cores();
     let limit = nade::threads::MAX_PER_CORE * cores;
     let over = (cores + 1).to_string();

@@ -605,11 +605,7 @@ fn forced_runs_never_overwrite_an_earlier_backup() {
 #[test]
 fn two_runs_on_one_folder_the_second_is_refused_naming_the_first() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), "nade", 8, 1, "");
-    cfg.train.epochs = 10_000;
-    cfg.train.patience = 10_000;
-    let file = config_file(&cfg, dir.path());
-    let out = dir.path().join("out");
+    let (file, out) = endless_run(dir.path());
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_nade"))
             .args(["train", file.to_str().unwrap(), "--threads", "1"])
@@ -702,6 +698,15 @@ fn a_run_refuses_one_data_file_and_takes_the_dataset_flag() {
     let err = common::bin::refused(&run);
     assert!(err.contains("other_train.amat"), "{err}");
     assert!(!out.exists(), "a refused run leaves no output folder");
+}
+
+/// A run file of 10,000 epochs of NADE on the toy data (stopped by the test), and its
+/// output folder.
+fn endless_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let mut cfg = config(dir, "nade", 8, 1, "");
+    cfg.train.epochs = 10_000;
+    cfg.train.patience = 10_000;
+    (config_file(&cfg, dir), dir.join("out"))
 }
 
 /// `nade train ARGS` with stdout and stderr piped (not a terminal).
@@ -823,11 +828,7 @@ fn a_new_run_removes_stale_temporaries_and_nothing_else() {
 #[test]
 fn sigint_stops_cleanly_and_resume_continues_from_the_last_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), "nade", 8, 1, "");
-    cfg.train.epochs = 10_000;
-    cfg.train.patience = 10_000;
-    let file = config_file(&cfg, dir.path());
-    let out = dir.path().join("out");
+    let (file, out) = endless_run(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_nade"))
         .args(["train", file.to_str().unwrap()])
         .stdout(Stdio::piped())
