@@ -10,7 +10,7 @@ on the order of its components. The copy keeps the metadata and sets `valid_nll`
 ordering's NLL (when the split is valid) and `ordering_choice` to what was chosen and how.
 
   NADE_DATA_DIR=... python3 scripts/choose_ordering.py runs/deepnade/best.safetensors \\
-      --out checkpoints/deepnade.safetensors --record docs/deepnade-valid-each-ordering.json
+      --out checkpoints/deepnade.safetensors --record docs/records/deepnade-valid-each-ordering.json
 """
 import argparse
 import json

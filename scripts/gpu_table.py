@@ -2,7 +2,7 @@
 """The README's GPU table from one gpu-check run (scripts/gpu-check.sh): `nade bench` and
 scripts/bench_torch.py output of the same machine, images/s per phase and batch.
 
-    python3 scripts/gpu_table.py docs/gpu/h200-nade-bench.jsonl docs/gpu/h200-torch-bench.jsonl
+    python3 scripts/gpu_table.py docs/records/gpu/h200-nade-bench.jsonl docs/records/gpu/h200-torch-bench.jsonl
 """
 import json
 import sys

@@ -2,15 +2,15 @@
 # The README's MADE speed table on the CPU: `nade bench --model made` (K = 1 and 32) and
 # scripts/bench_torch_made.py, interleaved (ours, PyTorch, ours; twice) so that both see the
 # same machine, with 2 threads each; nothing else should run meanwhile (~11 minutes).
-# Writes docs/made-bench-cpu.jsonl and docs/made-torch-bench-cpu.jsonl, prints the table.
+# Writes docs/records/made-bench-cpu.jsonl and docs/records/made-torch-bench-cpu.jsonl, prints the table.
 #
 #   NADE_DATA_DIR=/path/to/binarized_mnist scripts/made_bench_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 nade=${NADE:-target/release/nade}
 python=${PYTHON:-.venv/bin/python}
-ours=docs/made-bench-cpu.jsonl
-torch=docs/made-torch-bench-cpu.jsonl
+ours=docs/records/made-bench-cpu.jsonl
+torch=docs/records/made-torch-bench-cpu.jsonl
 tmp_ours=$(mktemp) tmp_torch=$(mktemp)
 trap 'rm -f "$tmp_ours" "$tmp_torch"' EXIT
 run_ours() {

@@ -8,8 +8,8 @@ orderings, with its standard error over orderings, is the "one ordering" figure 
 who report the mean of 10 single orderings).
 
   python3 scripts/orderings_curve.py checkpoints/deepnade.safetensors \\
-      --jsonl docs/deepnade-orderings.jsonl --svg docs/deepnade-orderings.svg \\
-      [--each docs/deepnade-each-ordering.json] [--split test] \\
+      --jsonl docs/records/deepnade-orderings.jsonl --svg docs/images/deepnade-orderings.svg \\
+      [--each docs/records/deepnade-each-ordering.json] [--split test] \\
       [--limit N] [--max-orders K] [--threads T]
 """
 import argparse

@@ -15,7 +15,7 @@ models=("$@")
 
 cargo build --release
 nade=target/release/nade
-mkdir -p runs docs checkpoints
+mkdir -p runs docs/records docs/images checkpoints
 
 for model in "${models[@]}"; do
   out="runs/$model"
@@ -37,41 +37,41 @@ for model in "${models[@]}"; do
     # validation set, swapped into row 0 (the ensemble does not change). 128 orderings of the
     # validation set: ~45 min on 2 threads.
     python3 scripts/choose_ordering.py "$out/best.safetensors" --out "checkpoints/$model.safetensors" \
-      --record "docs/$model-valid-each-ordering.json"
+      --record "docs/records/$model-valid-each-ordering.json"
   fi
-  cp "$out/curve.png" "docs/$model-curve.png"
+  cp "$out/curve.png" "docs/images/$model-curve.png"
   # The run's history beside the table it feeds (runs/ is not in the repository).
-  cp "$out/metrics.jsonl" "docs/$model-metrics.jsonl"
-  [ ! -f "$out/summary.json" ] || cp "$out/summary.json" "docs/$model-summary.json"
+  cp "$out/metrics.jsonl" "docs/records/$model-metrics.jsonl"
+  [ ! -f "$out/summary.json" ] || cp "$out/summary.json" "docs/records/$model-summary.json"
   # Deep NADE's table row is one ordering (n network passes per image and ordering); its
   # 128-ordering ensemble is a separate, long `nade eval` (README).
   eval_args=()
   [ "$model" != deepnade ] || eval_args=(--orders 1)
   if [ -f "$out/summary.json" ]; then
     # The test set once, for a finished run's selected model only.
-    "$nade" eval "checkpoints/$model.safetensors" --split test --json "${eval_args[@]}" > "docs/$model-test.json"
+    "$nade" eval "checkpoints/$model.safetensors" --split test --json "${eval_args[@]}" > "docs/records/$model-test.json"
     if [ "$model" = deepnade ]; then
       # The ensemble of all stored orderings and its curve (1, 2, 4, ... orderings), one pass.
       python3 scripts/orderings_curve.py "checkpoints/$model.safetensors" --split test \
-        --jsonl "docs/$model-orderings.jsonl" --svg "docs/$model-orderings.svg" \
-        --each "docs/$model-each-ordering.json"
+        --jsonl "docs/records/$model-orderings.jsonl" --svg "docs/images/$model-orderings.svg" \
+        --each "docs/records/$model-each-ordering.json"
     fi
   fi
-  "$nade" eval "checkpoints/$model.safetensors" --split valid --json "${eval_args[@]}" > "docs/$model-valid.json"
+  "$nade" eval "checkpoints/$model.safetensors" --split valid --json "${eval_args[@]}" > "docs/records/$model-valid.json"
   "$nade" sample "checkpoints/$model.safetensors" --count 100 --seed 1 --scale 2 \
-    --out "docs/$model-samples.png"
+    --out "docs/images/$model-samples.png"
   # A MADE with a random order per mask conditions exactly only on a prefix of every mask's
   # order, which the top rows are not: no completions for it (`nade complete` says so).
   if ! grep -q '^order = "random"' "configs/$model.toml"; then
     "$nade" complete "checkpoints/$model.safetensors" --rows 14 --count 10 --stride 1000 --samples 5 --seed 1 \
-      --scale 2 --out "docs/$model-completions.png"
+      --scale 2 --out "docs/images/$model-completions.png"
   fi
   if [ "$model" = deepnade ]; then
     # Any kept set: the left half, a centre box to fill in, 80% of the pixels missing.
     for keep in left:14 hole:7,7,21,21 random:0.2; do
       name=$(echo "$keep" | cut -d: -f1)
       "$nade" complete "checkpoints/$model.safetensors" --keep "$keep" --count 10 --stride 1000 --samples 5 \
-        --seed 1 --scale 2 --out "docs/$model-completions-$name.png"
+        --seed 1 --scale 2 --out "docs/images/$model-completions-$name.png"
     done
   fi
 done

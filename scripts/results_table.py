@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """The README's results table, from the runs and `nade eval` of the shipped checkpoints.
 
-For each row: docs/{key}-test.json and docs/{key}-valid.json (`nade eval --json` of
+For each row: docs/records/{key}-test.json and docs/records/{key}-valid.json (`nade eval --json` of
 checkpoints/{key}.safetensors), the run's history (runs/{key}/metrics.jsonl and summary.json,
-else the copies docs/{key}-metrics.jsonl and docs/{key}-summary.json that scripts/reproduce.sh
+else the copies docs/records/{key}-metrics.jsonl and docs/records/{key}-summary.json that scripts/reproduce.sh
 keeps) and the used-parameter count from `nade info --json`. A row whose run history is on
-neither place (runs of an earlier machine) is kept as the previous docs/results.md had it, which
+neither place (runs of an earlier machine) is kept as the previous docs/records/results.md had it, which
 this script wrote from those files. Every number comes from a file a run or `nade` wrote.
 
-  python3 scripts/results_table.py [--write]    # --write: also update docs/results.md and the README
+  python3 scripts/results_table.py [--write]    # --write: also update docs/records/results.md and the README
 """
 import json
 import math
@@ -56,7 +56,7 @@ def first_existing(*rels):
 
 def previous_rows():
     try:
-        with open(path("docs/results.md")) as f:
+        with open(path("docs/records/results.md")) as f:
             return {line.split("|")[1].strip(): line.rstrip("\n") for line in f if line.startswith("| ")}
     except FileNotFoundError:
         return {}
@@ -70,14 +70,14 @@ print("|---|---|---|---|---|---|---|---|")
 for key, label, anchor in ROWS:
     if not os.path.exists(path(f"checkpoints/{key}.safetensors")):
         continue
-    metrics = first_existing(f"runs/{key}/metrics.jsonl", f"docs/{key}-metrics.jsonl")
+    metrics = first_existing(f"runs/{key}/metrics.jsonl", f"docs/records/{key}-metrics.jsonl")
     if metrics is None:
         if label in previous:
             print(previous[label])
         continue
     with open(path(metrics)) as f:
         history = [json.loads(line) for line in f]
-    summary = first_existing(f"runs/{key}/summary.json", f"docs/{key}-summary.json")
+    summary = first_existing(f"runs/{key}/summary.json", f"docs/records/{key}-summary.json")
     if summary:
         s = load(summary)
         epochs = f"{s['best_epoch']} / {s['epochs_run']}"
@@ -89,9 +89,9 @@ for key, label, anchor in ROWS:
                                      check=True, capture_output=True, text=True).stdout)
     if "ordering_choice" in info["metadata_keys"]:
         label = CHOSEN_ORDERING_LABELS[key]
-    valid = load(f"docs/{key}-valid.json")
+    valid = load(f"docs/records/{key}-valid.json")
     try:
-        test = load(f"docs/{key}-test.json")
+        test = load(f"docs/records/{key}-test.json")
         test_cells = f"{test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} | {test['bits_per_dim']:.4f}"
     except FileNotFoundError:
         test_cells = "not evaluated (training goes on) | "
@@ -102,7 +102,7 @@ for key, label, anchor in ROWS:
     )
 
 for key, label, anchor, each_label, each_anchor in CURVES:
-    curve = path(f"docs/{key}-orderings.jsonl")
+    curve = path(f"docs/records/{key}-orderings.jsonl")
     if not os.path.exists(curve):
         for kept in (label, each_label):
             if kept in previous:
@@ -119,7 +119,7 @@ for key, label, anchor, each_label, each_anchor in CURVES:
     )
     # The mean over the stored orderings of each one's test NLL alone, from the same pass
     # (scripts/orderings_curve.py --each): Uria et al.'s "one ordering" figure is such a mean.
-    e = load(f"docs/{key}-each-ordering.json")
+    e = load(f"docs/records/{key}-each-ordering.json")
     print(
         f"| {each_label} | as above | {e['mean_nll_nats']:.2f} ± {e['mean_std_err_over_orders']:.2f} over orderings "
         f"({e['min_nll_nats']:.2f} to {e['max_nll_nats']:.2f}) | {e['mean_nll_nats'] / (784 * math.log(2)):.4f} "
@@ -131,10 +131,10 @@ text = "\n".join(lines) + "\n"
 sys.stdout.write(text)
 if "--write" in sys.argv[1:]:
     # Read above before writing: rows of earlier machines' runs come from this file.
-    tmp = path("docs/results.md.tmp")
+    tmp = path("docs/records/results.md.tmp")
     with open(tmp, "w") as f:
         f.write(text)
-    os.replace(tmp, path("docs/results.md"))
+    os.replace(tmp, path("docs/records/results.md"))
     # ... and the README's copy of the table (the block of lines from its header row on).
     with open(path("README.md")) as f:
         readme = f.read().split("\n")

@@ -357,7 +357,8 @@ fn missing_data_is_ignored_or_fails_under_ci() {
 // ---------------------------------------------------------------- the tests on real data
 
 /// The shipped checkpoints load and give, over the whole test split, the numbers the README's
-/// results table shows (docs/*-test.json, from which scripts/results_table.py writes it).
+/// results table shows (docs/records/*-test.json, from which scripts/results_table.py
+/// writes it).
 fn shipped_checkpoints_reproduce_the_results_table(data: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Deep NADE's row is its single (validation-chosen) ordering, row 0 of `order`: n passes
@@ -371,7 +372,7 @@ fn shipped_checkpoints_reproduce_the_results_table(data: &Path) {
     ] {
         let ckpt = root.join(format!("checkpoints/{model}.safetensors"));
         let recorded: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join(format!("docs/{model}-test.json"))).unwrap(),
+            &std::fs::read(root.join(format!("docs/records/{model}-test.json"))).unwrap(),
         )
         .unwrap();
         let out = eval_json(&ckpt, data, extra);
