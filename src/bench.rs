@@ -105,8 +105,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
                     }
                     Phase::Train => {
                         let x = on_device.narrow(0, first, spec.batch)?;
-                        model.begin_train_step(k as u64);
-                        let loss = models::mean_nll(model.as_ref(), &x)?;
+                        let loss = models::mean_nll(model.as_ref(), &x, k as u64)?;
                         adam.step(&loss.backward()?, 1e-4)?;
                     }
                     Phase::Sample => {

@@ -87,7 +87,10 @@ pub fn training(
     let params = cfg.num_params() as f64 * F32;
     let save = 2.0 * 3.0 * params;
     let working = |batch: usize, pass| cfg.working_floats(batch, pass, device) * F32;
-    let step = working(train.batch_size.min(train_len.max(1)), Pass::Train);
+    let step = working(
+        train.batch_size.min(train_len.max(1)),
+        Pass::Train { step: 0 },
+    );
     let valid = working(train.eval_batch_size.min(valid_len.max(1)), Pass::Eval);
     // Where the model lives on a GPU, the host holds only the checkpoint write's copies.
     let on_host = |bytes: f64| if device.is_cpu() { bytes } else { 0.0 };
@@ -95,9 +98,9 @@ pub fn training(
     // the rest comes and goes.
     let bytes = on_host(3.0 * params) + save.max(on_host(params + step)).max(on_host(valid));
     // What grows with the model, and what grows with each batch size: the knob to name.
-    let model_sized = on_host(3.0 * params + working(1, Pass::Train)) + save;
+    let model_sized = on_host(3.0 * params + working(1, Pass::Train { step: 0 })) + save;
     let (step_batch, valid_batch) = (
-        on_host(step - working(1, Pass::Train)),
+        on_host(step - working(1, Pass::Train { step: 0 })),
         on_host(valid - working(1, Pass::Eval)),
     );
     let knob = if step_batch > model_sized.max(valid_batch) {

@@ -336,9 +336,8 @@ impl Run<'_> {
             }
             let x = self.train.tensor_rows(rows, self.device)?;
             // The step count is restored on --resume, so the model's per-step choices (MADE's
-            // mask) continue as in an uninterrupted run.
-            self.model.begin_train_step(optimizer.steps_taken());
-            let loss = models::mean_nll(self.model, &x)?;
+            // mask, deep NADE's orderings) continue as in an uninterrupted run.
+            let loss = models::mean_nll(self.model, &x, optimizer.steps_taken())?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !value.is_finite() || value > diverged_above {
                 progress.abandon();

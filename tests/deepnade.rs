@@ -400,9 +400,8 @@ fn training_loss_is_an_unbiased_estimate_of_the_order_averaged_nll() {
     let mut draws = vec![Vec::new(); 3];
     let mut previous: Option<Vec<f32>> = None;
     for step in 0..25 {
-        model.begin_train_step(step);
         let est = model
-            .log_prob(&x, Pass::Train)
+            .log_prob(&x, Pass::Train { step })
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();

@@ -154,7 +154,7 @@ fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
         let params = random_params(&plain_cfg, 21, 0.2);
         let x = Tensor::from_vec(random_binary(rows, n, 0.13, 2), (rows, n), &device).unwrap();
         let (plain, plain_vars) = model_with_vars(&plain_cfg, &params, &device);
-        let plain_loss = models::mean_nll(plain.as_ref(), &x).unwrap();
+        let plain_loss = models::mean_nll(plain.as_ref(), &x, 0).unwrap();
         let plain_grads = plain_loss.backward().unwrap();
         let plain_logits = plain
             .logits(&x)
@@ -186,7 +186,7 @@ fn blocked_and_fused_nade_equal_plain_nade_in_values_and_gradients() {
             // within 3 ulp): a few ulps of |l| ~ 10.
             let diff = max_abs_diff(&plain_logits, &logits);
             assert!(diff < 1e-4, "{k}: logits differ by {diff}");
-            let loss = models::mean_nll(blocked.as_ref(), &x).unwrap();
+            let loss = models::mean_nll(blocked.as_ref(), &x, 0).unwrap();
             let grads = loss.backward().unwrap();
             for spec in cfg.param_specs() {
                 let g_plain = plain_grads
@@ -282,9 +282,9 @@ fn fused_gradients_equal_plain_on(device: &Device) {
     let weights = Tensor::new(&[0.5f32, -1.0, 2.0, 0.0, 1.5, -0.25], &device).unwrap();
     type Loss = fn(&dyn models::Autoregressive, &Tensor, &Tensor) -> Tensor;
     let losses: [(&str, Loss); 3] = [
-        ("mean NLL", |m, x, _| models::mean_nll(m, x).unwrap()),
+        ("mean NLL", |m, x, _| models::mean_nll(m, x, 0).unwrap()),
         ("weighted log p", |m, x, w| {
-            (m.log_prob(x, Pass::Train).unwrap() * w)
+            (m.log_prob(x, Pass::Train { step: 0 }).unwrap() * w)
                 .unwrap()
                 .sum_all()
                 .unwrap()

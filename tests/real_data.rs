@@ -357,7 +357,7 @@ fn missing_data_is_ignored_or_fails_under_ci() {
 // ---------------------------------------------------------------- the tests on real data
 
 /// The shipped checkpoints load and give, over the whole test split, the numbers the README's
-/// results table shows (docs/records/*-test.json, from which scripts/results_table.py
+/// results table shows (docs/records/*-test.json, from which scripts/reproduce/results_table.py
 /// writes it).
 fn shipped_checkpoints_reproduce_the_results_table(data: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

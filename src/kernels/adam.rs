@@ -1,6 +1,6 @@
 //! The in-place Adam step as ops: `Update` (the moments) and `ApplyAdam` (the weights), each
 //! one pass with `cpu_fwd` and `cuda_fwd` (kernels in cuda/adam.cu), and the same step with
-//! tensor ops for other devices. [`crate::optim::Adam`] decides what the step is.
+//! tensor ops for other devices. [`crate::optim::Optimizer`] decides what the step is.
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var};
 

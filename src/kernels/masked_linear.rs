@@ -40,12 +40,31 @@ impl DegreeMask {
     pub fn new(rows: &[usize], cols: &[usize], strict: bool, device: &Device) -> Result<Self> {
         let degree = |d: &[usize]| -> Arc<[u32]> { d.iter().map(|&v| v as u32).collect() };
         Ok(Self {
-            matrix: crate::models::masks::degree_mask(rows, cols, strict, device)?,
+            matrix: degree_mask(rows, cols, strict, device)?,
             rows: degree(rows),
             cols: degree(cols),
             strict,
         })
     }
+}
+
+/// The connectivity mask of a MADE layer from the degrees of its units: entry (i, j) is 1 when
+/// unit i of the layer may see unit j of the layer below, i.e. rows[i] >= cols[j] between
+/// hidden layers, rows[i] > cols[j] (`strict`) into the outputs (Germain et al. 2015, eq. 12-13).
+fn degree_mask(rows: &[usize], cols: &[usize], strict: bool, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| {
+            cols.iter().map(move |&c| {
+                if r > c || (!strict && r == c) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(values, (rows.len(), cols.len()), device)
 }
 
 /// x (B, k) times (w * mask)^T with w, mask (out, k): (B, out). `input_grad`: x is trained

@@ -2,17 +2,22 @@
 //! cuda/samplers.cu): all n steps of an image in one thread block instead of several tensor
 //! ops per pixel. Elsewhere (the CPU, Metal) they answer None and the model steps its
 //! `SamplerState`, which on the CPU is already fast.
+//!
+//! Plain tensors in and out, like every kernel: the batch to complete is `evidence` =
+//! [kept, observed, uniforms], each (B, n) f32, and a draw returns [values, probs], (B, n).
 
 use candle_core::{Result, Tensor};
 
-use crate::models::{Evidence, SampledBatch};
+/// [kept, observed, uniforms]: the values kept where observed is 1, and one uniform per
+/// dimension that decides a drawn one (x_i = 1 exactly when u_i < p_i).
+pub type Evidence<'a> = [&'a Tensor; 3];
 
 /// FVSBN: `w_masked_t` = (W * strictly-lower mask)^T (n, n), `b` (n).
 pub fn fvsbn_sample(
     w_masked_t: &Tensor,
     b: &Tensor,
-    evidence: &Evidence,
-) -> Result<Option<SampledBatch>> {
+    evidence: Evidence,
+) -> Result<Option<[Tensor; 2]>> {
     if !b.device().is_cuda() {
         return Ok(None);
     }
@@ -35,8 +40,8 @@ pub fn mlp_sample(
     c: &Tensor,
     alpha: &Tensor,
     b: &Tensor,
-    evidence: &Evidence,
-) -> Result<Option<SampledBatch>> {
+    evidence: Evidence,
+) -> Result<Option<[Tensor; 2]>> {
     if !b.device().is_cuda() {
         return Ok(None);
     }
@@ -60,7 +65,7 @@ mod cuda {
     use candle_core::op::BackpropOp;
     use candle_core::{Result, Storage, Tensor};
 
-    use crate::models::{Evidence, SampledBatch};
+    use super::Evidence;
 
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/samplers.ptx"));
     const MODULE: &str = "nade_samplers";
@@ -70,15 +75,15 @@ mod cuda {
     pub(super) fn launch(
         name: &str,
         params: &[&Tensor],
-        evidence: &Evidence,
+        evidence: Evidence,
         ints: &[usize],
         shared_bytes: u32,
-    ) -> Result<SampledBatch> {
-        let (batch, n) = evidence.uniforms.dims2()?;
+    ) -> Result<[Tensor; 2]> {
+        let (batch, n) = evidence[2].dims2()?;
         let inputs: Vec<Tensor> = params
             .iter()
             .copied()
-            .chain([evidence.kept, evidence.observed, evidence.uniforms])
+            .chain(evidence)
             .map(|t| t.detach().contiguous())
             .collect::<Result<_>>()?;
         for t in &inputs[params.len()..] {
@@ -147,9 +152,6 @@ mod cuda {
                 false,
             )
         };
-        Ok(SampledBatch {
-            values: wrap(values),
-            probs: wrap(probs),
-        })
+        Ok([wrap(values), wrap(probs)])
     }
 }

@@ -21,7 +21,7 @@
 //!
 //! Training is order-agnostic. Per example, d is uniform on 0..n-1 and the observed set a
 //! uniformly random subset of d dimensions, drawn from ChaCha8(`model.seed`) stream step + 1
-//! (the optimizer step the trainer announces, [`Autoregressive::begin_train_step`]), row by
+//! (the optimizer step the trainer passes in, [`Pass::Train`]), row by
 //! row, so a resumed run draws what an uninterrupted one would. The loss of an example is
 //! n / (n - d) * sum over the unobserved i of -log p(x_i | x_obs), an unbiased estimate of
 //! the average over orderings of -log p_o(x); in [`Pass::Train`] `log_prob` returns minus
@@ -38,8 +38,6 @@
 //! p(k | x_kept) ∝ p_{o'_k}(x_kept) for a completion (an exact draw from the restricted
 //! ensemble's conditional). The choice reads the image's uniform of dimension 0 by inverse
 //! CDF and rescales it, as MADE does, so it stays uniform and independent of the choice.
-
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -187,7 +185,7 @@ impl DeepNadeConfig {
         let units = self.hidden.iter().sum::<usize>() as f64;
         let widest = self.hidden.iter().copied().max().unwrap_or(0) as f64;
         match pass {
-            Pass::Train => 2.0 * (b * (2.0 * n + 3.0 * units) + 6.0 * b * n),
+            Pass::Train { .. } => 2.0 * (b * (2.0 * n + 3.0 * units) + 6.0 * b * n),
             Pass::Eval => {
                 let rows = (batch.max(WALK_ROWS)) as f64;
                 rows * (2.0 * units + 3.0 * widest + 2.0 * n) + b * self.used_orders() as f64 * 2.0
@@ -394,8 +392,6 @@ pub struct DeepNade {
     orderings: Vec<Vec<usize>>,
     order_tensor: Tensor,
     device: Device,
-    /// The optimizer step of the current training minibatch.
-    step: AtomicU64,
     /// Walk in host memory with the CPU kernel (on the CPU), or in tensor ops.
     host_walk: bool,
 }
@@ -427,7 +423,6 @@ impl DeepNade {
             order_tensor,
             host_walk: device.is_cpu(),
             device,
-            step: AtomicU64::new(0),
         })
     }
 
@@ -590,9 +585,8 @@ impl DeepNade {
     }
 
     /// The order-agnostic training estimate per row (see the module doc): minus the loss.
-    fn training_log_prob(&self, x: &Tensor) -> Result<Tensor> {
+    fn training_log_prob(&self, x: &Tensor, step: u64) -> Result<Tensor> {
         let (rows, n) = x.dims2()?;
-        let step = self.step.load(AtomicOrdering::Relaxed);
         let masks = self.dn.training_masks(step, rows);
         let mut m = Vec::with_capacity(rows * n);
         let mut weight = Vec::with_capacity(rows * n);
@@ -684,7 +678,7 @@ impl Autoregressive for DeepNade {
 
     fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         match pass {
-            Pass::Train => self.training_log_prob(x),
+            Pass::Train { step } => self.training_log_prob(x, step),
             Pass::Eval => {
                 let per = self
                     .component_log_probs(x)?
@@ -710,10 +704,6 @@ impl Autoregressive for DeepNade {
             model: per.iter().map(|lp| log_mean_exp(lp)).collect(),
             components: self.dn.used_orders(),
         }))
-    }
-
-    fn begin_train_step(&self, step: u64) {
-        self.step.store(step, AtomicOrdering::Relaxed);
     }
 
     fn named_tensors(&self) -> Vec<(String, Tensor)> {

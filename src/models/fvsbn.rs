@@ -37,7 +37,7 @@ impl FvsbnConfig {
         let (b, n) = (batch as f64, self.n as f64);
         match pass {
             Pass::Eval => n * n + 6.0 * b * n,
-            Pass::Train => 3.0 * n * n + 12.0 * b * n,
+            Pass::Train { .. } => 3.0 * n * n + 12.0 * b * n,
         }
     }
 }
@@ -79,8 +79,8 @@ impl Autoregressive for Fvsbn {
         let natural: Vec<usize> = (0..self.cfg.n()).collect();
         evidence.check_fixed_order(&natural, "fvsbn")?;
         let w_masked_t = (self.w.detach() * &self.mask)?.t()?.contiguous()?;
-        match fvsbn_sample(&w_masked_t, &self.b.detach(), evidence)? {
-            Some(batch) => Ok(batch),
+        match fvsbn_sample(&w_masked_t, &self.b.detach(), evidence.tensors())? {
+            Some([values, probs]) => Ok(SampledBatch { values, probs }),
             None => sample_sequentially(self, evidence),
         }
     }

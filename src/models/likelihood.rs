@@ -43,8 +43,8 @@ fn fused(logits: &Tensor) -> bool {
 }
 
 /// Mean negative log-likelihood of a batch in nats: the training loss.
-pub fn mean_nll(model: &dyn Autoregressive, x: &Tensor) -> Result<Tensor> {
-    model.log_prob(x, Pass::Train)?.mean_all()?.neg()
+pub fn mean_nll(model: &dyn Autoregressive, x: &Tensor, step: u64) -> Result<Tensor> {
+    model.log_prob(x, Pass::Train { step })?.mean_all()?.neg()
 }
 
 /// log((1/K) sum_k e^{v_k}) in f64, stable: the log-density of a uniform mixture from its

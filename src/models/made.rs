@@ -19,7 +19,7 @@
 //! Density: log p(x) = logsumexp_k log p_k(x) - log K, an exact, normalized mixture
 //! (`eval_masks` = K' uses the first K' masks only: `nade eval --masks`). `logits` and
 //! `sampler` are mask 0's. Training is connectivity-agnostic: the trainer announces each
-//! minibatch ([`Autoregressive::begin_train_step`]) and the training likelihood uses that
+//! minibatch's optimizer step ([`Pass::Train`]) and the training likelihood uses that
 //! step's mask alone: mask step mod K (`resample = "cycle"`), or a fresh mask drawn from
 //! ChaCha8(`model.seed`) stream step + 1 (`resample = "fresh"`; evaluation still uses the
 //! stored K). The step is the optimizer's step count, kept in the run state, so a resumed run
@@ -33,8 +33,6 @@
 //! is rescaled within the chosen interval: it stays uniform and independent of the choice, so
 //! one seeded uniform per pixel suffices, and a one-mask model draws exactly what a plain
 //! sequential sampler draws.
-
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{ops::sigmoid, VarBuilder};
@@ -138,7 +136,7 @@ impl MadeConfig {
         let per_mask = b * (units + 3.0 * n);
         match pass {
             Pass::Eval => masks + weights + self.used_masks() as f64 * per_mask,
-            Pass::Train => masks + 3.0 * weights + 3.0 * per_mask,
+            Pass::Train { .. } => masks + 3.0 * weights + 3.0 * per_mask,
         }
     }
 
@@ -410,8 +408,6 @@ pub struct Made {
     /// The masks' matrices when they fit [`MASK_CACHE_LIMIT`].
     cached: Option<Vec<MaskSet>>,
     device: Device,
-    /// The optimizer step of the current training minibatch.
-    step: AtomicU64,
 }
 
 impl Made {
@@ -476,7 +472,6 @@ impl Made {
             degree_tensors,
             cached,
             device,
-            step: AtomicU64::new(0),
         })
     }
 
@@ -750,8 +745,7 @@ impl Autoregressive for Made {
 
     fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         match pass {
-            Pass::Train => {
-                let step = self.step.load(AtomicOrdering::Relaxed);
+            Pass::Train { step } => {
                 let logits = match self.made.resample {
                     Resample::Cycle => {
                         let k = (step % self.made.masks as u64) as usize;
@@ -806,10 +800,6 @@ impl Autoregressive for Made {
             model: per_mask.iter().map(|lp| log_mean_exp(lp)).collect(),
             components: self.made.used_masks(),
         }))
-    }
-
-    fn begin_train_step(&self, step: u64) {
-        self.step.store(step, AtomicOrdering::Relaxed);
     }
 
     fn named_tensors(&self) -> Vec<(String, Tensor)> {

@@ -1,6 +1,7 @@
 //! The autoregressive structure: strictly lower-triangular masks (entry (i, j) is 1 when
-//! j < i, i.e. when x_j may influence the conditional of x_i), MADE's degree masks, and the
-//! stored orderings of MADE and deep NADE, checked as they are read.
+//! j < i, i.e. when x_j may influence the conditional of x_i) and the stored orderings of
+//! MADE and deep NADE, checked as they are read. MADE's degree masks are built by the layer
+//! that applies them (kernels::masked_linear::DegreeMask).
 
 use candle_core::{Device, Result, Tensor};
 
@@ -9,30 +10,6 @@ pub fn strictly_lower(size: usize, device: &Device) -> Result<Tensor> {
         .map(|k| if k % size < k / size { 1.0 } else { 0.0 })
         .collect();
     Tensor::from_vec(values, (size, size), device)
-}
-
-/// The connectivity mask of a MADE layer from the degrees of its units: entry (i, j) is 1 when
-/// unit i of the layer may see unit j of the layer below, i.e. rows[i] >= cols[j] between
-/// hidden layers, rows[i] > cols[j] (`strict`) into the outputs (Germain et al. 2015, eq. 12-13).
-pub fn degree_mask(
-    rows: &[usize],
-    cols: &[usize],
-    strict: bool,
-    device: &Device,
-) -> Result<Tensor> {
-    let values: Vec<f32> = rows
-        .iter()
-        .flat_map(|&r| {
-            cols.iter().map(move |&c| {
-                if r > c || (!strict && r == c) {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(values, (rows.len(), cols.len()), device)
 }
 
 /// The rows of an integer `order` buffer ((K, n)) read from a checkpoint, each checked to be a

@@ -51,7 +51,7 @@ impl MlpConfig {
         let (b, n, d) = (batch as f64, self.n as f64, self.hidden as f64);
         match pass {
             Pass::Eval => n * d * n + 3.0 * b * n * d + 6.0 * b * n,
-            Pass::Train => 2.0 * n * d * n + 8.0 * b * n * d + 12.0 * b * n,
+            Pass::Train { .. } => 2.0 * n * d * n + 8.0 * b * n * d + 12.0 * b * n,
         }
     }
 }
@@ -107,8 +107,8 @@ impl Autoregressive for Mlp {
         let natural: Vec<usize> = (0..self.cfg.n()).collect();
         evidence.check_fixed_order(&natural, "mlp")?;
         let [a, c, alpha, b] = [&self.a, &self.c, &self.alpha, &self.b].map(Tensor::detach);
-        match mlp_sample(&a, &c, &alpha, &b, evidence)? {
-            Some(batch) => Ok(batch),
+        match mlp_sample(&a, &c, &alpha, &b, evidence.tensors())? {
+            Some([values, probs]) => Ok(SampledBatch { values, probs }),
             None => sample_sequentially(self, evidence),
         }
     }

@@ -420,10 +420,13 @@ impl ModelConfig {
 }
 
 /// Why log p(x) is asked for. Training needs the gradient (a model may compute it in the same
-/// pass, as NADE's fused kernel does); evaluation needs none, so no graph is built.
+/// pass, as NADE's fused kernel does) and says which optimizer step it is: models whose
+/// training pass changes with the step (MADE's mask, deep NADE's orderings) read it here, and
+/// a resumed run, which restores the step, goes on with the same choices. Evaluation needs no
+/// gradient, so no graph is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {
-    Train,
+    Train { step: u64 },
     Eval,
 }
 
@@ -438,7 +441,7 @@ pub trait Autoregressive: Send + Sync {
     fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let log_p = bernoulli_log_prob(&self.logits(x)?, x)?;
         Ok(match pass {
-            Pass::Train => log_p,
+            Pass::Train { .. } => log_p,
             Pass::Eval => log_p.detach(),
         })
     }
@@ -480,12 +483,6 @@ pub trait Autoregressive: Send + Sync {
             model: log_p,
             components: 1,
         }))
-    }
-
-    /// Training announces the optimizer step of each minibatch before its loss (models whose
-    /// training pass changes with the step, as MADE's mask does, keep it); a no-op otherwise.
-    fn begin_train_step(&self, step: u64) {
-        let _ = step;
     }
 
     /// The parameters under their checkpoint names, in schema order.

@@ -79,7 +79,7 @@ impl NadeConfig {
                 let threads = rayon::current_num_threads() as f64;
                 return match pass {
                     Pass::Eval => packed + threads * d + likelihood,
-                    Pass::Train => (threads + 3.0) * (packed + n) + 2.0 * likelihood,
+                    Pass::Train { .. } => (threads + 3.0) * (packed + n) + 2.0 * likelihood,
                 };
             }
             NadeKernel::Plain => b * n * n,
@@ -87,7 +87,7 @@ impl NadeConfig {
         };
         match pass {
             Pass::Eval => masked + 4.0 * b * n * d + likelihood,
-            Pass::Train => 2.0 * (masked + 5.0 * b * n * d + likelihood),
+            Pass::Train { .. } => 2.0 * (masked + 5.0 * b * n * d + likelihood),
         }
     }
 }
@@ -338,10 +338,10 @@ impl Autoregressive for Nade {
     fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         match (pass, &self.kernel) {
             // The likelihood and its gradient in one pass.
-            (Pass::Train, KernelState::Fused) => {
+            (Pass::Train { .. }, KernelState::Fused) => {
                 nade_log_prob::log_prob_with_grad(&x.contiguous()?, &self.packed()?, &self.b)
             }
-            (Pass::Train, _) => bernoulli_log_prob(&self.logits(x)?, x),
+            (Pass::Train { .. }, _) => bernoulli_log_prob(&self.logits(x)?, x),
             // On CUDA one likelihood kernel after the logits instead of a dozen tensor ops.
             // (The CPU keeps logits + likelihood, whose numbers the shipped results record.)
             (Pass::Eval, KernelState::Fused) if x.device().is_cuda() => {

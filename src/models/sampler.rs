@@ -83,7 +83,12 @@ pub struct Evidence<'a> {
     pub row_orders: Option<&'a [Vec<usize>]>,
 }
 
-impl Evidence<'_> {
+impl<'a> Evidence<'a> {
+    /// [kept, observed, uniforms], as the fused samplers of src/kernels take them.
+    pub fn tensors(&self) -> [&'a Tensor; 3] {
+        [self.kept, self.observed, self.uniforms]
+    }
+
     /// An error unless the order asked for is `own` (or none was asked for): what a model with
     /// a fixed order answers.
     pub fn check_fixed_order(&self, own: &[usize], kind: &str) -> Result<()> {

@@ -1,5 +1,5 @@
 // A minimal CPU emulation of the CUDA features src/kernels/cuda/nade.cu uses, to test the
-// kernels' indexing and synchronisation on a machine without a GPU (scripts/cuda-emu-test.sh).
+// kernels' indexing and synchronisation on a machine without a GPU (scripts/cuda/emu_test.sh).
 // One OS thread per CUDA thread, blocks one after another; __syncthreads is a block barrier,
 // shuffles and ballots exchange through per-warp arrays between two warp barriers. A kernel
 // that calls __syncthreads or a shuffle from divergent code deadlocks here (as it may on the

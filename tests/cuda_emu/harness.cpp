@@ -1,7 +1,7 @@
 // Runs the kernels of src/kernels/cuda/nade.cu on the CPU emulation (cuda_emu.h) with the
 // launch logic of src/kernels/nade_cuda.rs, and checks them against a plain double-precision
 // reference of the same math, including determinism (two runs, same bits).
-// Build and run: scripts/cuda-emu-test.sh.
+// Build and run: scripts/cuda/emu_test.sh.
 #include "cuda_emu.h"
 #include "../../src/kernels/cuda/nade.cu"
 
