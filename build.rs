@@ -8,7 +8,7 @@
 //!
 //! PTX target: `compute_90` by default, or `compute_$CUDA_COMPUTE_CAP` (digits only). candle-kernels
 //! (cudaforge) builds its PTX for `compute_90a` when CUDA_COMPUTE_CAP=90, which
-//! scripts/cuda-toolchain.sh sets on a machine without a GPU (the lent machines are H100 / H200,
+//! scripts/cuda/toolchain.sh sets on a machine without a GPU (the lent machines are H100 / H200,
 //! sm_90). We use plain `compute_90` instead: the kernels need nothing arch-specific (only warp
 //! shuffles, sm_30+), and `90a` PTX loads only on sm_90 exactly, while `compute_90` PTX is
 //! JIT-compiled by the driver for sm_90 and any later GPU. The PTX is ISA 9.0 (CUDA 13.0's nvcc),

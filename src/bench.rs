@@ -93,7 +93,7 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
             let model = &trainable.model;
             let batches = data.len() / spec.batch;
             // The batches live on the device before the clock starts, as in
-            // scripts/bench_torch.py: the time is the model's, not the upload's.
+            // scripts/bench/bench_torch.py: the time is the model's, not the upload's.
             let on_device = data.tensor_range(0, batches * spec.batch, device)?;
             let mut adam = Optimizer::new(trainable.named_vars(), &[], OptimConfig::default())?;
             let mut step = |k: usize| -> Result<()> {

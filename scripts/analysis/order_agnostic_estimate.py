@@ -8,7 +8,7 @@ both splits), so train against valid is the generalization gap measured the same
 and valid against `nade eval` (the first stored ordering) is how that ordering compares with
 the average one.
 
-    python3 scripts/order_agnostic_estimate.py checkpoints/deepnade.safetensors \\
+    python3 scripts/analysis/order_agnostic_estimate.py checkpoints/deepnade.safetensors \\
         [--rows 5000] [--draws 20] [--seed 0] [--data DIR]
 """
 import argparse

@@ -3,12 +3,13 @@
 # checkpoints, the table and the pictures. Resumable: a run that was cut off continues from its
 # last.safetensors (`nade train --resume`), a finished run (summary.json present) is kept.
 #
-#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce.sh [fvsbn mlp nade made made-k32 deepnade]
+#   NADE_DATA_DIR=/path/to/binarized_mnist scripts/reproduce/reproduce.sh \
+#       [fvsbn mlp nade made made-k32 deepnade]
 #
 # NADE_SKIP_TRAINING=1 regenerates checkpoints, table and pictures from the runs' current
 # best.safetensors without training (for a run that is still going).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(fvsbn mlp nade made made-k32 deepnade)
@@ -36,7 +37,7 @@ for model in "${models[@]}"; do
     # The single ordering of the shipped model: the best of the stored orderings on the
     # validation set, swapped into row 0 (the ensemble does not change). 128 orderings of the
     # validation set: ~45 min on 2 threads.
-    python3 scripts/choose_ordering.py "$out/best.safetensors" --out "checkpoints/$model.safetensors" \
+    python3 scripts/reproduce/choose_ordering.py "$out/best.safetensors" --out "checkpoints/$model.safetensors" \
       --record "docs/records/$model-valid-each-ordering.json"
   fi
   cp "$out/curve.png" "docs/images/$model-curve.png"
@@ -52,7 +53,7 @@ for model in "${models[@]}"; do
     "$nade" eval "checkpoints/$model.safetensors" --split test --json "${eval_args[@]}" > "docs/records/$model-test.json"
     if [ "$model" = deepnade ]; then
       # The ensemble of all stored orderings and its curve (1, 2, 4, ... orderings), one pass.
-      python3 scripts/orderings_curve.py "checkpoints/$model.safetensors" --split test \
+      python3 scripts/reproduce/orderings_curve.py "checkpoints/$model.safetensors" --split test \
         --jsonl "docs/records/$model-orderings.jsonl" --svg "docs/images/$model-orderings.svg" \
         --each "docs/records/$model-each-ordering.json"
     fi
@@ -76,4 +77,4 @@ for model in "${models[@]}"; do
   fi
 done
 
-python3 scripts/results_table.py --write
+python3 scripts/reproduce/results_table.py --write

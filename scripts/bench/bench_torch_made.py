@@ -19,7 +19,7 @@ pass per pixel and mask group), eager only.
 Prints one JSON line per (formulation, phase, batch, K): images/s over --seconds after warm-up and
 the peak memory (CUDA: max_memory_allocated; CPU: the process's peak RSS in MB, as nade bench).
 
-  python3 scripts/bench_torch_made.py --device cpu --threads 2 --batches 100 --masks 1,32
+  python3 scripts/bench/bench_torch_made.py --device cpu --threads 2 --batches 100 --masks 1,32
 """
 
 import argparse

@@ -7,7 +7,7 @@ and, with --each, the NLL of every stored ordering alone as one JSON object (the
 orderings, with its standard error over orderings, is the "one ordering" figure of Uria et al.,
 who report the mean of 10 single orderings).
 
-  python3 scripts/orderings_curve.py checkpoints/deepnade.safetensors \\
+  python3 scripts/reproduce/orderings_curve.py checkpoints/deepnade.safetensors \\
       --jsonl docs/records/deepnade-orderings.jsonl --svg docs/images/deepnade-orderings.svg \\
       [--each docs/records/deepnade-each-ordering.json] [--split test] \\
       [--limit N] [--max-orders K] [--threads T]
@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def parse_args(argv):

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""The README's MADE speed table: `nade bench --model made --json` lines (docs/records/made-bench-cpu.jsonl,
-two runs of K = 1 and K = 32 around the PyTorch script) beside scripts/bench_torch_made.py's
-(docs/records/made-torch-bench-cpu.jsonl), images/s; ours is the mean of its runs.
+"""The README's MADE speed table: `nade bench --model made --json` lines
+(docs/records/made-bench-cpu.jsonl, two runs of K = 1 and K = 32 around the PyTorch script)
+beside scripts/bench/bench_torch_made.py's (docs/records/made-torch-bench-cpu.jsonl), images/s;
+ours is the mean of its runs.
 
-  python3 scripts/made_bench_table.py docs/records/made-bench-cpu.jsonl docs/records/made-torch-bench-cpu.jsonl
+  python3 scripts/bench/made_bench_table.py docs/records/made-bench-cpu.jsonl \\
+      docs/records/made-torch-bench-cpu.jsonl
 """
 import collections
 import json

@@ -5,7 +5,7 @@
 # nothing there: run `scripts/build-cuda.sh`, `scripts/build-cuda.sh test --release --features
 # cuda --no-run` and `../shared/tools/device-pack.sh nade_cuda models sampling optim made deepnade`
 # here first, then on the GPU machine, from the repository root:
-#   bash scripts/gpu-check.sh            # logs under $OUT (default ./gpu-out)
+#   bash scripts/cuda/gpu_check.sh            # logs under $OUT (default ./gpu-out)
 # The device tool returns at most 8 files: log.txt, tests.txt, bench.jsonl, torch.jsonl and
 # two PNGs.
 set -uo pipefail
@@ -22,7 +22,7 @@ mkdir -p /work/shared/data target/cuda/release
 [[ -e /work/shared/data/binarized_mnist ]] || ln -s "$NADE_DATA_DIR" /work/shared/data/binarized_mnist
 cp .device/bin/nade target/cuda/release/nade
 export CI=1 RUST_BACKTRACE=1
-# `bash scripts/gpu-check.sh bench`: only the benchmarks (ours and PyTorch's, same run).
+# `bash scripts/cuda/gpu_check.sh bench`: only the benchmarks (ours and PyTorch's, same run).
 only=${1:-all}
 if [[ $only == bench ]]; then
   for b in 100 1000; do
@@ -31,7 +31,7 @@ if [[ $only == bench ]]; then
   for m in fvsbn mlp; do
     nade bench --device cuda --model $m --hidden 4 --batch 100 --phase sample --seconds 2 --json
   done >> "$out/bench.jsonl" 2>> "$log"
-  PYTHONUNBUFFERED=1 timeout 120 python3 scripts/bench_torch.py --device cuda --seconds 2 \
+  PYTHONUNBUFFERED=1 timeout 120 python3 scripts/bench/bench_torch.py --device cuda --seconds 2 \
     --formulations compiled,loop > "$out/torch.jsonl" 2>> "$log"
   echo "== done" >> "$log"
   exit 0
@@ -100,6 +100,6 @@ timeout 60 nade train configs/nade.toml --device cuda --epochs 3 --out /tmp/run 
 cat /tmp/run/metrics.jsonl >> "$log" 2>/dev/null
 
 echo "== PyTorch formulations" >> "$log"
-PYTHONUNBUFFERED=1 timeout 100 python3 scripts/bench_torch.py --device cuda --seconds 2 > "$out/torch.jsonl" 2>> "$log"
-PYTHONUNBUFFERED=1 timeout 100 python3 scripts/bench_torch_made.py --device cuda --seconds 2 --batches 100 >> "$out/torch.jsonl" 2>> "$log"
+PYTHONUNBUFFERED=1 timeout 100 python3 scripts/bench/bench_torch.py --device cuda --seconds 2 > "$out/torch.jsonl" 2>> "$log"
+PYTHONUNBUFFERED=1 timeout 100 python3 scripts/bench/bench_torch_made.py --device cuda --seconds 2 --batches 100 >> "$out/torch.jsonl" 2>> "$log"
 echo "== done" >> "$log"

@@ -3,14 +3,14 @@
 # thread-per-CUDA-thread emulation (tests/cuda_emu/cuda_emu.h) and checks them against a double
 # precision reference (tests/cuda_emu/harness.cpp). Needs g++ with C++20 (std::barrier).
 #
-#   scripts/cuda-emu-test.sh           # all cases (about 7 minutes on 2 cores)
-#   scripts/cuda-emu-test.sh --quick   # the three small cases (about a minute)
-#   SANITIZE=thread scripts/cuda-emu-test.sh --quick   # with ThreadSanitizer: data races
+#   scripts/cuda/emu_test.sh           # all cases (about 7 minutes on 2 cores)
+#   scripts/cuda/emu_test.sh --quick   # the three small cases (about a minute)
+#   SANITIZE=thread scripts/cuda/emu_test.sh --quick   # with ThreadSanitizer: data races
 #
 # It checks indexing, synchronisation and the order of the sums; not the GPU's floating point
 # (the fast intrinsics are emulated by the precise functions) nor the host code in Rust.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 flags=(-std=c++20 -O2 -pthread -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas)

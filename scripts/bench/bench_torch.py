@@ -17,8 +17,8 @@ Prints one JSON line per (formulation, phase, batch): images/s over --seconds af
 (timed between torch.cuda.synchronize() calls) and the peak GPU memory
 (torch.cuda.max_memory_allocated, reset before each measurement; null on the CPU).
 
-  python3 scripts/bench_torch.py                          # GPU, batches 100 and 1000
-  python3 scripts/bench_torch.py --device cpu --n 20 --hidden 8 --batches 4 --seconds 0.1
+  python3 scripts/bench/bench_torch.py                          # GPU, batches 100 and 1000
+  python3 scripts/bench/bench_torch.py --device cpu --n 20 --hidden 8 --batches 4 --seconds 0.1
 """
 
 import argparse

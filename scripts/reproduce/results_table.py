@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """The README's results table, from the runs and `nade eval` of the shipped checkpoints.
 
-For each row: docs/records/{key}-test.json and docs/records/{key}-valid.json (`nade eval --json` of
-checkpoints/{key}.safetensors), the run's history (runs/{key}/metrics.jsonl and summary.json,
-else the copies docs/records/{key}-metrics.jsonl and docs/records/{key}-summary.json that scripts/reproduce.sh
-keeps) and the used-parameter count from `nade info --json`. A row whose run history is on
-neither place (runs of an earlier machine) is kept as the previous docs/records/results.md had it, which
-this script wrote from those files. Every number comes from a file a run or `nade` wrote.
+For each row: docs/records/{key}-test.json and docs/records/{key}-valid.json (`nade eval --json`
+of checkpoints/{key}.safetensors), the run's history (runs/{key}/metrics.jsonl and summary.json,
+else the copies docs/records/{key}-metrics.jsonl and docs/records/{key}-summary.json that
+scripts/reproduce/reproduce.sh keeps) and the used-parameter count from `nade info --json`. A row
+whose run history is on neither place (runs of an earlier machine) is kept as the previous
+docs/records/results.md had it, which this script wrote from those files. Every number comes
+from a file a run or `nade` wrote.
 
-  python3 scripts/results_table.py [--write]    # --write: also update docs/records/results.md and the README
+  python3 scripts/reproduce/results_table.py [--write]
+      # --write: also update docs/records/results.md and the README
 """
 import json
 import math
@@ -16,7 +18,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 NADE = os.path.join(ROOT, "target/release/nade")
 # key, label, published anchor
 ROWS = [
@@ -28,13 +30,13 @@ ROWS = [
     ("deepnade", "deep NADE, 2 x 500 relu, first stored ordering", "89.17 (Uria et al. 2014, EoNADE 2hl)"),
 ]
 # The label of a row whose checkpoint had its single ordering chosen on the validation set
-# (scripts/choose_ordering.py writes `ordering_choice` into its metadata).
+# (scripts/reproduce/choose_ordering.py writes `ordering_choice` into its metadata).
 CHOSEN_ORDERING_LABELS = {
     "deepnade": "deep NADE, 2 x 500 relu, 1 ordering chosen on valid among the 128",
 }
-# Ensembles evaluated after training by `nade eval --curve` (scripts/orderings_curve.py): the
-# row of the whole ensemble, the last line of the curve, beside its one-ordering row above, and
-# the row of the mean of its orderings alone.
+# Ensembles evaluated after training by `nade eval --curve` (scripts/reproduce/orderings_curve.py):
+# the row of the whole ensemble, the last line of the curve, beside its one-ordering row above,
+# and the row of the mean of its orderings alone.
 CURVES = [
     ("deepnade", "deep NADE, 2 x 500 relu, 128 orderings", "85.10 (Uria et al. 2014, EoNADE 2hl)",
      "deep NADE, 2 x 500 relu, 1 ordering, mean of the 128", "89.17 (Uria et al. 2014: mean of 10 orderings)"),
@@ -118,7 +120,8 @@ for key, label, anchor, each_label, each_anchor in CURVES:
         f"| eval {whole['seconds_of_the_whole_curve'] / 60:.0f} min ({whole['device']}, {whole['threads']} thread{'s' if whole['threads'] != 1 else ''}) | {anchor} |"
     )
     # The mean over the stored orderings of each one's test NLL alone, from the same pass
-    # (scripts/orderings_curve.py --each): Uria et al.'s "one ordering" figure is such a mean.
+    # (scripts/reproduce/orderings_curve.py --each): Uria et al.'s "one ordering" figure is such a
+    # mean.
     e = load(f"docs/records/{key}-each-ordering.json")
     print(
         f"| {each_label} | as above | {e['mean_nll_nats']:.2f} ± {e['mean_std_err_over_orders']:.2f} over orderings "

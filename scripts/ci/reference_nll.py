@@ -11,7 +11,7 @@ the same files and fails if any pair differs by more than 1e-4 relative.
 
     pip install numpy safetensors
     cargo build --release
-    python3 scripts/reference_nll.py [--data DIR]
+    python3 scripts/ci/reference_nll.py [--data DIR]
 
 The data folder is found as `nade` finds it: --data, else $NADE_DATA_DIR, else
 data/binarized_mnist.

@@ -7,7 +7,7 @@ Each ordering is evaluated by `nade eval` on a copy of the checkpoint whose `ord
 holds that one ordering (the schema's K = 1, with only the `model`, `n` and `activation`
 metadata), so the numbers are the program's own exact evaluation. Prints a markdown table; `--json` one JSON line per ordering instead.
 
-  NADE_DATA_DIR=... python3 scripts/structured_orderings.py checkpoints/deepnade.safetensors
+  NADE_DATA_DIR=... python3 scripts/analysis/structured_orderings.py checkpoints/deepnade.safetensors
 """
 import argparse
 import json

@@ -9,8 +9,9 @@ without touching the test set. The ensemble (all K rows) is unchanged: a mixture
 on the order of its components. The copy keeps the metadata and sets `valid_nll` to the chosen
 ordering's NLL (when the split is valid) and `ordering_choice` to what was chosen and how.
 
-  NADE_DATA_DIR=... python3 scripts/choose_ordering.py runs/deepnade/best.safetensors \\
-      --out checkpoints/deepnade.safetensors --record docs/records/deepnade-valid-each-ordering.json
+  NADE_DATA_DIR=... python3 scripts/reproduce/choose_ordering.py runs/deepnade/best.safetensors \\
+      --out checkpoints/deepnade.safetensors \\
+      --record docs/records/deepnade-valid-each-ordering.json
 """
 import argparse
 import json
@@ -22,7 +23,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def main():
@@ -67,7 +68,7 @@ def main():
     swapped[[0, best]] = order[[best, 0]]
     choice = (f"row 0 is stored ordering {best} of {k}, the lowest {args.split} NLL of the {k} alone "
               f"({each[best]:.4f} nats over {whole['count']} images; the old row 0: {each[0]:.4f}); "
-              f"scripts/choose_ordering.py swapped the two rows")
+              f"scripts/reproduce/choose_ordering.py swapped the two rows")
     out_metadata = {**metadata, "ordering_choice": choice}
     if args.split == "valid" and not args.limit:
         out_metadata["valid_nll"] = repr(float(each[best]))
