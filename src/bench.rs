@@ -35,7 +35,7 @@ impl Phase {
 }
 
 pub struct BenchSpec {
-    /// A model kind ([`ModelConfig::KINDS`]).
+    /// A model kind (the `name` of an entry of [`crate::models::REGISTRY`]).
     pub kind: String,
     /// Hidden layer sizes (one for the MLP and NADE; FVSBN ignores them).
     pub hidden: Vec<usize>,

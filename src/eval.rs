@@ -176,7 +176,7 @@ pub fn kept_nll(
             bail!(
                 "a {} model cannot give log p(x_kept) exactly for these kept sets (order-agnostic models can: {})",
                 model.config().kind(),
-                crate::models::ModelConfig::ANY_ORDER_KINDS.join(", ")
+                crate::models::ModelConfig::any_order_kinds().join(", ")
             );
         };
         // 0 - lp: nothing kept scores 0 nats, not -0.

@@ -50,6 +50,15 @@ enum Command {
     Bench(BenchArgs),
     /// What a checkpoint holds: model, config, parameters, tensors, metadata, epoch and NLLs.
     Info(InfoArgs),
+    /// The models this build knows: kind, summary, what they condition on, bench's layers.
+    Kinds(KindsArgs),
+}
+
+#[derive(Args)]
+struct KindsArgs {
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -81,7 +90,7 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct BenchArgs {
-    #[arg(long, default_value = "nade", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::KINDS))]
+    #[arg(long, default_value = "nade", value_parser = clap::builder::PossibleValuesParser::new(ModelConfig::kinds()))]
     model: String,
     /// Hidden layer sizes, comma-separated for MADE and deep NADE [default: 500; deepnade:
     /// 500,500, the shipped model's].
@@ -269,7 +278,29 @@ fn run(cli: Cli) -> Result<()> {
         Command::Complete(args) => run_complete(args),
         Command::Bench(args) => run_bench(args),
         Command::Info(args) => run_info(args),
+        Command::Kinds(args) => run_kinds(args),
     }
+}
+
+fn run_kinds(args: KindsArgs) -> Result<()> {
+    let registry = nade::models::REGISTRY;
+    if args.json {
+        println!("{}", serde_json::to_string(registry)?);
+        return Ok(());
+    }
+    for kind in registry {
+        let conditions = match kind.any_order {
+            true => "any kept set",
+            false => "prefixes of its order",
+        };
+        println!(
+            "{:9} {} (conditions on {conditions}; bench: hidden {})",
+            kind.name,
+            kind.summary,
+            layers_text(kind.bench_layers)
+        );
+    }
+    Ok(())
 }
 
 fn run_info(args: InfoArgs) -> Result<()> {
@@ -285,10 +316,13 @@ fn run_info(args: InfoArgs) -> Result<()> {
 fn run_bench(args: BenchArgs) -> Result<()> {
     args.threads.apply()?;
     let device = device::select(args.device)?;
-    let hidden = match (args.hidden.is_empty(), args.model.as_str()) {
-        (false, _) => args.hidden,
-        (true, "deepnade") => vec![500, 500],
-        (true, _) => vec![500],
+    let hidden = match args.hidden.is_empty() {
+        false => args.hidden,
+        // Each kind's own default (deep NADE: the shipped 2 x 500).
+        true => ModelConfig::kind_named(&args.model)
+            .map_err(anyhow::Error::msg)?
+            .bench_layers
+            .to_vec(),
     };
     let spec = bench::BenchSpec {
         kind: args.model,

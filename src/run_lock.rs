@@ -40,14 +40,7 @@ impl RunLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let holder = if holder.is_empty() {
-                    "another process (starting up)".to_string()
-                } else {
-                    holder.to_string()
-                };
+                let holder = read_holder(&mut file);
                 bail!(
                     "{}: a run is going on in this folder, by {holder}; wait for it to end (or stop it), or give this run another --out",
                     dir.display()
@@ -72,6 +65,22 @@ impl RunLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Who holds the lock, as the holder wrote it. A holder writes just after it locks: a run
+/// that found the lock taken in between waits a moment for the words.
+fn read_holder(file: &mut File) -> String {
+    for _ in 0..100 {
+        let mut holder = String::new();
+        let read = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut holder));
+        if read.is_ok() && !holder.trim().is_empty() {
+            return holder.trim().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    "another process".to_string()
 }
 
 /// "process 4242 (nade train c.toml --out runs/a)".

@@ -115,7 +115,7 @@ impl WalkOrder {
             bail!(
                 "--order random: a {} model samples in its own order only; order-agnostic models sample in any: {}",
                 model.config().kind(),
-                models::ModelConfig::ANY_ORDER_KINDS.join(", ")
+                models::ModelConfig::any_order_kinds().join(", ")
             );
         }
         Ok(())
@@ -323,10 +323,10 @@ pub fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> 
             } else {
                 "its own pixel order".to_string()
             };
-            let others = if models::ModelConfig::ANY_ORDER_KINDS.is_empty() {
+            let others = if models::ModelConfig::any_order_kinds().is_empty() {
                 "no model of this build is (all of them have a fixed order)".to_string()
             } else {
-                models::ModelConfig::ANY_ORDER_KINDS.join(", ")
+                models::ModelConfig::any_order_kinds().join(", ")
             };
             bail!(
                 "a {} model conditions exactly only on a prefix of {order_name}, and the kept pixels of image {r} are not one; other kept sets need an order-agnostic model: {others}",

@@ -29,7 +29,7 @@ fn eval_json_on_a_file_matches_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("toy.amat");
     std::fs::write(&data, "0 1 1 0 1\n1 1 0 0 0\n0 0 0 0 1\n").unwrap();
-    for kind in ModelConfig::KINDS {
+    for kind in ModelConfig::kinds() {
         let ckpt = dir.path().join(format!("{kind}.safetensors"));
         write_checkpoint(&ckpt, kind, 5, 3);
         let out = eval_json(&ckpt, &data, &[]);
@@ -482,7 +482,7 @@ fn threads_one_runs_every_command_and_gives_the_default_nll() {
         })
         .collect();
     std::fs::write(&data, rows.join("\n") + "\n").unwrap();
-    for kind in ModelConfig::KINDS {
+    for kind in ModelConfig::kinds() {
         let ckpt = dir.path().join(format!("{kind}.safetensors"));
         write_checkpoint(&ckpt, kind, 6, 5);
         let default = eval_json(&ckpt, &data, &[]);

@@ -1,13 +1,14 @@
 //! The math of every model: normalization, the autoregressive property, the blocked NADE path
-//! against the plain one, and the parallel logits against a naive per-dimension loop.
+//! against the plain one, and the parallel logits against a naive per-dimension loop
+//! (tests/common/naive.rs).
 
 mod common;
 
 use candle_core::{Device, Tensor};
 use common::*;
 use nade::device;
+use nade::models::deepnade::DeepNadeConfig;
 use nade::models::{self, bernoulli_log_prob, ModelConfig, NadeKernel, Pass};
-use std::collections::HashMap;
 
 fn logits_of(model: &dyn models::Autoregressive, x: &[f32], n: usize, device: &Device) -> Vec<f32> {
     let x = Tensor::from_vec(x.to_vec(), (x.len() / n, n), device).unwrap();
@@ -70,60 +71,18 @@ fn logit_i_never_depends_on_x_j_for_j_at_or_after_i() {
     }
 }
 
-/// The formulas of DESIGN.md written straight, one dimension at a time, in f64.
-fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32]) -> Vec<f64> {
-    let (n, d) = (cfg.n(), cfg.hidden().unwrap_or(0));
-    let sigmoid = |a: f64| 1.0 / (1.0 + (-a).exp());
-    let g = |name: &str, k: usize| p[name][k] as f64;
-    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    match cfg.kind() {
-        "fvsbn" => (0..n)
-            .map(|i| g("b", i) + (0..i).map(|j| g("W", i * n + j) * x[j]).sum::<f64>())
-            .collect(),
-        "mlp" => (0..n)
-            .map(|i| {
-                let hidden = (0..d).map(|k| {
-                    let a = g("c", i * d + k)
-                        + (0..i)
-                            .map(|j| g("A", (i * d + k) * n + j) * x[j])
-                            .sum::<f64>();
-                    g("alpha", i * d + k) * sigmoid(a)
-                });
-                g("b", i) + hidden.sum::<f64>()
-            })
-            .collect(),
-        "nade" => {
-            let mut a: Vec<f64> = (0..d).map(|k| g("c", k)).collect();
-            let mut logits = Vec::with_capacity(n);
-            for (i, &x_i) in x.iter().enumerate() {
-                logits.push(
-                    g("b", i)
-                        + (0..d)
-                            .map(|k| g("V", i * d + k) * sigmoid(a[k]))
-                            .sum::<f64>(),
-                );
-                for (k, a_k) in a.iter_mut().enumerate() {
-                    *a_k += g("W", k * n + i) * x_i;
-                }
-            }
-            logits
-        }
-        "made" => {
-            let ModelConfig::Made(c) = cfg else {
-                unreachable!("kind made")
-            };
-            made_reference(c, p).logits(0, &x)
-        }
-        other => panic!("no naive loop for {other}"),
-    }
-}
-
 #[test]
 fn parallel_logits_equal_a_naive_loop_over_dimensions() {
     let (n, rows) = (30, 6);
     for device in device::available() {
         let mut cfgs = all_configs(n);
         cfgs.push(config("nade", n, 5, NadeKernel::Blocked(28)));
+        // Deep NADE's logits walk its first stored ordering, here a random one.
+        cfgs.push(ModelConfig::DeepNade(DeepNadeConfig {
+            orders: 3,
+            seed: 4,
+            ..DeepNadeConfig::with_hidden(n, vec![7, 5])
+        }));
         for cfg in cfgs {
             let params = random_params(&cfg, 5, 1.0);
             let model = model(&cfg, &params, &device);

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampler::{check_step, sample_sequentially};
 use super::{
-    masks, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass, SampledBatch, SamplerState,
+    masks, Autoregressive, Evidence, Kind, ModelConfig, ModelSpec, ParamSpec, Pass, SampledBatch,
+    SamplerState,
 };
 use crate::kernels::bias_add::bias_add;
 use crate::kernels::samplers::fvsbn_sample;
@@ -20,8 +21,42 @@ pub struct FvsbnConfig {
     pub n: usize,
 }
 
-impl FvsbnConfig {
-    pub fn param_specs(&self) -> Vec<ParamSpec> {
+/// The registry entry of FVSBN.
+pub static KIND: Kind = Kind {
+    name: "fvsbn",
+    summary: "fully visible sigmoid belief net: a logistic regression per dimension",
+    any_order: false,
+    bench_layers: &[],
+    // No hidden layer: sizes given (bench's --hidden, a file's `hidden` metadata) are ignored.
+    with_layers: |n, _| Ok(ModelConfig::Fvsbn(FvsbnConfig { n })),
+};
+
+impl ModelSpec for FvsbnConfig {
+    fn kind(&self) -> &'static Kind {
+        &KIND
+    }
+
+    fn to_config(&self) -> ModelConfig {
+        self.clone().into()
+    }
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn set_n(&mut self, n: usize) {
+        self.n = n;
+    }
+
+    fn layers(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Autoregressive>> {
+        Ok(Box::new(Fvsbn::new(self, vb)?))
+    }
+
+    fn param_specs(&self) -> Vec<ParamSpec> {
         let n = self.n;
         vec![
             // Only the strict lower triangle is used; the rest stays in the file for a simple schema.
@@ -32,8 +67,8 @@ impl FvsbnConfig {
 
     /// Floats a batch of `batch` images holds at its peak besides the parameters: the masked
     /// copy of W and, in training, its gradient and the one through the transpose; the logits
-    /// and the likelihood's (B, n) temporaries ([`ModelConfig::working_floats`]).
-    pub fn working_floats(&self, batch: usize, pass: Pass) -> f64 {
+    /// and the likelihood's (B, n) temporaries ([`ModelSpec::working_floats`]).
+    fn working_floats(&self, batch: usize, pass: Pass, _device: &candle_core::Device) -> f64 {
         let (b, n) = (batch as f64, self.n as f64);
         match pass {
             Pass::Eval => n * n + 6.0 * b * n,

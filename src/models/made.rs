@@ -47,8 +47,8 @@ use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
-    bernoulli_log_prob, log_mean_exp, Autoregressive, Evidence, KeptLogProb, ModelConfig, Orders,
-    ParamSpec, Pass, SampledBatch, SamplerState,
+    bernoulli_log_prob, log_mean_exp, Autoregressive, Evidence, KeptLogProb, Kind, ModelConfig,
+    ModelSpec, Orders, ParamSpec, Pass, SampledBatch, SamplerState,
 };
 use crate::kernels::bias_add::bias_add;
 use crate::kernels::masked_linear::{masked_linear, DegreeMask};
@@ -106,21 +106,123 @@ impl MadeConfig {
         }
     }
 
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        validate_hidden("made", &self.hidden)?;
-        validate_ensemble("made", "masks", self.masks, self.eval_masks)
-    }
-
     /// The masks density and sampling use.
     pub fn used_masks(&self) -> usize {
         self.eval_masks.unwrap_or(self.masks)
+    }
+
+    /// The K stored masks: stream 0 of ChaCha8(seed).
+    pub fn draw_masks(&self) -> Vec<Connectivity> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        (0..self.masks)
+            .map(|_| Connectivity::draw(&mut rng, self.n, &self.hidden, self.order))
+            .collect()
+    }
+
+    /// The fresh training mask of optimizer step `step` (`resample = "fresh"`).
+    pub fn fresh_mask(&self, step: u64) -> Connectivity {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(step + 1);
+        Connectivity::draw(&mut rng, self.n, &self.hidden, self.order)
+    }
+
+}
+
+/// The registry entry of MADE.
+pub static KIND: Kind = Kind {
+    name: "made",
+    summary: "masked autoencoder: every conditional from one masked MLP, K-mask ensembles",
+    any_order: false,
+    bench_layers: &[500],
+    // Layers as given, or none yet: a file's tensors say them (`complete_from_file`).
+    with_layers: |n, layers| Ok(MadeConfig::with_hidden(n, layers.to_vec()).into()),
+};
+
+impl ModelSpec for MadeConfig {
+    fn kind(&self) -> &'static Kind {
+        &KIND
+    }
+
+    fn to_config(&self) -> ModelConfig {
+        self.clone().into()
+    }
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn set_n(&mut self, n: usize) {
+        self.n = n;
+    }
+
+    fn layers(&self) -> Vec<usize> {
+        self.hidden.clone()
+    }
+
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Autoregressive>> {
+        Ok(Box::new(Made::new(self, vb)?))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "made (n = {}, hidden = {:?}, masks = {}{})",
+            self.n,
+            self.hidden,
+            self.masks,
+            if self.direct { ", direct" } else { "" }
+        )
+    }
+
+    fn extra_metadata(&self) -> Vec<(&'static str, String)> {
+        vec![("activation", self.activation.to_string())]
+    }
+
+    fn with_masks(&self, k: usize) -> std::result::Result<ModelConfig, String> {
+        let cfg = MadeConfig {
+            eval_masks: Some(k),
+            ..self.clone()
+        };
+        cfg.validate().map_err(|_| {
+            format!(
+                "--masks {k}: the model has {} mask(s), so 1..={}",
+                self.masks, self.masks
+            )
+        })?;
+        Ok(cfg.into())
+    }
+
+    fn masks_used(&self) -> Option<usize> {
+        Some(self.used_masks())
+    }
+
+    fn with_mask_count(&self, k: usize) -> std::result::Result<ModelConfig, String> {
+        Ok(MadeConfig {
+            masks: k,
+            order: if k > 1 { OrderChoice::Random } else { self.order },
+            ..self.clone()
+        }
+        .into())
+    }
+
+    /// `--masks` is a choice of what to evaluate, not of the stored structure.
+    fn structure(&self) -> ModelConfig {
+        MadeConfig {
+            eval_masks: None,
+            ..self.clone()
+        }
+        .into()
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        validate_hidden("made", &self.hidden)?;
+        validate_ensemble("made", "masks", self.masks, self.eval_masks)
     }
 
     /// Floats beyond the parameters one batch holds at its peak (for src/memory.rs): the cached
     /// masks (at most MASK_CACHE_LIMIT entries), one masked copy of every weight, and per mask
     /// the activations of each layer and the output (their gradients too in training, where one
     /// mask is used).
-    pub fn working_floats(&self, batch: usize, pass: Pass) -> f64 {
+    fn working_floats(&self, batch: usize, pass: Pass, _device: &Device) -> f64 {
         let n = self.n as f64;
         let b = batch as f64;
         let mut below = n;
@@ -140,7 +242,7 @@ impl MadeConfig {
         }
     }
 
-    pub fn param_specs(&self) -> Vec<ParamSpec> {
+    fn param_specs(&self) -> Vec<ParamSpec> {
         let n = self.n;
         let mut specs = dense_stack_specs(n, &self.hidden, n);
         if self.direct {
@@ -182,25 +284,10 @@ impl MadeConfig {
         specs
     }
 
-    /// The K stored masks: stream 0 of ChaCha8(seed).
-    pub fn draw_masks(&self) -> Vec<Connectivity> {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        (0..self.masks)
-            .map(|_| Connectivity::draw(&mut rng, self.n, &self.hidden, self.order))
-            .collect()
-    }
-
-    /// The fresh training mask of optimizer step `step` (`resample = "fresh"`).
-    pub fn fresh_mask(&self, step: u64) -> Connectivity {
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(step + 1);
-        Connectivity::draw(&mut rng, self.n, &self.hidden, self.order)
-    }
-
     /// What a file with only `model`, `n` and `activation` metadata leaves out, from its
     /// tensors: the layer sizes (W1, W2, ...), K (the rows of `order`) and the direct
     /// connection (whether `A` is there).
-    pub fn complete_from_file(
+    fn complete_from_file(
         &mut self,
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampler::{check_step, sample_sequentially};
 use super::{
-    masks, readout, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass, SampledBatch,
-    SamplerState,
+    masks, readout, Autoregressive, Evidence, Kind, ModelConfig, ModelSpec, ParamSpec, Pass,
+    SampledBatch, SamplerState,
 };
 use crate::kernels::samplers::mlp_sample;
 
@@ -24,15 +24,55 @@ pub struct MlpConfig {
     pub hidden: usize,
 }
 
-impl MlpConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+/// The registry entry of the per-pixel MLP.
+pub static KIND: Kind = Kind {
+    name: "mlp",
+    summary: "one hidden layer of its own per dimension",
+    any_order: false,
+    bench_layers: &[500],
+    with_layers: |n, layers| {
+        let hidden = Kind::one_layer("mlp", layers)?;
+        Ok(ModelConfig::Mlp(MlpConfig { n, hidden }))
+    },
+};
+
+impl ModelSpec for MlpConfig {
+    fn kind(&self) -> &'static Kind {
+        &KIND
+    }
+
+    fn to_config(&self) -> ModelConfig {
+        self.clone().into()
+    }
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn set_n(&mut self, n: usize) {
+        self.n = n;
+    }
+
+    fn layers(&self) -> Vec<usize> {
+        vec![self.hidden]
+    }
+
+    fn hidden(&self) -> Option<usize> {
+        Some(self.hidden)
+    }
+
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Autoregressive>> {
+        Ok(Box::new(Mlp::new(self, vb)?))
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.hidden == 0 {
             return Err("model.hidden: a mlp model needs hidden >= 1".into());
         }
         Ok(())
     }
 
-    pub fn param_specs(&self) -> Vec<ParamSpec> {
+    fn param_specs(&self) -> Vec<ParamSpec> {
         let (n, d) = (self.n, self.hidden);
         vec![
             // A[i, :, j] is used only for j < i.
@@ -46,8 +86,8 @@ impl MlpConfig {
     /// Floats a batch of `batch` images holds at its peak besides the parameters: the masked
     /// copy of A (n d n: the model's size, whatever the batch), the (B, n, d) pre-activations,
     /// hidden layers and read-out products, and in training their gradients and that of the
-    /// masked copy ([`ModelConfig::working_floats`]).
-    pub fn working_floats(&self, batch: usize, pass: Pass) -> f64 {
+    /// masked copy ([`ModelSpec::working_floats`]).
+    fn working_floats(&self, batch: usize, pass: Pass, _device: &candle_core::Device) -> f64 {
         let (b, n, d) = (batch as f64, self.n as f64, self.hidden as f64);
         match pass {
             Pass::Eval => n * d * n + 3.0 * b * n * d + 6.0 * b * n,

@@ -1,105 +1,138 @@
 //! The autoregressive models p(x) = prod_i p(x_i | x_<i) over x in {0,1}^n, and what they
-//! share. [`ModelConfig`] is the one place that lists the models: each variant holds the
-//! serde config that lives beside its model (`Config` + `Model::new(cfg, vb)`, as in
-//! candle-transformers). A new model is its file here and one variant below.
+//! share. The `models!` list below is the one place that names the models: each entry is a
+//! file here holding the serde config (`<Name>Config`, which implements [`ModelSpec`]), its
+//! registry entry `KIND` and the model (`<Name>::new(cfg, vb)`, which implements
+//! [`Autoregressive`]), as in candle-transformers. A new model is its file and one line of
+//! that list.
 
-pub mod deepnade;
-pub mod fvsbn;
 pub mod likelihood;
-pub mod made;
 pub(crate) mod masks;
-pub mod mlp;
-pub mod nade;
 pub mod params;
 pub mod sampler;
+pub mod spec;
 pub mod stack;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+pub use self::nade::NadeKernel;
 pub use likelihood::{
     bernoulli_log_prob, log_mean_exp, mean_nll, softplus, weighted_bernoulli_log_prob,
 };
-pub use nade::NadeKernel;
 pub use params::{init_params, Init, ParamRole, ParamSpec, Trainable};
 pub use sampler::{Evidence, Orders, SampledBatch, SamplerState};
+pub use spec::{Kind, ModelSpec};
 
-/// A model's structure: which model, and its hyperparameters (the weights come from
-/// elsewhere). The `[model]` table of a run file and the `config` JSON of a checkpoint
-/// deserialize straight into it, tagged by `kind`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ModelConfig {
+/// Declares the models: the `pub mod` of each, the [`ModelConfig`] enum (one variant per
+/// model, tagged by `kind` in run files and checkpoints), its one dispatch to the models'
+/// [`ModelSpec`], and [`REGISTRY`]. A new model is one line here.
+macro_rules! models {
+    ($( $(#[$doc:meta])* $variant:ident => $module:ident::$config:ident ),* $(,)?) => {
+        $( pub mod $module; )*
+
+        /// A model's structure: which model, and its hyperparameters (the weights come from
+        /// elsewhere). The `[model]` table of a run file and the `config` JSON of a
+        /// checkpoint deserialize straight into it, tagged by `kind`.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        pub enum ModelConfig {
+            $( $(#[$doc])* $variant($module::$config), )*
+        }
+
+        impl ModelConfig {
+            /// The model's own answers about its structure.
+            pub fn spec(&self) -> &dyn ModelSpec {
+                match self {
+                    $( ModelConfig::$variant(c) => c, )*
+                }
+            }
+
+            pub fn spec_mut(&mut self) -> &mut dyn ModelSpec {
+                match self {
+                    $( ModelConfig::$variant(c) => c, )*
+                }
+            }
+        }
+
+        $(
+            impl From<$module::$config> for ModelConfig {
+                fn from(c: $module::$config) -> Self {
+                    ModelConfig::$variant(c)
+                }
+            }
+        )*
+
+        /// Every model, in the order of the README's results table: what the CLI, `nade
+        /// bench`, `nade kinds` and the tests list.
+        pub static REGISTRY: &[&Kind] = &[ $( &$module::KIND, )* ];
+    };
+}
+
+models! {
     /// Fully visible sigmoid belief net: logistic regression per dimension.
-    Fvsbn(fvsbn::FvsbnConfig),
+    Fvsbn => fvsbn::FvsbnConfig,
     /// One hidden layer of its own per dimension.
-    Mlp(mlp::MlpConfig),
+    Mlp => mlp::MlpConfig,
     /// Neural autoregressive density estimator: one weight matrix shared by all dimensions.
-    Nade(nade::NadeConfig),
+    Nade => nade::NadeConfig,
     /// Masked autoencoder (MADE): every conditional from one masked MLP, K-mask ensembles.
-    Made(made::MadeConfig),
+    Made => made::MadeConfig,
     /// Order-agnostic deep NADE: one deep network for every ordering, K-ordering ensembles.
-    DeepNade(deepnade::DeepNadeConfig),
+    DeepNade => deepnade::DeepNadeConfig,
 }
 
 impl ModelConfig {
-    /// The `kind` names, for messages.
-    pub const KINDS: [&'static str; 5] = ["fvsbn", "mlp", "nade", "made", "deepnade"];
+    /// The `kind` names, for messages and `--model`.
+    pub fn kinds() -> Vec<&'static str> {
+        REGISTRY.iter().map(|k| k.name).collect()
+    }
 
     /// The kinds that condition on any set of observed dimensions ([`Orders::Any`]).
-    pub const ANY_ORDER_KINDS: [&'static str; 1] = ["deepnade"];
+    pub fn any_order_kinds() -> Vec<&'static str> {
+        REGISTRY
+            .iter()
+            .filter(|k| k.any_order)
+            .map(|k| k.name)
+            .collect()
+    }
+
+    /// The registry entry named `kind`, or an error listing the kinds.
+    pub fn kind_named(kind: &str) -> std::result::Result<&'static Kind, String> {
+        REGISTRY
+            .iter()
+            .copied()
+            .find(|k| k.name == kind)
+            .ok_or_else(|| {
+                format!(
+                    "unknown model kind {kind:?} (expected {})",
+                    Self::kinds().join(", ")
+                )
+            })
+    }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            ModelConfig::Fvsbn(_) => "fvsbn",
-            ModelConfig::Mlp(_) => "mlp",
-            ModelConfig::Nade(_) => "nade",
-            ModelConfig::Made(_) => "made",
-            ModelConfig::DeepNade(_) => "deepnade",
-        }
+        self.spec().kind().name
     }
 
     /// Number of binary dimensions (784 for MNIST); 0 in a run file means "from the data".
     pub fn n(&self) -> usize {
-        match self {
-            ModelConfig::Fvsbn(c) => c.n,
-            ModelConfig::Mlp(c) => c.n,
-            ModelConfig::Nade(c) => c.n,
-            ModelConfig::Made(c) => c.n,
-            ModelConfig::DeepNade(c) => c.n,
-        }
+        self.spec().n()
     }
 
     pub fn set_n(&mut self, n: usize) {
-        match self {
-            ModelConfig::Fvsbn(c) => c.n = n,
-            ModelConfig::Mlp(c) => c.n = n,
-            ModelConfig::Nade(c) => c.n = n,
-            ModelConfig::Made(c) => c.n = n,
-            ModelConfig::DeepNade(c) => c.n = n,
-        }
+        self.spec_mut().set_n(n)
     }
 
     /// The hidden size of the one-hidden-layer models (the checkpoint's `hidden` metadata).
     /// MADE and deep NADE have a list of layers and no `hidden` key: their tensors say the sizes.
     pub fn hidden(&self) -> Option<usize> {
-        match self {
-            ModelConfig::Fvsbn(_) | ModelConfig::Made(_) | ModelConfig::DeepNade(_) => None,
-            ModelConfig::Mlp(c) => Some(c.hidden),
-            ModelConfig::Nade(c) => Some(c.hidden),
-        }
+        self.spec().hidden()
     }
 
-    /// The batch `nade eval` uses when none is given. Deep NADE's exact evaluation walks
-    /// every row of a batch through one matmul per step, which wants many rows: on the CPU
-    /// (2 threads, one ordering) 2,048 images are 2.3x as fast per image as 100. The other
-    /// models' activations grow with the batch (NADE's plain path: (B, n, d)), so they keep 100.
+    /// The batch `nade eval` uses when none is given.
     pub fn eval_batch(&self) -> usize {
-        match self {
-            ModelConfig::DeepNade(_) => deepnade::WALK_ROWS,
-            _ => 100,
-        }
+        self.spec().eval_batch()
     }
 
     /// The width of the first hidden layer, for tables (`nade bench`); None for FVSBN.
@@ -109,22 +142,12 @@ impl ModelConfig {
 
     /// The sizes of the hidden layers, first to last (none for FVSBN).
     pub fn layers(&self) -> Vec<usize> {
-        match self {
-            ModelConfig::Made(c) => c.hidden.clone(),
-            ModelConfig::DeepNade(c) => c.hidden.clone(),
-            other => other.hidden().into_iter().collect(),
-        }
+        self.spec().layers()
     }
 
     /// Checks the hyperparameters, naming the key (`model.hidden`); `n` may still be 0.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        match self {
-            ModelConfig::Fvsbn(_) => Ok(()),
-            ModelConfig::Mlp(c) => c.validate(),
-            ModelConfig::Nade(c) => c.validate(),
-            ModelConfig::Made(c) => c.validate(),
-            ModelConfig::DeepNade(c) => c.validate(),
-        }
+        self.spec().validate()
     }
 
     /// The config of a checkpoint written by another tool (or by nade before configs were
@@ -134,32 +157,8 @@ impl ModelConfig {
         n: usize,
         hidden: Option<usize>,
     ) -> std::result::Result<Self, String> {
-        let need = || hidden.ok_or_else(|| format!("a {kind} model needs `hidden`"));
-        Ok(match kind {
-            "fvsbn" => ModelConfig::Fvsbn(fvsbn::FvsbnConfig { n }),
-            "mlp" => ModelConfig::Mlp(mlp::MlpConfig { n, hidden: need()? }),
-            "nade" => ModelConfig::Nade(nade::NadeConfig {
-                n,
-                hidden: need()?,
-                kernel: NadeKernel::default(),
-            }),
-            // Layers of `hidden` (bench, tests), or none yet: a file's tensors say them
-            // ([`ModelConfig::complete_from_file`]).
-            "made" => ModelConfig::Made(made::MadeConfig::with_hidden(
-                n,
-                hidden.into_iter().collect(),
-            )),
-            "deepnade" => ModelConfig::DeepNade(deepnade::DeepNadeConfig::with_hidden(
-                n,
-                hidden.into_iter().collect(),
-            )),
-            other => {
-                return Err(format!(
-                    "unknown model kind {other:?} (expected {})",
-                    Self::KINDS.join(", ")
-                ))
-            }
-        })
+        let layers: Vec<usize> = hidden.into_iter().collect();
+        (Self::kind_named(kind)?.with_layers)(n, &layers)
     }
 
     /// A model of `kind` with hidden layers of the given sizes (`nade bench --hidden`): one
@@ -170,136 +169,47 @@ impl ModelConfig {
         n: usize,
         layers: &[usize],
     ) -> std::result::Result<Self, String> {
-        match (kind, layers) {
-            ("made", _) => Ok(ModelConfig::Made(made::MadeConfig::with_hidden(
-                n,
-                layers.to_vec(),
-            ))),
-            ("deepnade", _) => Ok(ModelConfig::DeepNade(
-                deepnade::DeepNadeConfig::with_hidden(n, layers.to_vec()),
-            )),
-            (_, [h]) => Self::from_legacy(kind, n, Some(*h)),
-            _ => Err(format!(
-                "a {kind} model has one hidden layer: give one size, not {}",
-                layers.len()
-            )),
-        }
+        (Self::kind_named(kind)?.with_layers)(n, layers)
     }
 
     /// The same model computed with another kernel (`--kernel`): a choice of how, not of
     /// what, so it is not checked against a checkpoint. Models with one way take "auto" only.
     pub fn with_kernel(&self, kernel: &str) -> std::result::Result<Self, String> {
-        let mut cfg = self.clone();
-        match &mut cfg {
-            ModelConfig::Nade(c) => {
-                c.kernel = kernel.parse().map_err(|e| format!("--kernel {kernel}: {e}"))?
-            }
-            other if kernel == "auto" => {
-                let _ = other;
-            }
-            other => {
-                return Err(format!(
-                    "--kernel {kernel}: a {} model has one way to compute (auto); only nade has kernels",
-                    other.kind()
-                ))
-            }
-        }
-        Ok(cfg)
+        self.spec().with_kernel(kernel)
     }
 
     /// The same model evaluated (and sampled) with its first `k` masks (`--masks`): a
     /// run-time choice like the kernel. Only MADE is a mixture of masks.
     pub fn with_masks(&self, k: usize) -> std::result::Result<Self, String> {
-        match self {
-            ModelConfig::Made(c) => {
-                let cfg = made::MadeConfig {
-                    eval_masks: Some(k),
-                    ..c.clone()
-                };
-                cfg.validate().map_err(|_| {
-                    format!(
-                        "--masks {k}: the model has {} mask(s), so 1..={}",
-                        c.masks, c.masks
-                    )
-                })?;
-                Ok(ModelConfig::Made(cfg))
-            }
-            other => Err(format!(
-                "--masks {k}: a {} model is not a mixture of masks (only made is)",
-                other.kind()
-            )),
-        }
+        self.spec().with_masks(k)
     }
 
     /// The same model evaluated with its first `k` orderings (`--orders`): a run-time choice
     /// like the kernel. Only deep NADE is an ensemble of orderings.
     pub fn with_orders(&self, k: usize) -> std::result::Result<Self, String> {
-        match self {
-            ModelConfig::DeepNade(c) => {
-                let cfg = deepnade::DeepNadeConfig {
-                    eval_orders: Some(k),
-                    ..c.clone()
-                };
-                cfg.validate().map_err(|_| {
-                    format!(
-                        "--orders {k}: the model has {} ordering(s), so 1..={}",
-                        c.orders, c.orders
-                    )
-                })?;
-                Ok(ModelConfig::DeepNade(cfg))
-            }
-            other => Err(format!(
-                "--orders {k}: a {} model is not an ensemble of orderings (only deepnade is)",
-                other.kind()
-            )),
-        }
+        self.spec().with_orders(k)
     }
 
     /// The orderings density uses (None for models that are not ensembles of orderings).
     pub fn orders_used(&self) -> Option<usize> {
-        match self {
-            ModelConfig::DeepNade(c) => Some(c.used_orders()),
-            _ => None,
-        }
+        self.spec().orders_used()
     }
 
     /// The same structure with an ensemble of `k` masks, in random orders when k > 1
     /// (`nade bench --masks`); only MADE has masks, other models take k = 1.
     pub fn with_mask_count(&self, k: usize) -> std::result::Result<Self, String> {
-        match self {
-            ModelConfig::Made(c) => Ok(ModelConfig::Made(made::MadeConfig {
-                masks: k,
-                order: if k > 1 {
-                    made::OrderChoice::Random
-                } else {
-                    c.order
-                },
-                ..c.clone()
-            })),
-            _ if k == 1 => Ok(self.clone()),
-            other => Err(format!(
-                "--masks {k}: a {} model has no masks (only made has)",
-                other.kind()
-            )),
-        }
+        self.spec().with_mask_count(k)
     }
 
     /// The masks density and sampling use (None for models without masks).
     pub fn masks_used(&self) -> Option<usize> {
-        match self {
-            ModelConfig::Made(c) => Some(c.used_masks()),
-            _ => None,
-        }
+        self.spec().masks_used()
     }
 
     /// Metadata keys of the model's own beside `model`, `n`, `hidden` and `config`: what a
     /// reader without the config JSON needs (MADE: `activation`).
     pub fn extra_metadata(&self) -> Vec<(&'static str, String)> {
-        match self {
-            ModelConfig::Made(c) => vec![("activation", c.activation.to_string())],
-            ModelConfig::DeepNade(c) => vec![("activation", c.activation.to_string())],
-            _ => Vec::new(),
-        }
+        self.spec().extra_metadata()
     }
 
     /// Fills in, for a file without the config JSON, what its `model`, `n` (and `hidden`)
@@ -309,77 +219,28 @@ impl ModelConfig {
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,
     ) -> std::result::Result<(), String> {
-        match self {
-            ModelConfig::Made(c) => c.complete_from_file(metadata, shapes),
-            ModelConfig::DeepNade(c) => c.complete_from_file(metadata, shapes),
-            _ => Ok(()),
-        }
+        self.spec_mut().complete_from_file(metadata, shapes)
     }
 
     /// The kernel a model computes with, for messages and JSON (None where there is no choice).
     pub fn kernel_name(&self) -> Option<String> {
-        match self {
-            ModelConfig::Nade(c) => Some(c.kernel.to_string()),
-            _ => None,
-        }
+        self.spec().kernel_name()
     }
 
     /// The same structure with the run-time choices (the kernel) at their defaults: what a
     /// resumed run compares.
     pub fn structure(&self) -> Self {
-        match self {
-            ModelConfig::Nade(c) => ModelConfig::Nade(nade::NadeConfig {
-                kernel: NadeKernel::default(),
-                ..c.clone()
-            }),
-            ModelConfig::Made(c) => ModelConfig::Made(made::MadeConfig {
-                eval_masks: None,
-                ..c.clone()
-            }),
-            ModelConfig::DeepNade(c) => ModelConfig::DeepNade(deepnade::DeepNadeConfig {
-                eval_orders: None,
-                ..c.clone()
-            }),
-            other => other.clone(),
-        }
+        self.spec().structure()
     }
 
     /// A short description for messages: `nade (n = 784, hidden = 500)`.
     pub fn describe(&self) -> String {
-        if let ModelConfig::Made(c) = self {
-            return format!(
-                "made (n = {}, hidden = {:?}, masks = {}{})",
-                c.n,
-                c.hidden,
-                c.masks,
-                if c.direct { ", direct" } else { "" }
-            );
-        }
-        if let ModelConfig::DeepNade(c) = self {
-            let used = match c.eval_orders {
-                Some(k) => format!(", {k} of {} orderings", c.orders),
-                None => format!(", {} ordering(s)", c.orders),
-            };
-            return format!(
-                "deepnade (n = {}, hidden = {:?}, {}{used})",
-                c.n, c.hidden, c.activation
-            );
-        }
-        match self.hidden() {
-            Some(h) => format!("{} (n = {}, hidden = {h})", self.kind(), self.n()),
-            None => format!("{} (n = {})", self.kind(), self.n()),
-        }
+        self.spec().describe()
     }
 
     /// The tensors a checkpoint of this model holds, in schema order.
     pub fn param_specs(&self) -> Vec<ParamSpec> {
-        match self {
-            ModelConfig::Fvsbn(c) => c.param_specs(),
-            ModelConfig::Mlp(c) => c.param_specs(),
-            ModelConfig::Nade(c) => c.param_specs(),
-            ModelConfig::Made(c) => c.param_specs(),
-            ModelConfig::DeepNade(c) => c.param_specs(),
-        }
+        self.spec().param_specs()
     }
 
     /// Entries of all the checkpoint's tensors, as stored.
@@ -393,29 +254,14 @@ impl ModelConfig {
         self.param_specs().iter().map(|s| s.used).sum()
     }
 
-    /// Floats one batch of `batch` images holds at its peak on `device`, beyond the parameters
-    /// themselves (and, in training, their gradients and the optimizer's moments): the
-    /// activations the model's kernel materializes, and their gradients in training. An
-    /// estimate for the memory check before large allocations (src/memory.rs).
+    /// Floats one batch of `batch` images holds at its peak on `device` ([`ModelSpec::working_floats`]).
     pub fn working_floats(&self, batch: usize, pass: Pass, device: &Device) -> f64 {
-        match self {
-            ModelConfig::Fvsbn(c) => c.working_floats(batch, pass),
-            ModelConfig::Mlp(c) => c.working_floats(batch, pass),
-            ModelConfig::Nade(c) => c.working_floats(batch, pass, device),
-            ModelConfig::Made(c) => c.working_floats(batch, pass),
-            ModelConfig::DeepNade(c) => c.working_floats(batch, pass),
-        }
+        self.spec().working_floats(batch, pass, device)
     }
 
     /// Builds the model from the tensors in `vb` (a checkpoint or a VarMap).
     pub fn build(&self, vb: VarBuilder) -> Result<Box<dyn Autoregressive>> {
-        Ok(match self {
-            ModelConfig::Fvsbn(c) => Box::new(fvsbn::Fvsbn::new(c, vb)?),
-            ModelConfig::Mlp(c) => Box::new(mlp::Mlp::new(c, vb)?),
-            ModelConfig::Nade(c) => Box::new(nade::Nade::new(c, vb)?),
-            ModelConfig::Made(c) => Box::new(made::Made::new(c, vb)?),
-            ModelConfig::DeepNade(c) => Box::new(deepnade::DeepNade::new(c, vb)?),
-        })
+        self.spec().build(vb)
     }
 }
 
@@ -547,4 +393,32 @@ pub fn rebuilt(
 /// `h . v` along the last axis: the read-out of a hidden layer, l_i = v_i . h_i.
 pub(crate) fn readout(h: &Tensor, v: &Tensor) -> Result<Tensor> {
     h.broadcast_mul(v)?.sum(candle_core::D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each registry entry builds configs of its own kind, under the `kind` tag serde writes
+    /// and reads, and the enum has no model the registry lacks.
+    #[test]
+    fn the_registry_and_the_config_enum_name_the_same_models() {
+        for kind in REGISTRY {
+            let cfg = (kind.with_layers)(6, &[3]).unwrap();
+            assert_eq!(cfg.kind(), kind.name);
+            assert!(std::ptr::eq(cfg.spec().kind(), *kind));
+            let json = serde_json::to_value(&cfg).unwrap();
+            assert_eq!(json["kind"], kind.name);
+            let back: ModelConfig = serde_json::from_value(json).unwrap();
+            assert_eq!(back, cfg);
+        }
+        let mut names = ModelConfig::kinds();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len(), "a kind named twice");
+        assert_eq!(ModelConfig::any_order_kinds(), ["deepnade"]);
+        assert!(ModelConfig::kind_named("rbm")
+            .unwrap_err()
+            .contains("fvsbn, mlp"));
+    }
 }

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampler::check_step;
 use super::{
-    bernoulli_log_prob, masks, readout, Autoregressive, Evidence, ModelConfig, ParamSpec, Pass,
-    SampledBatch, SamplerState,
+    bernoulli_log_prob, masks, readout, Autoregressive, Evidence, Kind, ModelConfig, ModelSpec,
+    ParamSpec, Pass, SampledBatch, SamplerState,
 };
 use crate::kernels::{nade_log_prob, nade_logits, nade_packed, nade_sample};
 
@@ -41,15 +41,83 @@ pub struct NadeConfig {
     pub kernel: NadeKernel,
 }
 
-impl NadeConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+/// The registry entry of NADE.
+pub static KIND: Kind = Kind {
+    name: "nade",
+    summary: "neural autoregressive density estimator: one weight matrix shared by all dimensions",
+    any_order: false,
+    bench_layers: &[500],
+    with_layers: |n, layers| {
+        let hidden = Kind::one_layer("nade", layers)?;
+        Ok(ModelConfig::Nade(NadeConfig {
+            n,
+            hidden,
+            kernel: NadeKernel::default(),
+        }))
+    },
+};
+
+impl ModelSpec for NadeConfig {
+    fn kind(&self) -> &'static Kind {
+        &KIND
+    }
+
+    fn to_config(&self) -> ModelConfig {
+        self.clone().into()
+    }
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn set_n(&mut self, n: usize) {
+        self.n = n;
+    }
+
+    fn layers(&self) -> Vec<usize> {
+        vec![self.hidden]
+    }
+
+    fn hidden(&self) -> Option<usize> {
+        Some(self.hidden)
+    }
+
+    fn build(&self, vb: VarBuilder) -> Result<Box<dyn Autoregressive>> {
+        Ok(Box::new(Nade::new(self, vb)?))
+    }
+
+    fn with_kernel(&self, kernel: &str) -> std::result::Result<ModelConfig, String> {
+        let kernel = kernel
+            .parse()
+            .map_err(|e| format!("--kernel {kernel}: {e}"))?;
+        Ok(NadeConfig {
+            kernel,
+            ..self.clone()
+        }
+        .into())
+    }
+
+    fn kernel_name(&self) -> Option<String> {
+        Some(self.kernel.to_string())
+    }
+
+    /// The kernel is a choice of how, not of what: the structure has the default.
+    fn structure(&self) -> ModelConfig {
+        NadeConfig {
+            kernel: NadeKernel::default(),
+            ..self.clone()
+        }
+        .into()
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.hidden == 0 {
             return Err("model.hidden: a nade model needs hidden >= 1".into());
         }
         Ok(())
     }
 
-    pub fn param_specs(&self) -> Vec<ParamSpec> {
+    fn param_specs(&self) -> Vec<ParamSpec> {
         let (n, d) = (self.n, self.hidden);
         vec![
             ParamSpec::weight("W", &[d, n], 1.0 / (n as f32).sqrt()),
@@ -60,13 +128,13 @@ impl NadeConfig {
     }
 
     /// Floats a batch of `batch` images holds at its peak besides the parameters, with the
-    /// kernel `auto` resolves to on `device` ([`ModelConfig::working_floats`]):
+    /// kernel `auto` resolves to on `device` ([`ModelSpec::working_floats`]):
     /// - fused: nothing of size (B, n, d); the packed copy [W^T; c; V] and, in training, one
     ///   gradient accumulator of that size per thread, their total and its split onto W, c, V;
     /// - plain: the (B, n, n) masked input and the (B, n, d) pre-activations, hidden layers
     ///   and read-out products (in training all kept for the backward pass, and their gradients);
     /// - blocked:K: the same with a (B, n, K) masked input.
-    pub fn working_floats(&self, batch: usize, pass: Pass, device: &candle_core::Device) -> f64 {
+    fn working_floats(&self, batch: usize, pass: Pass, device: &candle_core::Device) -> f64 {
         let (b, n, d) = (batch as f64, self.n as f64, self.hidden as f64);
         let packed = (2.0 * n + 1.0) * d;
         let likelihood = 6.0 * b * n;

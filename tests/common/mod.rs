@@ -15,7 +15,10 @@ use nade::models::{Autoregressive, Init, ModelConfig, NadeKernel, Trainable};
 
 pub mod deepnade_reference;
 pub mod made_reference;
+pub mod naive;
 pub mod stats;
+#[allow(unused_imports)]
+pub use naive::naive_logits;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 #[allow(unused_imports)]
