@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The README's GPU table from one gpu-check run (scripts/cuda/gpu_check.sh): `nade bench` and
-scripts/bench/bench_torch.py output of the same machine, images/s per phase and batch.
+"""The GPU table of docs/cuda.md from one gpu-check run (scripts/cuda/gpu_check.sh): `nade
+bench` and scripts/bench/bench_torch.py output of the same machine, images/s per phase and batch.
 
     python3 scripts/bench/gpu_table.py docs/records/gpu/h200-nade-bench.jsonl \\
         docs/records/gpu/h200-torch-bench.jsonl

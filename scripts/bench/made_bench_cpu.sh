@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's MADE speed table on the CPU: `nade bench --model made` (K = 1 and 32) and
-# scripts/bench/bench_torch_made.py, interleaved (ours, PyTorch, ours; twice) so that both see the
-# same machine, with 2 threads each; nothing else should run meanwhile (~11 minutes).
+# The MADE speed table of docs/performance.md, on the CPU: `nade bench --model made` (K = 1 and
+# 32) and scripts/bench/bench_torch_made.py, interleaved (ours, PyTorch, ours; twice) so that both
+# see the same machine, with 2 threads each; nothing else should run meanwhile (~11 minutes).
 # Writes docs/records/made-bench-cpu.jsonl and docs/records/made-torch-bench-cpu.jsonl, prints
 # the table.
 #

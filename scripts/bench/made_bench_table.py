@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README's MADE speed table: `nade bench --model made --json` lines
+"""The MADE speed table of docs/performance.md: `nade bench --model made --json` lines
 (docs/records/made-bench-cpu.jsonl, two runs of K = 1 and K = 32 around the PyTorch script)
 beside scripts/bench/bench_torch_made.py's (docs/records/made-torch-bench-cpu.jsonl), images/s;
 ours is the mean of its runs.

@@ -5,7 +5,7 @@ Writes randomly initialised FVSBN, MLP, NADE, MADE and deep NADE checkpoints wit
 safetensors (only the metadata keys another tool would write: `model`, `n`, and `hidden` or
 `activation`), computes the exact average test NLL of each in float64 straight from the
 formulas (NADE by its O(nd) recurrence, a path the Rust code does not use for density; MADE
-and deep NADE from the schemas of their issues, README "Checkpoints": a mixture of K masks,
+and deep NADE from the schemas of their issues, docs/checkpoints.md: a mixture of K masks,
 of K orderings, one full masked pass per conditional for deep NADE), runs `nade eval --json` on
 the same files and fails if any pair differs by more than 1e-4 relative.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared run on a lent GPU machine (see README, "CUDA"): the CUDA test suite, the
+# The one prepared run on a lent GPU machine (see docs/cuda.md): the CUDA test suite, the
 # benchmarks (ours and the PyTorch formulations, same card, same run), a short training run of
 # configs/nade.toml, CUDA evaluation of the shipped checkpoints and a completion. Builds
 # nothing there: run `scripts/build-cuda.sh`, `scripts/build-cuda.sh test --release --features
@@ -86,7 +86,7 @@ done
   nade sample checkpoints/nade.safetensors --device cuda --count 100 --out "$out/samples.png"
   # Validation split: the device check compares numbers, it does not need the test set again.
   nade eval checkpoints/made.safetensors --device cuda --split valid --json
-  # Deep NADE's exact evaluation on the GPU (the README's CPU times, 1 thread: 2.2 s / 29.6 s).
+  # Deep NADE's exact evaluation on the GPU (docs/performance.md's CPU times, 1 thread: 2.2 s / 29.6 s).
   for k in 1 16; do
     s=$(date +%s%N)
     timeout 120 nade eval checkpoints/deepnade.safetensors --device cuda --split valid --orders $k --limit 1000 --json

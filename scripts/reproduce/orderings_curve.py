@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Test NLL of a deep NADE ensemble against its number of orderings (1, 2, 4, ..., K), from one
 `nade eval CKPT --curve --json` (the mixtures of the first k orderings all come out of the one
-pass that evaluates the K-ordering ensemble, which costs K orderings' worth: see the README for
-the times), written as JSON lines (one per k) and as an SVG plot (no plotting library needed),
+pass that evaluates the K-ordering ensemble, which costs K orderings' worth: see
+docs/performance.md for the times), written as JSON lines (one per k) and as an SVG plot (no plotting library needed),
 and, with --each, the NLL of every stored ordering alone as one JSON object (their mean over
 orderings, with its standard error over orderings, is the "one ordering" figure of Uria et al.,
 who report the mean of 10 single orderings).

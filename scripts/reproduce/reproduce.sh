@@ -45,7 +45,7 @@ for model in "${models[@]}"; do
   cp "$out/metrics.jsonl" "docs/records/$model-metrics.jsonl"
   [ ! -f "$out/summary.json" ] || cp "$out/summary.json" "docs/records/$model-summary.json"
   # Deep NADE's table row is one ordering (n network passes per image and ordering); its
-  # 128-ordering ensemble is a separate, long `nade eval` (README).
+  # 128-ordering ensemble is a separate, long `nade eval` (docs/experiments.md).
   eval_args=()
   [ "$model" != deepnade ] || eval_args=(--orders 1)
   if [ -f "$out/summary.json" ]; then
