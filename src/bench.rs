@@ -54,8 +54,8 @@ pub struct BenchSpec {
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
     pub model: String,
-    /// The kernel ("-" for models with one way to compute); `path` in older output.
-    #[serde(rename = "path")]
+    /// The kernel ("-" for models with one way to compute); `path` in output before
+    /// 2026-12-05 (docs/records/ keep it).
     pub kernel: String,
     pub phase: String,
     /// The first hidden layer's width (0 for FVSBN).

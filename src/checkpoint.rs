@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::io::write_atomically;
-use crate::models::{self, Autoregressive, ModelConfig, ParamRole, ParamSpec};
+use crate::models::{self, Autoregressive, ModelConfig, ParamRole, ParamSpec, RunChoices};
 use crate::optim::STATE_PREFIX;
 
 /// The metadata key of the model config (JSON).
@@ -150,6 +150,16 @@ fn encode(tensors: &[EncodedTensor], metadata: &BTreeMap<String, String>) -> Res
 /// `kernel` chooses how the model computes (NADE: auto, fused, blocked[:K], plain); it is not
 /// part of the file, and None means auto.
 pub fn load(path: &Path, device: &Device, kernel: Option<&str>) -> Result<Loaded> {
+    let choices = RunChoices {
+        kernel: kernel.map(str::to_owned),
+        ..RunChoices::default()
+    };
+    load_with(path, device, &choices)
+}
+
+/// [`load`] with every run-time choice: the kernel, and the masks or orderings a mixture is
+/// evaluated with (`--masks`, `--orders`).
+pub fn load_with(path: &Path, device: &Device, choices: &RunChoices) -> Result<Loaded> {
     let bytes =
         fs::read(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
     let origin = path.display().to_string();
@@ -167,7 +177,7 @@ pub fn load(path: &Path, device: &Device, kernel: Option<&str>) -> Result<Loaded
         .map(|(name, _, shape, _)| (name.clone(), shape.clone()))
         .collect();
     let cfg = config_from_metadata(&metadata, &shapes, &origin)?
-        .with_kernel(kernel.unwrap_or("auto"))
+        .with_choices(choices)
         .map_err(|e| anyhow!("{e}"))?;
     let (model_tensors, state_tensors): (RawTensors, RawTensors) = tensors
         .into_iter()

@@ -22,6 +22,7 @@ pub mod models;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod report;
 pub mod run_lock;
 pub mod sample;
 pub mod threads;

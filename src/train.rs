@@ -26,7 +26,7 @@ use crate::eval::{self, NllSummary};
 use crate::interrupt::{self, Interrupted};
 use crate::io::{remove_stale_temporaries, write_atomically};
 use crate::memory;
-use crate::models::{self, Autoregressive, ModelConfig, ParamRole, Trainable};
+use crate::models::{self, Autoregressive, ModelConfig, ParamRole, RunChoices, Trainable};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::plot;
 use crate::run_lock::RunLock;
@@ -208,19 +208,17 @@ fn run_locked(config: &Config, opts: &Options) -> Result<Summary> {
     // The selected model, on the test set, once.
     let best_path = out.join(BEST);
     let test_nll = if opts.test {
-        let best = checkpoint::load(&best_path, &device, model_cfg.kernel_name().as_deref())?;
         // The file holds the structure; the run's own choice of evaluation orderings
         // (deepnade's model.eval_orders) applies to the test pass as it did to validation.
-        let tested = match model_cfg.orders_used() {
-            Some(k) => {
-                let cfg = best.model.config().with_orders(k).map_err(|e| anyhow!(e))?;
-                Some(models::rebuilt(best.model.as_ref(), &cfg, &device)?)
-            }
-            None => None,
+        let choices = RunChoices {
+            kernel: model_cfg.kernel_name(),
+            masks: None,
+            orders: model_cfg.orders_used(),
         };
+        let best = checkpoint::load_with(&best_path, &device, &choices)?;
         let test = load_split(&source, Split::Test)?;
         let test_nll = eval::nll(
-            tested.as_deref().unwrap_or(best.model.as_ref()),
+            best.model.as_ref(),
             &test,
             config.train.eval_batch_size,
             &device,
@@ -231,6 +229,7 @@ fn run_locked(config: &Config, opts: &Options) -> Result<Summary> {
         if let Some(k) = model_cfg.orders_used() {
             metadata.insert("test_orders".into(), k.to_string());
         }
+        // The file keeps the structure: save stores the config without the run-time choices.
         checkpoint::save(&best_path, best.model.as_ref(), &metadata)?;
         Some(test_nll)
     } else {

@@ -35,6 +35,9 @@ fn eval_json_on_a_file_matches_the_library() {
         let out = eval_json(&ckpt, &data, &[]);
         assert_eq!(out["model"], kind);
         assert_eq!(out["count"], 3);
+        // The kernel once, under its own name (`path` was its duplicate until 2026-12-05).
+        assert!(out.get("path").is_none(), "{out}");
+        assert_eq!(out["kernel"].is_null(), kind != "nade", "{out}");
         let loaded = checkpoint::load(&ckpt, &Device::Cpu, None).unwrap();
         let rows = read_amat(&data).unwrap();
         let want = nade::eval::nll(loaded.model.as_ref(), &rows, 2, &Device::Cpu, false).unwrap();
@@ -504,7 +507,7 @@ fn threads_one_runs_every_command_and_gives_the_default_nll() {
     let ckpt = dir.path().join("nade.safetensors");
     let c = ckpt.to_str().unwrap();
     let png = dir.path().join("s.png");
-    let sample = nade(&[
+    let sample = json(&nade(&[
         "sample",
         c,
         "--count",
@@ -513,12 +516,13 @@ fn threads_one_runs_every_command_and_gives_the_default_nll() {
         "1",
         "--out",
         png.to_str().unwrap(),
-    ]);
-    assert!(
-        sample.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sample.stderr)
+        "--json",
+    ]));
+    assert_eq!(
+        (sample["count"].as_u64(), sample["model"].as_str()),
+        (Some(3), Some("nade"))
     );
+    assert_eq!(sample["out"], png.to_str().unwrap());
     let complete = nade(&[
         "complete",
         c,
@@ -551,6 +555,7 @@ fn threads_one_runs_every_command_and_gives_the_default_nll() {
         "--json",
     ]));
     assert_eq!(bench["threads"], 1);
+    assert_eq!(bench["kernel"], "-");
     let out = nade(&["eval", c, "--threads", "5000"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));

@@ -20,7 +20,7 @@ def main():
     for r in ours:
         if r["model"] != "nade":
             continue
-        table.setdefault(f"nade `{r['path']}`", {})[(r["phase"], r["batch"])] = r["images_per_s"]
+        table.setdefault(f"nade `{r.get('kernel', r.get('path'))}`", {})[(r["phase"], r["batch"])] = r["images_per_s"]
     names = {"loop": "PyTorch, python loop over i", "cumsum": "PyTorch, exclusive cumsum (B, n, d)",
              "compiled": "PyTorch, cumsum under `torch.compile`"}
     for r in torch:

@@ -150,6 +150,63 @@ impl Default for DataSource {
     }
 }
 
+/// What an evaluation or completion reads: a split of the data folder, or the one file that
+/// `--data` names, for the labels of its results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitRead {
+    /// None for one file: it is no split, whatever its content.
+    pub split: Option<Split>,
+    pub file: PathBuf,
+}
+
+impl SplitRead {
+    /// `split` as asked (None: the default, test) of `source`; refused for a single file,
+    /// which is read whole and would otherwise be labelled a split it may not be.
+    pub fn of(source: &DataSource, split: Option<Split>) -> Result<Self> {
+        match (source.single_file(), split) {
+            (Some(file), Some(split)) => bail!(
+                "--split {split}: --data names one file ({}), which is evaluated whole; drop --split, or point --data at the folder of {}_{{train,valid,test}}.amat",
+                file.display(),
+                source.dataset
+            ),
+            (Some(file), None) => Ok(Self { split: None, file }),
+            (None, split) => {
+                let split = split.unwrap_or(Split::Test);
+                Ok(Self {
+                    split: Some(split),
+                    file: source.file_of(split),
+                })
+            }
+        }
+    }
+
+    /// The split to load (a single file ignores it).
+    pub fn split(&self) -> Split {
+        self.split.unwrap_or(Split::Test)
+    }
+
+    /// An error naming the file and the checkpoint unless the images read have the model's
+    /// `n` values.
+    pub fn check_width(&self, width: usize, checkpoint: &Path, n: usize) -> Result<()> {
+        if width != n {
+            bail!(
+                "{}: images of {width} values, but {} models n = {n}",
+                self.file.display(),
+                checkpoint.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// "test images", or "images of FILE".
+    pub fn images(&self) -> String {
+        match self.split {
+            Some(split) => format!("{split} images"),
+            None => format!("images of {}", self.file.display()),
+        }
+    }
+}
+
 /// Who named the data path. A path somebody named must exist (a typo must not become a new
 /// folder that a download then fills); only [`DEFAULT_DIR`], which nobody named, may be
 /// created, for the download of binarized MNIST.

@@ -265,6 +265,32 @@ impl ModelConfig {
     }
 }
 
+/// How a stored model is used at run time: choices that are not part of its structure, so
+/// not checked against a checkpoint (`--kernel`, `--masks`, `--orders`; a run's own choice of
+/// evaluation orderings for its test pass).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunChoices {
+    /// None: auto.
+    pub kernel: Option<String>,
+    pub masks: Option<usize>,
+    pub orders: Option<usize>,
+}
+
+impl ModelConfig {
+    /// The same structure with `choices` applied; an error naming the flag for a choice the
+    /// model does not support.
+    pub fn with_choices(&self, choices: &RunChoices) -> std::result::Result<Self, String> {
+        let mut cfg = self.with_kernel(choices.kernel.as_deref().unwrap_or("auto"))?;
+        if let Some(k) = choices.masks {
+            cfg = cfg.with_masks(k)?;
+        }
+        if let Some(k) = choices.orders {
+            cfg = cfg.with_orders(k)?;
+        }
+        Ok(cfg)
+    }
+}
+
 /// Why log p(x) is asked for. Training needs the gradient (a model may compute it in the same
 /// pass, as NADE's fused kernel does) and says which optimizer step it is: models whose
 /// training pass changes with the step (MADE's mask, deep NADE's orderings) read it here, and
@@ -376,7 +402,7 @@ pub fn build_frozen(
 }
 
 /// The same tensors as `model` under another config of the same structure (a run-time
-/// choice: [`ModelConfig::with_masks`]), not trainable.
+/// choice: [`ModelConfig::with_choices`]), not trainable.
 pub fn rebuilt(
     model: &dyn Autoregressive,
     cfg: &ModelConfig,
