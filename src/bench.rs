@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -81,12 +81,11 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
     }
     let (data, data_name) = bench_data(spec.data.clone(), spec.batch * 20)?;
     let base = ModelConfig::with_layers(&spec.kind, data.n(), &spec.hidden)
-        .map_err(|e| anyhow!("--hidden: {e}"))?
-        .with_mask_count(spec.masks)
-        .map_err(|e| anyhow!("{e}"))?;
+        .context("--hidden")?
+        .with_mask_count(spec.masks)?;
     for kernel in &spec.kernels {
-        let cfg = base.with_kernel(kernel).map_err(|e| anyhow!("{e}"))?;
-        cfg.validate().map_err(|e| anyhow!("{e}"))?;
+        let cfg = base.with_kernel(kernel)?;
+        cfg.validate()?;
         for &phase in &spec.phases {
             reset_peak_rss();
             let trainable = Trainable::new(&cfg, models::init_params(&cfg, 1, device)?, device)?;

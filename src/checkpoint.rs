@@ -176,9 +176,7 @@ pub fn load_with(path: &Path, device: &Device, choices: &RunChoices) -> Result<L
         .iter()
         .map(|(name, _, shape, _)| (name.clone(), shape.clone()))
         .collect();
-    let cfg = config_from_metadata(&metadata, &shapes, &origin)?
-        .with_choices(choices)
-        .map_err(|e| anyhow!("{e}"))?;
+    let cfg = config_from_metadata(&metadata, &shapes, &origin)?.with_choices(choices)?;
     let (model_tensors, state_tensors): (RawTensors, RawTensors) = tensors
         .into_iter()
         .partition(|(name, ..)| !name.starts_with(STATE_PREFIX));
@@ -218,7 +216,7 @@ fn parse(bytes: &[u8], origin: &str) -> Result<(BTreeMap<String, String>, RawTen
         .map(|name| {
             let view = file
                 .tensor(&name)
-                .map_err(|e| anyhow!("{origin}: tensor `{name}`: {e}"))?;
+                .with_context(|| format!("{origin}: tensor `{name}`"))?;
             Ok((
                 name,
                 view.dtype(),
@@ -260,7 +258,7 @@ pub fn config_from_metadata(
     let cfg = match stored {
         Some(raw) => {
             let cfg: ModelConfig = serde_json::from_str(raw)
-                .map_err(|e| anyhow!("{origin}: __metadata__ `{CONFIG_KEY}`: {e}"))?;
+                .with_context(|| format!("{origin}: __metadata__ `{CONFIG_KEY}`"))?;
             if cfg.kind() != kind {
                 bail!(
                     "{origin}: __metadata__ says `model` = {kind:?} but its `{CONFIG_KEY}` describes a {}",
@@ -272,7 +270,7 @@ pub fn config_from_metadata(
         None => {
             let n = positive("n")?;
             let needs_hidden = ModelConfig::from_legacy(kind, n, Some(1))
-                .map_err(|e| anyhow!("{origin}: __metadata__ `model`: {e}"))?
+                .with_context(|| format!("{origin}: __metadata__ `model`"))?
                 .hidden()
                 .is_some();
             let hidden = if needs_hidden {
@@ -281,16 +279,16 @@ pub fn config_from_metadata(
                 None
             };
             let mut cfg = ModelConfig::from_legacy(kind, n, hidden)
-                .map_err(|e| anyhow!("{origin}: __metadata__: {e}"))?;
+                .with_context(|| format!("{origin}: __metadata__"))?;
             cfg.complete_from_file(metadata, shapes)
-                .map_err(|e| anyhow!("{origin}: {e}"))?;
+                .with_context(|| origin.to_string())?;
             cfg
         }
     };
     if cfg.n() == 0 {
         bail!("{origin}: the model config has n = 0");
     }
-    cfg.validate().map_err(|e| anyhow!("{origin}: {e}"))?;
+    cfg.validate().with_context(|| origin.to_string())?;
     Ok(cfg)
 }
 

@@ -219,7 +219,7 @@ impl Config {
             }
             Ok(())
         };
-        self.model.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.model.validate()?;
         positive_u("epochs", t.epochs)?;
         positive_u("batch_size", t.batch_size)?;
         positive_u("eval_batch_size", t.eval_batch_size)?;

@@ -57,10 +57,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = device::select(args.device)?;
     let hidden = match args.hidden.is_empty() {
         false => args.hidden,
-        true => ModelConfig::kind_named(&args.model)
-            .map_err(anyhow::Error::msg)?
-            .bench_layers
-            .to_vec(),
+        true => ModelConfig::kind_named(&args.model)?.bench_layers.to_vec(),
     };
     let spec = bench::BenchSpec {
         kind: args.model,

@@ -204,13 +204,13 @@ impl ModelSpec for DeepNadeConfig {
         WALK_ROWS
     }
 
-    fn with_orders(&self, k: usize) -> std::result::Result<ModelConfig, String> {
+    fn with_orders(&self, k: usize) -> anyhow::Result<ModelConfig> {
         let cfg = DeepNadeConfig {
             eval_orders: Some(k),
             ..self.clone()
         };
         cfg.validate().map_err(|_| {
-            format!(
+            anyhow::anyhow!(
                 "--orders {k}: the model has {} ordering(s), so 1..={}",
                 self.orders, self.orders
             )
@@ -231,7 +231,7 @@ impl ModelSpec for DeepNadeConfig {
         .into()
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         validate_hidden("deepnade", &self.hidden)?;
         validate_ensemble("deepnade", "orders", self.orders, self.eval_orders)
     }
@@ -258,7 +258,7 @@ impl ModelSpec for DeepNadeConfig {
         &mut self,
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,
-    ) -> std::result::Result<(), String> {
+    ) -> anyhow::Result<()> {
         (self.activation, self.hidden, self.orders) = read_stack("deepnade", metadata, shapes)?;
         Ok(())
     }

@@ -177,13 +177,13 @@ impl ModelSpec for MadeConfig {
         vec![("activation", self.activation.to_string())]
     }
 
-    fn with_masks(&self, k: usize) -> std::result::Result<ModelConfig, String> {
+    fn with_masks(&self, k: usize) -> anyhow::Result<ModelConfig> {
         let cfg = MadeConfig {
             eval_masks: Some(k),
             ..self.clone()
         };
         cfg.validate().map_err(|_| {
-            format!(
+            anyhow::anyhow!(
                 "--masks {k}: the model has {} mask(s), so 1..={}",
                 self.masks, self.masks
             )
@@ -195,7 +195,7 @@ impl ModelSpec for MadeConfig {
         Some(self.used_masks())
     }
 
-    fn with_mask_count(&self, k: usize) -> std::result::Result<ModelConfig, String> {
+    fn with_mask_count(&self, k: usize) -> anyhow::Result<ModelConfig> {
         Ok(MadeConfig {
             masks: k,
             order: if k > 1 { OrderChoice::Random } else { self.order },
@@ -213,7 +213,7 @@ impl ModelSpec for MadeConfig {
         .into()
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         validate_hidden("made", &self.hidden)?;
         validate_ensemble("made", "masks", self.masks, self.eval_masks)
     }
@@ -291,7 +291,7 @@ impl ModelSpec for MadeConfig {
         &mut self,
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,
-    ) -> std::result::Result<(), String> {
+    ) -> anyhow::Result<()> {
         (self.activation, self.hidden, self.masks) = read_stack("made", metadata, shapes)?;
         self.direct = shapes.contains_key("A");
         Ok(())

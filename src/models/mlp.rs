@@ -65,9 +65,9 @@ impl ModelSpec for MlpConfig {
         Ok(Box::new(Mlp::new(self, vb)?))
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.hidden == 0 {
-            return Err("model.hidden: a mlp model needs hidden >= 1".into());
+            return Err(anyhow::anyhow!("model.hidden: a mlp model needs hidden >= 1"));
         }
         Ok(())
     }

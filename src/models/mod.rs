@@ -98,13 +98,13 @@ impl ModelConfig {
     }
 
     /// The registry entry named `kind`, or an error listing the kinds.
-    pub fn kind_named(kind: &str) -> std::result::Result<&'static Kind, String> {
+    pub fn kind_named(kind: &str) -> anyhow::Result<&'static Kind> {
         REGISTRY
             .iter()
             .copied()
             .find(|k| k.name == kind)
             .ok_or_else(|| {
-                format!(
+                anyhow::anyhow!(
                     "unknown model kind {kind:?} (expected {})",
                     Self::kinds().join(", ")
                 )
@@ -146,17 +146,13 @@ impl ModelConfig {
     }
 
     /// Checks the hyperparameters, naming the key (`model.hidden`); `n` may still be 0.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         self.spec().validate()
     }
 
     /// The config of a checkpoint written by another tool (or by nade before configs were
     /// stored), from its `model`, `n` and `hidden` metadata.
-    pub fn from_legacy(
-        kind: &str,
-        n: usize,
-        hidden: Option<usize>,
-    ) -> std::result::Result<Self, String> {
+    pub fn from_legacy(kind: &str, n: usize, hidden: Option<usize>) -> anyhow::Result<Self> {
         let layers: Vec<usize> = hidden.into_iter().collect();
         (Self::kind_named(kind)?.with_layers)(n, &layers)
     }
@@ -164,29 +160,25 @@ impl ModelConfig {
     /// A model of `kind` with hidden layers of the given sizes (`nade bench --hidden`): one
     /// layer for the MLP and NADE (FVSBN has none and ignores it), any number for MADE and
     /// deep NADE.
-    pub fn with_layers(
-        kind: &str,
-        n: usize,
-        layers: &[usize],
-    ) -> std::result::Result<Self, String> {
+    pub fn with_layers(kind: &str, n: usize, layers: &[usize]) -> anyhow::Result<Self> {
         (Self::kind_named(kind)?.with_layers)(n, layers)
     }
 
     /// The same model computed with another kernel (`--kernel`): a choice of how, not of
     /// what, so it is not checked against a checkpoint. Models with one way take "auto" only.
-    pub fn with_kernel(&self, kernel: &str) -> std::result::Result<Self, String> {
+    pub fn with_kernel(&self, kernel: &str) -> anyhow::Result<Self> {
         self.spec().with_kernel(kernel)
     }
 
     /// The same model evaluated (and sampled) with its first `k` masks (`--masks`): a
     /// run-time choice like the kernel. Only MADE is a mixture of masks.
-    pub fn with_masks(&self, k: usize) -> std::result::Result<Self, String> {
+    pub fn with_masks(&self, k: usize) -> anyhow::Result<Self> {
         self.spec().with_masks(k)
     }
 
     /// The same model evaluated with its first `k` orderings (`--orders`): a run-time choice
     /// like the kernel. Only deep NADE is an ensemble of orderings.
-    pub fn with_orders(&self, k: usize) -> std::result::Result<Self, String> {
+    pub fn with_orders(&self, k: usize) -> anyhow::Result<Self> {
         self.spec().with_orders(k)
     }
 
@@ -197,7 +189,7 @@ impl ModelConfig {
 
     /// The same structure with an ensemble of `k` masks, in random orders when k > 1
     /// (`nade bench --masks`); only MADE has masks, other models take k = 1.
-    pub fn with_mask_count(&self, k: usize) -> std::result::Result<Self, String> {
+    pub fn with_mask_count(&self, k: usize) -> anyhow::Result<Self> {
         self.spec().with_mask_count(k)
     }
 
@@ -218,7 +210,7 @@ impl ModelConfig {
         &mut self,
         metadata: &std::collections::BTreeMap<String, String>,
         shapes: &std::collections::BTreeMap<String, Vec<usize>>,
-    ) -> std::result::Result<(), String> {
+    ) -> anyhow::Result<()> {
         self.spec_mut().complete_from_file(metadata, shapes)
     }
 
@@ -279,7 +271,7 @@ pub struct RunChoices {
 impl ModelConfig {
     /// The same structure with `choices` applied; an error naming the flag for a choice the
     /// model does not support.
-    pub fn with_choices(&self, choices: &RunChoices) -> std::result::Result<Self, String> {
+    pub fn with_choices(&self, choices: &RunChoices) -> anyhow::Result<Self> {
         let mut cfg = self.with_kernel(choices.kernel.as_deref().unwrap_or("auto"))?;
         if let Some(k) = choices.masks {
             cfg = cfg.with_masks(k)?;
@@ -445,6 +437,7 @@ mod tests {
         assert_eq!(ModelConfig::any_order_kinds(), ["deepnade"]);
         assert!(ModelConfig::kind_named("rbm")
             .unwrap_err()
+            .to_string()
             .contains("fvsbn, mlp"));
     }
 }

@@ -86,10 +86,10 @@ impl ModelSpec for NadeConfig {
         Ok(Box::new(Nade::new(self, vb)?))
     }
 
-    fn with_kernel(&self, kernel: &str) -> std::result::Result<ModelConfig, String> {
+    fn with_kernel(&self, kernel: &str) -> anyhow::Result<ModelConfig> {
         let kernel = kernel
             .parse()
-            .map_err(|e| format!("--kernel {kernel}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("--kernel {kernel}: {e}"))?;
         Ok(NadeConfig {
             kernel,
             ..self.clone()
@@ -110,9 +110,9 @@ impl ModelSpec for NadeConfig {
         .into()
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.hidden == 0 {
-            return Err("model.hidden: a nade model needs hidden >= 1".into());
+            return Err(anyhow::anyhow!("model.hidden: a nade model needs hidden >= 1"));
         }
         Ok(())
     }

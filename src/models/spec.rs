@@ -30,16 +30,16 @@ pub struct Kind {
     /// A model of this kind over n dimensions with hidden layers of the given sizes (bench,
     /// tests, and the files of other tools, which give `hidden` or nothing).
     #[serde(skip)]
-    pub with_layers: fn(n: usize, layers: &[usize]) -> std::result::Result<ModelConfig, String>,
+    pub with_layers: fn(n: usize, layers: &[usize]) -> anyhow::Result<ModelConfig>,
 }
 
 impl Kind {
     /// The common `with_layers` of a model with exactly one hidden layer.
-    pub fn one_layer(kind: &str, layers: &[usize]) -> std::result::Result<usize, String> {
+    pub fn one_layer(kind: &str, layers: &[usize]) -> anyhow::Result<usize> {
         match layers {
             [hidden] => Ok(*hidden),
-            [] => Err(format!("a {kind} model needs `hidden`")),
-            _ => Err(format!(
+            [] => Err(anyhow::anyhow!("a {kind} model needs `hidden`")),
+            _ => Err(anyhow::anyhow!(
                 "a {kind} model has one hidden layer: give one size, not {}",
                 layers.len()
             )),
@@ -71,7 +71,7 @@ pub trait ModelSpec {
     }
 
     /// Checks the hyperparameters, naming the key (`model.hidden`); `n` may still be 0.
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> anyhow::Result<()> {
         Ok(())
     }
 
@@ -107,7 +107,7 @@ pub trait ModelSpec {
         &mut self,
         metadata: &BTreeMap<String, String>,
         shapes: &BTreeMap<String, Vec<usize>>,
-    ) -> std::result::Result<(), String> {
+    ) -> anyhow::Result<()> {
         let _ = (metadata, shapes);
         Ok(())
     }
@@ -125,11 +125,11 @@ pub trait ModelSpec {
 
     /// The same model computed with another kernel (`--kernel`): a choice of how, not of
     /// what. Models with one way take "auto" only.
-    fn with_kernel(&self, kernel: &str) -> std::result::Result<ModelConfig, String> {
+    fn with_kernel(&self, kernel: &str) -> anyhow::Result<ModelConfig> {
         if kernel == "auto" {
             return Ok(self.to_config());
         }
-        Err(format!(
+        Err(anyhow::anyhow!(
             "--kernel {kernel}: a {} model has one way to compute (auto); only nade has kernels",
             self.kind().name
         ))
@@ -142,8 +142,8 @@ pub trait ModelSpec {
     }
 
     /// The same model evaluated (and sampled) with its first `k` masks (`--masks`).
-    fn with_masks(&self, k: usize) -> std::result::Result<ModelConfig, String> {
-        Err(format!(
+    fn with_masks(&self, k: usize) -> anyhow::Result<ModelConfig> {
+        Err(anyhow::anyhow!(
             "--masks {k}: a {} model is not a mixture of masks (only made is)",
             self.kind().name
         ))
@@ -156,19 +156,19 @@ pub trait ModelSpec {
 
     /// The same structure with an ensemble of `k` masks (`nade bench --masks`); models
     /// without masks take k = 1.
-    fn with_mask_count(&self, k: usize) -> std::result::Result<ModelConfig, String> {
+    fn with_mask_count(&self, k: usize) -> anyhow::Result<ModelConfig> {
         if k == 1 {
             return Ok(self.to_config());
         }
-        Err(format!(
+        Err(anyhow::anyhow!(
             "--masks {k}: a {} model has no masks (only made has)",
             self.kind().name
         ))
     }
 
     /// The same model evaluated with its first `k` stored orderings (`--orders`).
-    fn with_orders(&self, k: usize) -> std::result::Result<ModelConfig, String> {
-        Err(format!(
+    fn with_orders(&self, k: usize) -> anyhow::Result<ModelConfig> {
+        Err(anyhow::anyhow!(
             "--orders {k}: a {} model is not an ensemble of orderings (only deepnade is)",
             self.kind().name
         ))

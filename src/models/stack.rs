@@ -90,9 +90,9 @@ pub fn dense_stack_specs(inputs: usize, hidden: &[usize], n: usize) -> Vec<Param
 }
 
 /// `model.hidden` of a stacked model: at least one layer, none empty.
-pub fn validate_hidden(kind: &str, hidden: &[usize]) -> std::result::Result<(), String> {
+pub fn validate_hidden(kind: &str, hidden: &[usize]) -> anyhow::Result<()> {
     if hidden.is_empty() || hidden.contains(&0) {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "model.hidden: a {kind} model needs at least one hidden layer, each of >= 1 units (got {hidden:?})"
         ));
     }
@@ -106,12 +106,14 @@ pub fn validate_ensemble(
     key: &str,
     k: usize,
     used: Option<usize>,
-) -> std::result::Result<(), String> {
+) -> anyhow::Result<()> {
     if k == 0 {
-        return Err(format!("model.{key}: a {kind} model needs {key} >= 1"));
+        return Err(anyhow::anyhow!(
+            "model.{key}: a {kind} model needs {key} >= 1"
+        ));
     }
     match used {
-        Some(u) if u == 0 || u > k => Err(format!(
+        Some(u) if u == 0 || u > k => Err(anyhow::anyhow!(
             "model.eval_{key} = {u}: the model has {k} of them, so 1..={k}"
         )),
         _ => Ok(()),
@@ -125,25 +127,29 @@ pub fn read_stack(
     kind: &str,
     metadata: &BTreeMap<String, String>,
     shapes: &BTreeMap<String, Vec<usize>>,
-) -> std::result::Result<(Activation, Vec<usize>, usize), String> {
+) -> anyhow::Result<(Activation, Vec<usize>, usize)> {
     let raw = metadata.get("activation").ok_or_else(|| {
-        format!("__metadata__ has no `activation` (a {kind} file needs model, n and activation)")
+        anyhow::anyhow!(
+            "__metadata__ has no `activation` (a {kind} file needs model, n and activation)"
+        )
     })?;
     let activation = raw
         .parse()
-        .map_err(|e| format!("__metadata__ `activation`: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("__metadata__ `activation`: {e}"))?;
     let hidden: Vec<usize> = (1..)
         .map_while(|l| shapes.get(&format!("W{l}")))
         .map(|shape| shape.first().copied().unwrap_or(0))
         .collect();
     if hidden.is_empty() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "a {kind} file needs tensors W1, b1, ..., V, c, order: there is no `W1`"
         ));
     }
     let k = shapes
         .get("order")
         .and_then(|shape| shape.first().copied())
-        .ok_or_else(|| format!("a {kind} file needs the tensor `order` [K, n]: it is missing"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("a {kind} file needs the tensor `order` [K, n]: it is missing")
+        })?;
     Ok((activation, hidden, k))
 }
