@@ -11,19 +11,6 @@ use nade::checkpoint;
 use nade::data::amat::read_amat;
 use nade::models::ModelConfig;
 
-/// A failed run: non-zero exit, exactly one line on stderr, starting with "error:".
-fn error_line(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
-
 #[test]
 fn eval_json_on_a_file_matches_the_library() {
     let dir = tempfile::tempdir().unwrap();
@@ -59,17 +46,17 @@ fn bad_inputs_are_one_line_errors_naming_the_culprit() {
     write_checkpoint(&ckpt, "fvsbn", 4, 0);
     let ckpt = ckpt.to_str().unwrap();
 
-    let e = error_line(&nade(&["eval", "/nonexistent/model.safetensors"]));
+    let e = common::bin::refused(&nade(&["eval", "/nonexistent/model.safetensors"]));
     assert!(e.contains("/nonexistent/model.safetensors"), "{e}");
 
     let bad_row = dir.path().join("bad.amat");
     std::fs::write(&bad_row, "0 1 1 0\n0 1 2 0\n").unwrap();
-    let e = error_line(&nade(&["eval", ckpt, "--data", bad_row.to_str().unwrap()]));
+    let e = common::bin::refused(&nade(&["eval", ckpt, "--data", bad_row.to_str().unwrap()]));
     assert!(e.contains("bad.amat:2") && e.contains("not 0 or 1"), "{e}");
 
     let wide = dir.path().join("wide.amat");
     std::fs::write(&wide, "0 1 1 0 1\n").unwrap();
-    let e = error_line(&nade(&["eval", ckpt, "--data", wide.to_str().unwrap()]));
+    let e = common::bin::refused(&nade(&["eval", ckpt, "--data", wide.to_str().unwrap()]));
     assert!(
         e.contains("wide.amat: images of 5 values") && e.contains("n = 4"),
         "{e}"
@@ -77,7 +64,7 @@ fn bad_inputs_are_one_line_errors_naming_the_culprit() {
 
     let empty_dir = dir.path().join("nothing-here");
     std::fs::create_dir(&empty_dir).unwrap();
-    let e = error_line(&nade(&[
+    let e = common::bin::refused(&nade(&[
         "eval",
         ckpt,
         "--data",
@@ -263,13 +250,13 @@ fn info_on_a_bad_file_gives_the_one_line_error_eval_gives() {
     let bad = dir.path().join("garbage.safetensors");
     std::fs::write(&bad, b"this is not a checkpoint").unwrap();
     let bad = bad.to_str().unwrap();
-    let e = error_line(&nade(&["info", bad]));
+    let e = common::bin::refused(&nade(&["info", bad]));
     assert!(
         e.contains("garbage.safetensors") && e.contains("not a safetensors file"),
         "{e}"
     );
-    assert_eq!(e, error_line(&nade(&["eval", bad])));
-    let e = error_line(&nade(&["info", "/nonexistent/model.safetensors", "--json"]));
+    assert_eq!(e, common::bin::refused(&nade(&["eval", bad])));
+    let e = common::bin::refused(&nade(&["info", "/nonexistent/model.safetensors", "--json"]));
     assert!(e.contains("/nonexistent/model.safetensors"), "{e}");
 }
 
@@ -279,7 +266,7 @@ fn info_on_a_bad_file_gives_the_one_line_error_eval_gives() {
 fn training_a_model_too_large_for_memory_is_refused_naming_model_hidden() {
     let dir = tempfile::tempdir().unwrap();
     let config = toy_run_config(dir.path(), "kind = \"nade\"\nhidden = 100000000", 1);
-    let e = error_line(&nade(&["train", config.to_str().unwrap()]));
+    let e = common::bin::refused(&nade(&["train", config.to_str().unwrap()]));
     assert!(
         e.contains("model.hidden = 100000000") && e.contains("training needs about"),
         "{e}"
@@ -295,7 +282,7 @@ fn a_huge_sample_grid_is_refused_naming_the_flags() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ckpt = root.join("checkpoints/nade.safetensors");
     let out = dir.path().join("grid.png");
-    let e = error_line(&nade(&[
+    let e = common::bin::refused(&nade(&[
         "sample",
         ckpt.to_str().unwrap(),
         "--count",
@@ -410,12 +397,12 @@ fn a_grid_name_not_ending_in_png_is_refused() {
     for name in ["x.jpg", "grid", "x.png.txt"] {
         let out = dir.path().join(name);
         let path = out.to_str().unwrap();
-        let e = error_line(&nade(&["sample", ckpt, "--count", "2", "--out", path]));
+        let e = common::bin::refused(&nade(&["sample", ckpt, "--count", "2", "--out", path]));
         assert!(
             e.contains("--out") && e.contains(name) && e.contains("PNG"),
             "{e}"
         );
-        let e = error_line(&nade(&[
+        let e = common::bin::refused(&nade(&[
             "complete", ckpt, "--rows", "1", "--count", "1", "--data", &data, "--out", path,
         ]));
         assert!(e.contains("--out") && e.contains(name), "{e}");
@@ -445,7 +432,7 @@ fn a_kernel_for_a_model_without_kernels_is_an_error() {
         write_checkpoint(&ckpt, kind, 4, 2);
         for flag in ["--kernel", "--path"] {
             for kernel in ["fused", "plain", "blocked:2"] {
-                let e = error_line(&nade(&[
+                let e = common::bin::refused(&nade(&[
                     "eval",
                     ckpt.to_str().unwrap(),
                     "--data",
@@ -576,9 +563,9 @@ fn eval_of_one_file_names_the_file_and_refuses_a_split() {
     assert_eq!(json["data"], f);
     let text = stdout(&nade(&["eval", c, "--data", f]));
     assert!(text.contains(&format!("on 40 images of {f}:")), "{text}");
-    let e = error_line(&nade(&["eval", c, "--data", f, "--split", "valid"]));
+    let e = common::bin::refused(&nade(&["eval", c, "--data", f, "--split", "valid"]));
     assert!(e.contains("--split valid") && e.contains(f), "{e}");
-    let e = error_line(&nade(&[
+    let e = common::bin::refused(&nade(&[
         "eval", c, "--data", f, "--split", "valid", "--keep", "top:1",
     ]));
     assert!(e.contains("--split valid"), "{e}");
@@ -604,7 +591,7 @@ fn completing_images_of_another_width_names_the_file() {
     write_checkpoint(&ckpt, "nade", 784, 4);
     let data = toy_data(dir.path(), 6);
     let out = dir.path().join("c.png");
-    let e = error_line(&nade(&[
+    let e = common::bin::refused(&nade(&[
         "complete",
         ckpt.to_str().unwrap(),
         "--keep",
@@ -663,7 +650,7 @@ fn output_files_in_a_missing_folder_are_refused_and_create_nothing() {
             png.to_str().unwrap(),
         ],
     ] {
-        let e = error_line(&nade(&args));
+        let e = common::bin::refused(&nade(&args));
         assert!(
             e.contains("no such folder") && e.contains(&missing.display().to_string()),
             "{args:?}: {e}"
@@ -705,7 +692,7 @@ fn thread_counts_past_the_cores_warn_and_absurd_ones_are_refused() {
     );
     if limit < nade::threads::MAX {
         let absurd = (limit + 1).to_string();
-        let e = error_line(&nade(&["eval", c, "--data", d, "--threads", &absurd]));
+        let e = common::bin::refused(&nade(&["eval", c, "--data", d, "--threads", &absurd]));
         assert!(e.contains(&format!("--threads = {absurd}")), "{e}");
     }
 }

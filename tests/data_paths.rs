@@ -24,21 +24,6 @@ fn nade_in(cwd: &Path, args: &[&str], env_data_dir: Option<&Path>) -> Output {
     cmd.output().unwrap()
 }
 
-/// The one line of a failed run, without its "error: " prefix.
-fn error_line(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    err.trim_end()
-        .strip_prefix("error: ")
-        .unwrap_or_else(|| panic!("{err}"))
-        .to_string()
-}
-
 /// The entries of `dir`, sorted.
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -58,7 +43,7 @@ fn a_missing_data_path_is_an_error_naming_it_and_where_it_came_from() {
     let (x, some) = (x_amat.to_str().unwrap(), somedir.to_str().unwrap());
 
     for data in [x, some] {
-        let e = error_line(&nade_in(
+        let e = common::bin::error_message(&nade_in(
             dir,
             &["eval", "m.safetensors", "--data", data],
             None,
@@ -77,18 +62,18 @@ fn a_missing_data_path_is_an_error_naming_it_and_where_it_came_from() {
             "--data",
             data,
         ];
-        let e = error_line(&nade_in(dir, &complete, None));
+        let e = common::bin::error_message(&nade_in(dir, &complete, None));
         assert_eq!(
             e,
             format!("{data}: no such file or folder (given by --data)")
         );
-        let e = error_line(&nade_in(dir, &["bench", "--data", data], None));
+        let e = common::bin::error_message(&nade_in(dir, &["bench", "--data", data], None));
         assert_eq!(
             e,
             format!("{data}: no such file or folder (given by --data)")
         );
     }
-    let e = error_line(&nade_in(dir, &["eval", "m.safetensors"], Some(&somedir)));
+    let e = common::bin::error_message(&nade_in(dir, &["eval", "m.safetensors"], Some(&somedir)));
     assert_eq!(
         e,
         format!("{some}: no such file or folder (given by NADE_DATA_DIR)")
@@ -105,12 +90,12 @@ fn a_missing_data_path_is_an_error_naming_it_and_where_it_came_from() {
     )
     .unwrap();
     let train = ["train", config.to_str().unwrap()];
-    let e = error_line(&nade_in(dir, &train, None));
+    let e = common::bin::error_message(&nade_in(dir, &train, None));
     assert_eq!(
         e,
         format!("{some}: no such file or folder (given by [data] dir in the config)")
     );
-    let e = error_line(&nade_in(dir, &[&train[..], &["--data", x]].concat(), None));
+    let e = common::bin::error_message(&nade_in(dir, &[&train[..], &["--data", x]].concat(), None));
     assert_eq!(e, format!("{x}: no such file or folder (given by --data)"));
 
     // Nothing was created: no x.amat/, no somedir/, no data/, no run folder.

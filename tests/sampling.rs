@@ -371,14 +371,6 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn error_line(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure");
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
-
 /// A randomly initialised n = 784 NADE checkpoint (the training init, small hidden layer).
 fn write_checkpoint(path: &Path) -> Box<dyn Autoregressive> {
     let cfg = common::new_config("nade", 784, 10);
@@ -438,7 +430,7 @@ fn cli_sample_writes_the_grid_and_the_amat() {
     let img = image::open(&png).unwrap().to_luma8();
     assert!(img.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
 
-    let err = error_line(&nade(&["sample", "missing.safetensors", "--count", "2"]));
+    let err = common::bin::refused(&nade(&["sample", "missing.safetensors", "--count", "2"]));
     assert!(err.contains("missing.safetensors"), "{err}");
 }
 
@@ -465,17 +457,17 @@ fn cli_complete_errors_name_the_flag() {
         args.extend_from_slice(extra);
         nade(&args)
     };
-    let err = error_line(&run(&["--rows", "29", "--count", "1"]));
+    let err = common::bin::refused(&run(&["--rows", "29", "--count", "1"]));
     assert!(
         err.contains("--rows 29") && err.contains("28 rows"),
         "{err}"
     );
-    let err = error_line(&run(&["--rows", "3", "--count", "1", "--index", "3"]));
+    let err = common::bin::refused(&run(&["--rows", "3", "--count", "1", "--index", "3"]));
     assert!(
         err.contains("--index 3") && err.contains("3 images"),
         "{err}"
     );
-    let err = error_line(&run(&["--rows", "3", "--count", "3", "--index", "1"]));
+    let err = common::bin::refused(&run(&["--rows", "3", "--count", "3", "--index", "1"]));
     assert!(err.contains("--count 3"), "{err}");
     assert!(!out.exists());
     // The whole file is the test split: 3 images from index 0 work.

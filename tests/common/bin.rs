@@ -38,14 +38,27 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// The stderr of a run that failed with a one-line message; else the test fails showing it.
+/// The stderr of a run that failed with one line, "error: ..."; else the test fails showing
+/// its output.
 pub fn refused(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
-        !out.status.success() && err.trim_end().lines().count() == 1,
-        "{err}"
+        !out.status.success(),
+        "expected failure, stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
     err
+}
+
+/// [`refused`]'s message alone: without "error: " and the newline.
+pub fn error_message(out: &Output) -> String {
+    let err = refused(out);
+    err.trim_end()
+        .strip_prefix("error: ")
+        .expect("refused checked the prefix")
+        .to_string()
 }
 
 /// [`ok`], parsed as JSON.
