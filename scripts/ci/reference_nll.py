@@ -150,6 +150,10 @@ def random_checkpoint(kind, n, hidden, rng):
     return {"W": u(0.3, hidden, n), "c": u(1.0, hidden), "V": u(0.3, n, hidden), "b": u(1.0, n)}
 
 
+# The float64 reference of each kind, by the registry's name.
+REFERENCES = {"fvsbn": nll_fvsbn, "mlp": nll_mlp, "nade": nll_nade, "made": nll_made, "deepnade": nll_deepnade}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # An empty NADE_DATA_DIR counts as unset, as in nade.
@@ -184,21 +188,21 @@ def main():
                 activation = activation or "relu"
                 params = random_stack(kind, n, layers, 3, rng)
                 meta["activation"] = activation
-                want = {"made": nll_made, "deepnade": nll_deepnade}[kind](params, x, activation).mean()
+                want = REFERENCES[kind](params, x, activation).mean()
                 hidden = "x".join(map(str, layers))
             else:
                 hidden = int(hidden or 0)
                 params = random_checkpoint(kind, n, hidden, rng)
                 if kind != "fvsbn":
                     meta["hidden"] = str(hidden)
-                want = {"fvsbn": nll_fvsbn, "mlp": nll_mlp, "nade": nll_nade}[kind](params, x).mean()
+                want = REFERENCES[kind](params, x).mean()
             save_file(params, path, metadata=meta)
             for path_name in args.paths.split(",") if kind == "nade" else ["-"]:
                 cmd = [args.nade, "eval", path, "--data", args.data, "--split", args.split, "--json", "--device", "cpu"]
                 if args.limit:
                     cmd += ["--limit", str(args.limit)]
                 if kind == "nade":
-                    cmd += ["--path", path_name]
+                    cmd += ["--kernel", path_name]
                 got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 rel = abs(got["nll_nats"] - want) / abs(want)
                 ok = rel <= args.tolerance and got["count"] == x.shape[0]
@@ -208,6 +212,14 @@ def main():
                     f"{'ok  ' if ok else 'FAIL'} {kind:8} hidden={hidden!s:<4} path={path_name:8} count={got['count']} "
                     f"float64 {want:.6f}  nade {got['nll_nats']:.6f}  rel {rel:.2e}  ({got['images_per_s']:.0f} images/s)"
                 )
+    # Every model of the build's registry has its float64 reference here: a new kind without
+    # one fails this check instead of going unchecked.
+    kinds = json.loads(subprocess.run([args.nade, "kinds", "--json"], check=True, capture_output=True, text=True).stdout)
+    for kind in (k["name"] for k in kinds):
+        checked = kind in REFERENCES and any(spec.partition(":")[0] == kind for spec in args.models.split(","))
+        failures += not checked
+        checks += 1
+        print(f"{'ok  ' if checked else 'FAIL'} {kind:8} {'has' if checked else 'lacks'} a float64 reference checked here (nade kinds)")
     print(f"{checks - failures} passed, {failures} failed")
     sys.exit(1 if failures else 0)
 
