@@ -482,7 +482,7 @@ fn real_binarized_mnist_test_split(dir: &Path) {
 }
 
 /// A server with the real test split: downloaded into the (missing) default folder and kept.
-/// (A server with the wrong content: tests/data.rs.)
+/// (A server with the wrong content: tests/suite/data.rs.)
 fn load_split_downloads_missing_mnist_and_verifies_it(shared: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let real = std::fs::read(shared.join("binarized_mnist_test.amat")).unwrap();

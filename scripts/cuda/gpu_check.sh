@@ -3,7 +3,8 @@
 # benchmarks (ours and the PyTorch formulations, same card, same run), a short training run of
 # configs/nade.toml, CUDA evaluation of the shipped checkpoints and a completion. Builds
 # nothing there: run `scripts/build-cuda.sh`, `scripts/build-cuda.sh test --release --features
-# cuda --no-run` and `../shared/tools/device-pack.sh nade_cuda models sampling optim made deepnade`
+# cuda --no-run` and `../shared/tools/device-pack.sh suite` (the integration tests are one binary,
+# tests/suite; each subject below is a module filter)
 # here first, then on the GPU machine, from the repository root:
 #   bash scripts/cuda/gpu_check.sh            # logs under $OUT (default ./gpu-out)
 # The device tool returns at most 8 files: log.txt, tests.txt, bench.jsonl, torch.jsonl and
@@ -48,17 +49,17 @@ fi
 for t in nade_cuda models sampling optim made deepnade; do
   echo "===== $t" >> "$out/tests.txt"
   case $t in nade_cuda | optim) limit=60 ;; models) limit=90 ;; *) limit=150 ;; esac
-  timeout $limit ".device/bin/$t-test" --test-threads 4 > /tmp/test-$t.txt 2>&1
+  timeout $limit .device/bin/suite-test --test-threads 4 "$t::" > /tmp/test-$t.txt 2>&1
   rc=$?
   cat /tmp/test-$t.txt >> "$out/tests.txt"
   echo "tests $t: exit $rc $(grep -E '^test result' /tmp/test-$t.txt)" >> "$log"
 done
 
 echo "== the CUDA kernels' own throughput test" >> "$log"
-timeout 45 .device/bin/nade_cuda-test --ignored --nocapture throughput >> "$log" 2>&1
+timeout 45 .device/bin/suite-test --ignored --nocapture nade_cuda::throughput >> "$log" 2>&1
 for m in 1 2 4 8; do
   echo "-- NADE_CUDA_GRAD_IMAGES=$m" >> "$log"
-  NADE_CUDA_GRAD_IMAGES=$m timeout 30 .device/bin/nade_cuda-test --ignored --nocapture throughput 2>&1 | grep log_prob_grad >> "$log"
+  NADE_CUDA_GRAD_IMAGES=$m timeout 30 .device/bin/suite-test --ignored --nocapture nade_cuda::throughput 2>&1 | grep log_prob_grad >> "$log"
 done
 
 {

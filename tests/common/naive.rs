@@ -1,6 +1,6 @@
 //! Each model's logits written straight from its formula, one dimension at a time, in f64:
-//! the reference the parallel logits are held to (tests/models.rs). The match is exhaustive,
-//! so a new model does not compile until it has its reference here; tests/models.rs needs no
+//! the reference the parallel logits are held to (tests/suite/models.rs). The match is exhaustive,
+//! so a new model does not compile until it has its reference here; tests/suite/models.rs needs no
 //! edit for it.
 
 use std::collections::HashMap;

@@ -2,15 +2,14 @@
 //! sample frequencies against the exact p(x), kept pixels, reproducibility, and the
 //! `nade sample` / `nade complete` commands end to end.
 
-mod common;
-
+use crate::common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::*;
+use crate::common::*;
 use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::device;

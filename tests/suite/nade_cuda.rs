@@ -1,7 +1,7 @@
 //! The CUDA kernels (src/kernels/nade_cuda.rs) against the CPU fused ops, on a GPU:
 //!
-//!   cargo test --release --features cuda --test nade_cuda             # correctness
-//!   cargo test --release --features cuda --test nade_cuda -- --ignored --nocapture  # speed
+//!   cargo test --release --features cuda --test suite nade_cuda::             # correctness
+//!   cargo test --release --features cuda --test suite nade_cuda:: -- --ignored --nocapture  # speed
 //!
 //! Compiled only with the `cuda` feature; every test fails (does not skip) without a GPU.
 #![cfg(feature = "cuda")]

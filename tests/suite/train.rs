@@ -1,14 +1,13 @@
 //! Training end to end on small synthetic data with a known entropy: convergence, resume,
 //! determinism, divergence handling and config errors.
 
-mod common;
-
+use crate::common;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use candle_core::Device;
-use common::{checkpoint_snapshot, markov_splits};
+use crate::common::{checkpoint_snapshot, markov_splits};
 use nade::checkpoint;
 use nade::config::Config;
 use nade::train::{self, Options, Progress};

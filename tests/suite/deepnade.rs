@@ -5,15 +5,14 @@
 //! checkpoint round trip and a file with only model / n / activation, a bit-identical
 //! resume, and the CLI (`eval --orders`, `complete --json`, `sample --order`).
 
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::bin::{json, nade, ok, refused};
-use common::*;
+use crate::common::bin::{json, nade, ok, refused};
+use crate::common::*;
 use nade::checkpoint;
 use nade::config::Config;
 use nade::data::BinaryDataset;

@@ -4,14 +4,13 @@
 //! gradients of masked weights, sampler and completion calibration, `nade eval --masks`,
 //! `nade bench --model made`, and a bit-identical resume with K > 1.
 
-mod common;
-
+use crate::common;
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use common::*;
+use crate::common::*;
 use nade::checkpoint;
 use nade::config::Config;
 use nade::data::BinaryDataset;

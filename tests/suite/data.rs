@@ -4,13 +4,11 @@
 //! files are in tests/real_data.rs). Downloads are served by a one-shot HTTP server on
 //! 127.0.0.1; nothing here reads or sets environment variables.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use common::http::{serve_once, unreachable_base_url};
+use crate::common::http::{serve_once, unreachable_base_url};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nade::data::amat::{parse_amat, read_amat};

@@ -1,12 +1,11 @@
 //! The `nade` binary end to end: eval's text and JSON output, and its one-line errors.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::process::Output;
 
 use candle_core::Device;
-use common::bin::{eval_json, json, nade, write_checkpoint};
+use crate::common::bin::{eval_json, json, nade, write_checkpoint};
 use nade::checkpoint;
 use nade::data::amat::read_amat;
 use nade::models::ModelConfig;

@@ -1,12 +1,11 @@
 //! `--keep SPEC`: the grammar, the masks it makes, completion by a mask, and what a model
 //! with a fixed order refuses.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 
 use candle_core::Device;
-use common::*;
+use crate::common::*;
 use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::keep::{prefix_masks, KeepSpec};

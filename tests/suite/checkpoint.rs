@@ -1,12 +1,11 @@
 //! Checkpoints: round trip, files written by another tool, and every malformed file.
 
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::*;
+use crate::common::*;
 use nade::checkpoint;
 use nade::models::{ModelConfig, NadeKernel, Pass};
 use safetensors::tensor::TensorView;

@@ -3,13 +3,12 @@
 //! and nothing is created for it; the default folder is created only for a download, and
 //! removed again when that fails.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::bin::write_checkpoint;
-use common::http::unreachable_base_url;
+use crate::common::bin::write_checkpoint;
+use crate::common::http::unreachable_base_url;
 
 /// `nade ARGS` in `cwd` with no data folder in the environment and no reachable download.
 fn nade_in(cwd: &Path, args: &[&str], env_data_dir: Option<&Path>) -> Output {

@@ -2,10 +2,9 @@
 //! against the plain one, and the parallel logits against a naive per-dimension loop
 //! (tests/common/naive.rs).
 
-mod common;
-
+use crate::common;
 use candle_core::{Device, Tensor};
-use common::*;
+use crate::common::*;
 use nade::device;
 use nade::models::deepnade::DeepNadeConfig;
 use nade::models::{self, bernoulli_log_prob, ModelConfig, NadeKernel, Pass};
