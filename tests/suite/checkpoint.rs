@@ -1,15 +1,16 @@
 //! Checkpoints: round trip, files written by another tool, and every malformed file.
 
-use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use crate::common::*;
 use nade::checkpoint;
 use nade::models::{ModelConfig, NadeKernel, Pass};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
+
+use crate::common;
+use crate::common::*;
 
 /// Writes a safetensors file the way numpy / PyTorch users would: just tensors and metadata.
 fn write_by_hand<S: AsRef<str>>(

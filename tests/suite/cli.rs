@@ -1,14 +1,15 @@
 //! The `nade` binary end to end: eval's text and JSON output, and its one-line errors.
 
-use crate::common;
 use std::path::Path;
 use std::process::Output;
 
 use candle_core::Device;
-use crate::common::bin::{eval_json, json, nade, write_checkpoint};
 use nade::checkpoint;
 use nade::data::amat::read_amat;
 use nade::models::ModelConfig;
+
+use crate::common;
+use crate::common::bin::{eval_json, json, nade, write_checkpoint};
 
 #[test]
 fn eval_json_on_a_file_matches_the_library() {

@@ -8,7 +8,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use crate::common::http::{serve_once, unreachable_base_url};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use nade::data::amat::{parse_amat, read_amat};
@@ -20,6 +19,8 @@ use nade::data::source::{
 };
 use nade::data::{BinaryDataset, Split};
 use tempfile::TempDir;
+
+use crate::common::http::{serve_once, unreachable_base_url};
 
 // ---------------------------------------------------------------- helpers
 

@@ -3,10 +3,10 @@
 //! and nothing is created for it; the default folder is created only for a download, and
 //! removed again when that fails.
 
-use crate::common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::common;
 use crate::common::bin::write_checkpoint;
 use crate::common::http::unreachable_base_url;
 

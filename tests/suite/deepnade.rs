@@ -5,14 +5,11 @@
 //! checkpoint round trip and a file with only model / n / activation, a bit-identical
 //! resume, and the CLI (`eval --orders`, `complete --json`, `sample --order`).
 
-use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use crate::common::bin::{json, nade, ok, refused};
-use crate::common::*;
 use nade::checkpoint;
 use nade::config::Config;
 use nade::data::BinaryDataset;
@@ -21,6 +18,10 @@ use nade::models::made::Activation;
 use nade::models::{Autoregressive, ModelConfig, Pass};
 use nade::sample::{complete_in_order, sample_in_order, WalkOrder};
 use nade::train::{self, Options};
+
+use crate::common;
+use crate::common::bin::{json, nade, ok, refused};
+use crate::common::*;
 
 fn deepnade(n: usize, hidden: &[usize], orders: usize, activation: Activation) -> DeepNadeConfig {
     DeepNadeConfig {

@@ -1,17 +1,18 @@
 //! `--keep SPEC`: the grammar, the masks it makes, completion by a mask, and what a model
 //! with a fixed order refuses.
 
-use crate::common;
 use std::path::Path;
 
 use candle_core::Device;
-use crate::common::*;
 use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::keep::{prefix_masks, KeepSpec};
 use nade::models::made::{Activation, MadeConfig};
 use nade::models::{self, ModelConfig, NadeKernel};
 use nade::sample::{complete, complete_with};
+
+use crate::common;
+use crate::common::*;
 
 fn ones(mask: &[u8]) -> Vec<usize> {
     (0..mask.len()).filter(|&i| mask[i] == 1).collect()

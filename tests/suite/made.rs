@@ -4,13 +4,11 @@
 //! gradients of masked weights, sampler and completion calibration, `nade eval --masks`,
 //! `nade bench --model made`, and a bit-identical resume with K > 1.
 
-use crate::common;
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use crate::common::*;
 use nade::checkpoint;
 use nade::config::Config;
 use nade::data::BinaryDataset;
@@ -19,6 +17,9 @@ use nade::models::{self, bernoulli_log_prob, Autoregressive, ModelConfig, Pass, 
 use nade::optim::{OptimConfig, Optimizer};
 use nade::sample::{complete_with, sample};
 use nade::train::{self, Options};
+
+use crate::common;
+use crate::common::*;
 
 const ACTIVATIONS: [Activation; 3] = [Activation::Relu, Activation::Sigmoid, Activation::Tanh];
 

@@ -2,12 +2,13 @@
 //! against the plain one, and the parallel logits against a naive per-dimension loop
 //! (tests/common/naive.rs).
 
-use crate::common;
 use candle_core::{Device, Tensor};
-use crate::common::*;
 use nade::device;
 use nade::models::deepnade::DeepNadeConfig;
 use nade::models::{self, bernoulli_log_prob, ModelConfig, NadeKernel, Pass};
+
+use crate::common;
+use crate::common::*;
 
 fn logits_of(model: &dyn models::Autoregressive, x: &[f32], n: usize, device: &Device) -> Vec<f32> {
     let x = Tensor::from_vec(x.to_vec(), (x.len() / n, n), device).unwrap();

@@ -2,20 +2,21 @@
 //! sample frequencies against the exact p(x), kept pixels, reproducibility, and the
 //! `nade sample` / `nade complete` commands end to end.
 
-use crate::common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use crate::common::*;
 use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
 use nade::device;
 use nade::image_grid::{self, GUTTER};
 use nade::models::{self, Autoregressive, NadeKernel};
 use nade::sample::{self, complete, sample};
+
+use crate::common;
+use crate::common::*;
 
 fn host(t: &Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()

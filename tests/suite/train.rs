@@ -1,16 +1,17 @@
 //! Training end to end on small synthetic data with a known entropy: convergence, resume,
 //! determinism, divergence handling and config errors.
 
-use crate::common;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use candle_core::Device;
-use crate::common::{checkpoint_snapshot, markov_splits};
 use nade::checkpoint;
 use nade::config::Config;
 use nade::train::{self, Options, Progress};
+
+use crate::common;
+use crate::common::{checkpoint_snapshot, markov_splits};
 
 const N: usize = 10;
 const P_FIRST: f64 = 0.7;
