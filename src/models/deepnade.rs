@@ -158,14 +158,6 @@ pub static KIND: Kind = Kind {
 };
 
 impl ModelSpec for DeepNadeConfig {
-    fn kind(&self) -> &'static Kind {
-        &KIND
-    }
-
-    fn to_config(&self) -> ModelConfig {
-        self.clone().into()
-    }
-
     fn n(&self) -> usize {
         self.n
     }

@@ -37,14 +37,6 @@ pub static KIND: Kind = Kind {
 };
 
 impl ModelSpec for MlpConfig {
-    fn kind(&self) -> &'static Kind {
-        &KIND
-    }
-
-    fn to_config(&self) -> ModelConfig {
-        self.clone().into()
-    }
-
     fn n(&self) -> usize {
         self.n
     }

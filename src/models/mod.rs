@@ -22,7 +22,7 @@ pub use likelihood::{
 };
 pub use params::{init_params, Init, ParamRole, ParamSpec, Trainable};
 pub use sampler::{Evidence, Orders, SampledBatch, SamplerState};
-pub use spec::{Kind, ModelSpec};
+pub use spec::{Identity, Kind, ModelSpec};
 
 /// Declares the models: the `pub mod` of each, the [`ModelConfig`] enum (one variant per
 /// model, tagged by `kind` in run files and checkpoints), its one dispatch to the models'
@@ -59,6 +59,16 @@ macro_rules! models {
             impl From<$module::$config> for ModelConfig {
                 fn from(c: $module::$config) -> Self {
                     ModelConfig::$variant(c)
+                }
+            }
+
+            impl spec::Identity for $module::$config {
+                fn kind(&self) -> &'static Kind {
+                    &$module::KIND
+                }
+
+                fn to_config(&self) -> ModelConfig {
+                    ModelConfig::$variant(self.clone())
                 }
             }
         )*

@@ -47,15 +47,19 @@ impl Kind {
     }
 }
 
-/// A model's structure: its hyperparameters, the tensors it holds, how to build it and what
-/// it supports at run time. Implemented by each model's `<Name>Config`.
-pub trait ModelSpec {
-    /// The registry entry of this kind.
+/// Which kind a config is and the enum it goes into: implemented for every config by the
+/// `models!` list of src/models/mod.rs, not by hand.
+pub trait Identity {
+    /// The registry entry of this kind (the model file's `KIND`).
     fn kind(&self) -> &'static Kind;
 
     /// The config as the enum every generic caller holds.
     fn to_config(&self) -> ModelConfig;
+}
 
+/// A model's structure: its hyperparameters, the tensors it holds, how to build it and what
+/// it supports at run time. Implemented by each model's `<Name>Config`.
+pub trait ModelSpec: Identity {
     /// Number of binary dimensions (784 for MNIST); 0 in a run file means "from the data".
     fn n(&self) -> usize;
 
