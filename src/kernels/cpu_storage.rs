@@ -18,3 +18,16 @@ pub fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Resul
         _ => candle_core::bail!("{what} must be f32"),
     }
 }
+
+/// `f` applied to a contiguous f32 CPU tensor's values (an error for other tensors).
+pub fn with_f32_values<T>(
+    t: &candle_core::Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> T,
+) -> Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{what} must be on the CPU");
+    };
+    Ok(f(f32_slice(cpu, layout, what)?))
+}

@@ -6,44 +6,42 @@
 //! and the input's gradient is computed only when the caller says the input is trained
 //! (a hidden layer's output), so a training step does the five matmuls PyTorch does, not six.
 //!
-//! The forward runs on any backend through candle's own storage ops (the elementwise product
-//! of W and M, then the backend's matmul with (W * M) read transposed), so CPU, CUDA and
-//! Metal share it; on the CPU the mask is applied from its degrees instead of read as a
-//! matrix (M[u, d] = 1 where rows[u] > cols[d], or >= for a hidden layer): a K-mask mixture's
-//! K matrices (100 MB for 32 masks of a 784-500-784 MADE) would otherwise stream from memory
-//! for every batch. The backward is
-//!   dW = (g^T x) * M,   dx = g (W * M)   (only with `input_grad`),
-//! plain tensor ops off the CPU; on the CPU g^T enters the matmul as a strided operand, M is
-//! applied to the fresh product in place from the degrees, and W * M is the forward's.
+//! The backward is
+//!   dW = (g^T x) * M,   dx = g (W * M)   (only with `input_grad`).
+//!
+//! Off the CPU, forward and backward are the backend's own ops (W * M, then its matmul).
+//! On the CPU the op works in the mask's staircase order (units sorted by degree, see
+//! [`Staircase`]), where M keeps a prefix of each row: the three products read only the
+//! entries M keeps, about half of W's, in tiles that both cores share
+//! (src/kernels/tiled_matmul.rs); the mask comes from the degrees, never read as a matrix
+//! (a K-mask mixture's K matrices, 100 MB for 32 masks of a 784-500-784 MADE, would stream
+//! from memory for every batch). The measured effect is in docs/performance.md.
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_storage::{f32_slice, f32_slice_mut};
+use super::cpu_storage::{f32_slice, with_f32_values};
 use super::poisoned;
-use crate::dispatch_isa;
+use super::tiled_matmul::{product_in_bands, Band, View};
 
 /// A degree mask, M[u, d] = 1 where rows[u] > cols[d] (`strict`) or rows[u] >= cols[d]: the
-/// 0/1 matrix (the backward's, and the forward's off the CPU) and the degrees it came from.
+/// 0/1 matrix (the forward's and backward's off the CPU) and, for the CPU, its staircase.
 #[derive(Clone)]
 pub struct DegreeMask {
     pub matrix: Tensor,
-    rows: Arc<[u32]>,
-    cols: Arc<[u32]>,
-    strict: bool,
+    staircase: Arc<Staircase>,
 }
 
 impl DegreeMask {
     pub fn new(rows: &[usize], cols: &[usize], strict: bool, device: &Device) -> Result<Self> {
-        let degree = |d: &[usize]| -> Arc<[u32]> { d.iter().map(|&v| v as u32).collect() };
+        let degree = |d: &[usize]| -> Vec<u32> { d.iter().map(|&v| v as u32).collect() };
         Ok(Self {
             matrix: degree_mask(rows, cols, strict, device)?,
-            rows: degree(rows),
-            cols: degree(cols),
-            strict,
+            staircase: Arc::new(Staircase::new(&degree(rows), &degree(cols), strict)),
         })
     }
 }
@@ -75,13 +73,14 @@ pub fn masked_linear(
     mask: &DegreeMask,
     input_grad: bool,
 ) -> Result<Tensor> {
-    x.apply_op3(
+    // The CPU path reads x row by row.
+    x.contiguous()?.apply_op3(
         w,
         &mask.matrix,
         MaskedLinear {
             input_grad,
             mask: mask.clone(),
-            masked_weights: Mutex::new(None),
+            sorted_weights: Mutex::new(None),
         },
     )
 }
@@ -89,60 +88,242 @@ pub fn masked_linear(
 struct MaskedLinear {
     input_grad: bool,
     mask: DegreeMask,
-    /// W * M from the CPU forward, kept for the input's gradient g (W * M) when there is one.
-    masked_weights: Mutex<Option<Tensor>>,
+    /// W * M in the staircase's order from the CPU forward, kept for the input's gradient
+    /// g (W * M) when there is one.
+    sorted_weights: Mutex<Option<Vec<f32>>>,
 }
 
-dispatch_isa! {
-    /// One row of W * M from the degrees: w where cols[d] < limit, else 0.
-    fn mask_row(out: &mut [f32], w: &[f32], cols: &[u32], limit: u32) {
-        for ((o, &w), &c) in out.iter_mut().zip(w).zip(cols) {
-            *o = if c < limit { w } else { 0.0 };
+type Grads = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+impl MaskedLinear {
+    /// The backward on the CPU, in the staircase's order: with g and x sorted like the
+    /// forward's output and input,
+    ///   dW = g^T x on the entries M keeps (a band of inputs needs the units that read them),
+    ///   dx = g (W * M) (a band of inputs sums over the units that read them).
+    fn cpu_bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        sorted_w: Option<Vec<f32>>,
+    ) -> Result<Grads> {
+        let stairs = &*self.mask.staircase;
+        let (batch, out) = grad.dims2()?;
+        let k = stairs.cols.len();
+        let sorted_g = with_f32_values(grad, "masked-linear gradient", |g| {
+            permute_columns(g, &stairs.rows, stairs.rows_in_order).into_owned()
+        })?;
+        let sorted_x = with_f32_values(&x.contiguous()?, "masked-linear input", |x| {
+            permute_columns(x, &stairs.cols, stairs.cols_in_order).into_owned()
+        })?;
+        let g = View::new(&sorted_g, batch, out);
+        let readers = |inputs: Range<usize>| stairs.first_reader(inputs.start)..out;
+        let sorted_dw =
+            product_in_bands(g.t(), View::new(&sorted_x, batch, k), BAND, |inputs| Band {
+                rows: readers(inputs),
+                depth: 0..batch,
+            });
+        let dw = Tensor::from_vec(stairs.unsorted_weights(&sorted_dw), (out, k), x.device())?;
+        if !self.input_grad {
+            return Ok((None, Some(dw), None));
         }
+        let sorted_w = match sorted_w {
+            Some(sorted) => sorted,
+            None => with_f32_values(&w.contiguous()?, "masked-linear weights", |w| {
+                stairs.sorted_weights(w)
+            })?,
+        };
+        let sorted_dx = product_in_bands(g, View::new(&sorted_w, out, k), BAND, |inputs| Band {
+            rows: 0..batch,
+            depth: readers(inputs),
+        });
+        let dx = permute_columns(&sorted_dx, &stairs.col_rank, stairs.cols_in_order).into_owned();
+        Ok((
+            Some(Tensor::from_vec(dx, (batch, k), x.device())?),
+            Some(dw),
+            None,
+        ))
     }
 }
 
-dispatch_isa! {
-    /// One row of a W-shaped gradient times M, in place: zero where cols[d] >= limit.
-    fn mask_row_in_place(row: &mut [f32], cols: &[u32], limit: u32) {
-        for (v, &c) in row.iter_mut().zip(cols) {
-            *v = if c < limit { *v } else { 0.0 };
-        }
-    }
+/// The mask with both unit sets sorted by degree, where it is a staircase: sorted output unit
+/// i reads the first `depth[i]` sorted inputs, and `depth` never falls. The CPU path computes
+/// in this order (inputs gathered into it, outputs gathered back), so that a band of output
+/// units multiplies only the inputs it reads: about half of W for degrees drawn as MADE draws
+/// them.
+struct Staircase {
+    /// Sorted output unit i is unit `rows[i]`; unit u is sorted unit `row_rank[u]`.
+    rows: Vec<u32>,
+    row_rank: Vec<u32>,
+    /// Sorted input j is input `cols[j]`; input d is sorted input `col_rank[d]`.
+    cols: Vec<u32>,
+    col_rank: Vec<u32>,
+    depth: Vec<usize>,
+    /// The orders that are 0, 1, 2, ... (the inputs of a natural-order first layer), where a
+    /// permutation is a copy or nothing.
+    rows_in_order: bool,
+    cols_in_order: bool,
 }
 
-impl DegreeMask {
-    /// Row u keeps the columns d with cols[d] < limit(u): rows[u] > cols[d] (strict) or >=.
-    fn limit(&self, row_degree: u32) -> u32 {
-        if self.strict {
-            row_degree
-        } else {
-            row_degree + 1
-        }
+/// Output units per band of the CPU products: the fastest of 16 to 128 on MADE's shapes.
+const BAND: usize = 16;
+
+/// The units by degree (ties by index), and each unit's place in that order.
+fn by_degree(degrees: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut order: Vec<u32> = (0..degrees.len() as u32).collect();
+    order.sort_by_key(|&u| degrees[u as usize]);
+    let mut rank = vec![0u32; order.len()];
+    for (place, &u) in order.iter().enumerate() {
+        rank[u as usize] = place as u32;
     }
+    (order, rank)
 }
 
-/// Multiplies a contiguous (out, k) f32 CPU tensor by the mask in place, from the degrees
-/// (the backward's dW = (g^T x) * M without reading M).
-struct TimesMask<'a>(&'a DegreeMask);
-
-impl candle_core::InplaceOp1 for TimesMask<'_> {
-    fn name(&self) -> &'static str {
-        "masked-linear-times-mask"
+impl Staircase {
+    fn new(rows: &[u32], cols: &[u32], strict: bool) -> Self {
+        let (row_order, row_rank) = by_degree(rows);
+        let (col_order, col_rank) = by_degree(cols);
+        let sorted: Vec<u32> = col_order.iter().map(|&d| cols[d as usize]).collect();
+        // Unit u reads the inputs of degree below its limit: rows[u] > cols[d] (strict) or
+        // >=; a prefix of the sorted inputs, longer for a higher degree.
+        let depth = row_order
+            .iter()
+            .map(|&u| {
+                let limit = rows[u as usize] + u32::from(!strict);
+                sorted.partition_point(|&c| c < limit)
+            })
+            .collect();
+        let in_order = |order: &[u32]| order.iter().enumerate().all(|(i, &u)| i == u as usize);
+        Self {
+            rows_in_order: in_order(&row_order),
+            cols_in_order: in_order(&col_order),
+            rows: row_order,
+            row_rank,
+            cols: col_order,
+            col_rank,
+            depth,
+        }
     }
 
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let mask = self.0;
-        let k = mask.cols.len();
-        if layout.shape().dims() != [mask.rows.len(), k] {
-            candle_core::bail!("masked-linear: degrees do not fit {:?}", layout.shape());
+    /// The first sorted unit that reads sorted input j (all after it do too).
+    fn first_reader(&self, j: usize) -> usize {
+        self.depth.partition_point(|&d| d <= j)
+    }
+
+    /// The band of a product whose columns are output units: the depth its last unit reads.
+    fn band_of_units(&self, batch: usize, units: Range<usize>) -> Band {
+        Band {
+            rows: 0..batch,
+            depth: 0..units.end.checked_sub(1).map_or(0, |last| self.depth[last]),
         }
-        f32_slice_mut(storage, layout, "masked-linear gradient")?
+    }
+
+    /// W * M in sorted order (out x k): the sorted rows' prefixes, zeros after them.
+    fn sorted_weights(&self, w: &[f32]) -> Vec<f32> {
+        let k = self.cols.len();
+        let mut sorted = vec![0f32; self.rows.len() * k];
+        sorted
             .par_chunks_mut(k.max(1))
-            .zip(mask.rows.par_iter())
-            .for_each(|(row, &r)| mask_row_in_place(row, &mask.cols, mask.limit(r)));
-        Ok(())
+            .zip(&self.rows)
+            .zip(&self.depth)
+            .for_each(|((out, &u), &depth)| {
+                let u = u as usize;
+                let w_row = &w[u * k..(u + 1) * k];
+                // SAFETY: cols is a permutation of 0..k, and w_row is k long.
+                unsafe {
+                    gather(
+                        &mut out[..depth],
+                        w_row,
+                        &self.cols,
+                        u32::MAX,
+                        self.cols_in_order,
+                    )
+                };
+            });
+        sorted
     }
+
+    /// Sorted (out x k) weight gradients back in W's order, zero where M is.
+    fn unsorted_weights(&self, sorted: &[f32]) -> Vec<f32> {
+        let k = self.cols.len();
+        let mut w = vec![0f32; self.rows.len() * k];
+        w.par_chunks_mut(k.max(1))
+            .zip(&self.row_rank)
+            .for_each(|(out, &i)| {
+                let i = i as usize;
+                let row = &sorted[i * k..(i + 1) * k];
+                let depth = self.depth[i] as u32;
+                // SAFETY: col_rank is a permutation of 0..k, and row is k long.
+                unsafe { gather(out, row, &self.col_rank, depth, self.cols_in_order) };
+            });
+        w
+    }
+}
+
+/// out[j] = row[at[j]] where at[j] < limit, else 0 (`limit` u32::MAX: every j), for j below
+/// out.len() and at.len(); a run of indices 0, 1, 2, ... (the natural order's inputs) is a
+/// copy. With AVX-512, 16 entries per gather instruction: the scalar loop was a fifth of a
+/// MADE evaluation.
+///
+/// # Safety
+/// Every index of `at` (below out.len()) is below row.len(): the staircase's orders and ranks
+/// are permutations of 0..k, and their rows are k long.
+unsafe fn gather(out: &mut [f32], row: &[f32], at: &[u32], limit: u32, identity: bool) {
+    let len = out.len().min(at.len());
+    let (out, at) = (&mut out[..len], &at[..len]);
+    debug_assert!(at.iter().all(|&a| (a as usize) < row.len()));
+    if identity && limit as usize >= len {
+        out.copy_from_slice(&row[..len]);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let crate::kernels::simd::Isa::Avx512 = crate::kernels::simd::isa() {
+        // SAFETY: the CPU has AVX-512F (isa); the indices are the caller's promise.
+        unsafe { gather_avx512(out, row, at, limit) };
+        return;
+    }
+    for (o, &a) in out.iter_mut().zip(at) {
+        *o = if a < limit { row[a as usize] } else { 0.0 };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_avx512(out: &mut [f32], row: &[f32], at: &[u32], limit: u32) {
+    use std::arch::x86_64::*;
+    let limit_v = _mm512_set1_epi32(limit as i32);
+    let chunks = out.len() / 16;
+    for c in 0..chunks {
+        let idx = _mm512_loadu_si512(at.as_ptr().add(c * 16) as *const _);
+        // Unsigned compare: the indices and the limit are u32.
+        let keep = _mm512_cmplt_epu32_mask(idx, limit_v);
+        let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), keep, idx, row.as_ptr());
+        _mm512_storeu_ps(out.as_mut_ptr().add(c * 16), v);
+    }
+    for j in chunks * 16..out.len() {
+        let a = *at.get_unchecked(j);
+        *out.get_unchecked_mut(j) = if a < limit {
+            *row.get_unchecked(a as usize)
+        } else {
+            0.0
+        };
+    }
+}
+
+/// Row by row, out[r][j] = x[r][at[j]], `at` a permutation of 0..width (its rows' width):
+/// into the staircase's order with `at` its order, back with `at` the ranks. `x` itself where
+/// `at` is 0, 1, 2, ...
+fn permute_columns<'a>(x: &'a [f32], at: &[u32], in_order: bool) -> Cow<'a, [f32]> {
+    if in_order {
+        return Cow::Borrowed(x);
+    }
+    let width = at.len().max(1);
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(width)
+        .zip(x.par_chunks(width))
+        // SAFETY: `at` is a permutation of 0..width (the staircase's), rows are width long.
+        .for_each(|(o, row)| unsafe { gather(o, row, at, u32::MAX, false) });
+    Cow::Owned(out)
 }
 
 /// (B, out, k), after checking the shapes agree.
@@ -162,7 +343,7 @@ fn dims(xl: &Layout, wl: &Layout, ml: &Layout) -> Result<(usize, usize, usize)> 
 
 /// The forward on a GPU backend: (w * mask), contiguous (out, k), read as its (k, out) transpose.
 #[cfg(any(feature = "cuda", feature = "metal"))]
-fn forward<S: BackendStorage>(
+fn forward<S: candle_core::backend::BackendStorage>(
     x: &S,
     xl: &Layout,
     w: &S,
@@ -192,28 +373,30 @@ impl CustomOp3 for MaskedLinear {
         ml: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (batch, out, k) = dims(xl, wl, ml)?;
-        let mask = &self.mask;
-        if mask.rows.len() != out || mask.cols.len() != k {
+        let stairs = &*self.mask.staircase;
+        if stairs.rows.len() != out || stairs.cols.len() != k {
             candle_core::bail!("masked-linear: degrees do not fit w {:?}", wl.shape());
         }
-        let w = f32_slice(w, wl, "masked-linear weights")?;
-        let mut masked = vec![0f32; out * k];
-        masked
-            .par_chunks_mut(k)
-            .zip(w.par_chunks(k))
-            .zip(mask.rows.par_iter())
-            .for_each(|((row, w_row), &r)| mask_row(row, w_row, &mask.cols, mask.limit(r)));
-        let masked = CpuStorage::F32(masked);
-        let masked_t = Layout::contiguous((out, k)).transpose(0, 1)?;
-        let y = x.matmul(&masked, (1, batch, out, k), xl, &masked_t)?;
-        if let (true, CpuStorage::F32(masked)) = (self.input_grad, masked) {
+        let sorted_w = stairs.sorted_weights(f32_slice(w, wl, "masked-linear weights")?);
+        let sorted_x = permute_columns(
+            f32_slice(x, xl, "masked-linear input")?,
+            &stairs.cols,
+            stairs.cols_in_order,
+        );
+        let sorted_y = product_in_bands(
+            View::new(&sorted_x, batch, k),
+            View::new(&sorted_w, out, k).t(),
+            BAND,
+            |units| stairs.band_of_units(batch, units),
+        );
+        if self.input_grad {
             *self
-                .masked_weights
+                .sorted_weights
                 .lock()
-                .map_err(poisoned("masked-linear"))? =
-                Some(Tensor::from_vec(masked, (out, k), &Device::Cpu)?);
+                .map_err(poisoned("masked-linear"))? = Some(sorted_w);
         }
-        Ok((y, Shape::from((batch, out))))
+        let y = permute_columns(&sorted_y, &stairs.row_rank, stairs.rows_in_order).into_owned();
+        Ok((CpuStorage::F32(y), Shape::from((batch, out))))
     }
 
     #[cfg(feature = "cuda")]
@@ -249,29 +432,20 @@ impl CustomOp3 for MaskedLinear {
         mask: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Grads> {
         let grad = grad.contiguous()?;
-        let grad_w = if grad.device().is_cpu() && grad.dtype() == DType::F32 {
-            // candle's CPU matmul reads g^T as a strided operand (no copy), and the product
-            // is fresh, so the mask is applied to it in place from the degrees.
-            let grad_w = grad.t()?.matmul(x)?;
-            grad_w.inplace_op1(&TimesMask(&self.mask))?;
-            grad_w
-        } else {
-            // Contiguous operands: candle's CUDA matmul wants them.
-            (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?
-        };
-        let grad_x = if self.input_grad {
+        if grad.device().is_cpu() && grad.dtype() == DType::F32 {
             let stored = self
-                .masked_weights
+                .sorted_weights
                 .lock()
                 .map_err(poisoned("masked-linear"))?
                 .take();
-            let masked = match stored {
-                Some(masked) => masked,
-                None => (w * mask)?,
-            };
-            Some(grad.matmul(&masked)?)
+            return self.cpu_bwd(x, w, &grad, stored);
+        }
+        // Contiguous operands: candle's CUDA matmul wants them.
+        let grad_w = (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?;
+        let grad_x = if self.input_grad {
+            Some(grad.matmul(&(w * mask)?)?)
         } else {
             None
         };

@@ -17,6 +17,7 @@ pub mod nade_sample;
 pub mod samplers;
 pub mod sgd;
 pub mod simd;
+pub mod tiled_matmul;
 
 #[cfg(feature = "cuda")]
 pub mod nade_cuda;
