@@ -1,15 +1,16 @@
 //! The incremental walk of deep NADE's exact evaluation on the CPU (src/models/deepnade.rs):
 //! rows of images walked one dimension per step, each row its own dimension. The first
 //! layer's pre-activations a1 live in host memory; a step applies g to them, runs the layers
-//! above through candle's matmul, and reads the one output unit of each row out in a fused
+//! above through the tiled matmul (kernels/tiled_matmul.rs, both cores at any batch), and reads the one output unit of each row out in a fused
 //! pass (bias, activation, dot with V[d]); observing a dimension adds one row of a table to
 //! a1. Every element-wise pass runs on rayon's pool: with candle's single-threaded element-
 //! wise ops these passes cost more than the matmul they surround.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::Result;
 use rayon::prelude::*;
 
 use super::simd;
+use super::tiled_matmul::{product, View};
 
 /// The hidden nonlinearity, as the kernel sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +128,7 @@ pub struct HostNet {
     pub act: Act,
     pub h1: usize,
     pub table: Vec<f32>,
-    pub deeper: Vec<(Tensor, Vec<f32>)>,
+    pub deeper: Vec<(Vec<f32>, Vec<f32>)>,
     pub v: Vec<f32>,
     pub top: usize,
     pub c: Vec<f32>,
@@ -151,11 +152,9 @@ impl HostNet {
         };
         let mut width = self.h1;
         for (l, (w_t, bias)) in self.deeper.iter().enumerate() {
-            let z = Tensor::from_vec(h, (rows, width), &Device::Cpu)?
-                .matmul(w_t)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            width = bias.len();
+            let next = bias.len();
+            let z = product(View::new(&h, rows, width), View::new(w_t, width, next));
+            width = next;
             if l == last {
                 return Ok(z
                     .par_chunks(width)

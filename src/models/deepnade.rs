@@ -316,7 +316,7 @@ impl Frozen {
             deeper: self
                 .deeper
                 .iter()
-                .map(|(w_t, b)| Ok((w_t.to_device(&Device::Cpu)?, host(b)?)))
+                .map(|(w_t, b)| Ok((host(w_t)?, host(b)?)))
                 .collect::<Result<_>>()?,
             v: host(&self.v)?,
             top,
