@@ -137,11 +137,51 @@ pub struct HostNet {
 impl HostNet {
     /// The logit of dimension dims[r] for every row r of `a1` (rows x h1, row-major).
     pub fn logits(&self, a1: &[f32], dims: &[u32]) -> Result<Vec<f32>> {
-        let rows = a1.len() / self.h1;
         let mut h = vec![0f32; a1.len()];
         h.par_chunks_mut(self.h1)
             .zip(a1.par_chunks(self.h1))
             .for_each(|(out, a)| act_into(self.act, a, out));
+        self.top(h, dims)
+    }
+
+    /// `dims.len()` steps of every row at once: step s of row r reads the logit of dimension
+    /// dims[s][r], then observes table entry entries[s][r]; `a1` ends with all of them
+    /// observed. The same numbers as [`logits`](Self::logits) and [`observe`](Self::observe)
+    /// step by step (to the products' rounding), but the layers above the first see rows x
+    /// steps rows in one product: one fork-join per block instead of four per step, and
+    /// products tall enough for the cores' full speed.
+    pub fn block_logits(
+        &self,
+        a1: &mut [f32],
+        dims: &[Vec<u32>],
+        entries: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let (h1, steps) = (self.h1, dims.len());
+        let rows = a1.len() / h1;
+        // Row r * steps + s of h holds g(a1) of row r before its step s.
+        let mut h = vec![0f32; rows * steps * h1];
+        h.par_chunks_mut((steps * h1).max(1))
+            .zip(a1.par_chunks_mut(h1))
+            .enumerate()
+            .for_each(|(r, (h_r, a))| {
+                for (s, h_rs) in h_r.chunks_mut(h1).enumerate() {
+                    act_into(self.act, a, h_rs);
+                    let e = entries[s][r] as usize;
+                    simd::add_assign(a, &self.table[e * h1..(e + 1) * h1]);
+                }
+            });
+        let flat_dims: Vec<u32> = (0..rows * steps)
+            .map(|i| dims[i % steps][i / steps])
+            .collect();
+        let flat = self.top(h, &flat_dims)?;
+        Ok((0..steps)
+            .map(|s| (0..rows).map(|r| flat[r * steps + s]).collect())
+            .collect())
+    }
+
+    /// The logit of dimension dims[r] for every row r of h = g(a1) (rows x h1, row-major).
+    fn top(&self, mut h: Vec<f32>, dims: &[u32]) -> Result<Vec<f32>> {
+        let rows = h.len() / self.h1;
         let Some(last) = self.deeper.len().checked_sub(1) else {
             // One hidden layer: h holds g(a1), a dot product with V[d] is left.
             return Ok(h

@@ -92,6 +92,13 @@ fn one() -> usize {
 /// efficient matmuls, small enough that the per-row orderings stay a few MB.
 pub const WALK_ROWS: usize = 2048;
 
+/// The host walk takes up to this many rows x steps in one block (see
+/// [`HostNet::block_logits`]): 4,096 rows of 500 units are 8 MB per layer, and the products
+/// run at full speed from about 1,000 rows.
+const BLOCK_ROWS: usize = 4096;
+/// At most this many steps per block.
+const MAX_BLOCK_STEPS: usize = 16;
+
 impl DeepNadeConfig {
     /// `hidden` layers, relu, one ordering, seed 0.
     pub fn with_hidden(n: usize, hidden: Vec<usize>) -> Self {
@@ -422,6 +429,20 @@ impl<'a> Walker<'a> {
             .collect())
     }
 
+    /// `dims.len()` steps at once: the logits of step s (dimension dims[s][r] of row r), each
+    /// step followed by observing entries[s] (see [`observe`](Self::observe)).
+    fn block_logits(&mut self, dims: &[Vec<u32>], entries: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        if let (A1::Host(a1), Some(host)) = (&mut self.a1, &self.net.host) {
+            return host.block_logits(a1, dims, entries);
+        }
+        let mut out = Vec::with_capacity(dims.len());
+        for (d, e) in dims.iter().zip(entries) {
+            out.push(self.logits(d)?);
+            self.observe(e)?;
+        }
+        Ok(out)
+    }
+
     /// Row r observes the table entry entries[r] ([`Frozen::entry`] or [`Frozen::nothing`]).
     fn observe(&mut self, entries: &[u32]) -> Result<()> {
         match (&mut self.a1, &self.net.host) {
@@ -566,27 +587,39 @@ impl DeepNade {
                 Vec::new()
             };
             let steps = chunk.iter().map(|w| w.steps).max().unwrap_or(0);
-            for t in 0..steps {
-                let dims: Vec<u32> = chunk.iter().map(|w| w.order[t] as u32).collect();
-                let l = walker.logits(&dims)?;
-                let entries: Vec<u32> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(r, w)| {
+            // Steps per block: which pixels the rows observe is known in advance (x and the
+            // orderings), so the walker can take several steps in one pass.
+            let block = (BLOCK_ROWS / chunk.len().max(1)).clamp(1, MAX_BLOCK_STEPS);
+            for first in (0..steps).step_by(block) {
+                let block_steps = first..(first + block).min(steps);
+                let dims: Vec<Vec<u32>> = block_steps
+                    .clone()
+                    .map(|t| chunk.iter().map(|w| w.order[t] as u32).collect())
+                    .collect();
+                let entries: Vec<Vec<u32>> = block_steps
+                    .clone()
+                    .map(|t| {
+                        chunk
+                            .iter()
+                            .map(|w| match t < w.steps {
+                                true => net.entry(w.order[t], x[w.image][w.order[t]]),
+                                false => net.nothing(),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let block_logits = walker.block_logits(&dims, &entries)?;
+                for (t, l) in block_steps.zip(block_logits) {
+                    for (r, w) in chunk.iter().enumerate() {
                         if t >= w.steps {
-                            return net.nothing();
+                            continue;
                         }
                         let d = w.order[t];
-                        let value = x[w.image][d];
-                        ll[r] += log_sigmoid_term(value, l[r]);
+                        ll[r] += log_sigmoid_term(x[w.image][d], l[r]);
                         if record {
                             seen[r][d] = l[r];
                         }
-                        net.entry(d, value)
-                    })
-                    .collect();
-                if t + 1 < steps {
-                    walker.observe(&entries)?;
+                    }
                 }
             }
             sums.extend(ll);
