@@ -15,17 +15,22 @@ pub const MAX: usize = 1024;
 /// what `RAYON_NUM_THREADS` says). `key` names the flag or config key in errors.
 pub fn set(threads: usize, key: &str) -> Result<()> {
     validate(threads, key)?;
-    if threads == 0 {
-        return Ok(());
+    if threads > 0 {
+        if let Some(warning) = check_against_cores(threads, cores(), key)? {
+            eprintln!("warning: {warning}");
+        }
+        let value = threads.to_string();
+        std::env::set_var("RAYON_NUM_THREADS", &value);
+        std::env::set_var("CANDLE_NUM_THREADS", &value);
     }
-    if let Some(warning) = check_against_cores(threads, cores(), key)? {
-        eprintln!("warning: {warning}");
-    }
-    let value = threads.to_string();
-    std::env::set_var("RAYON_NUM_THREADS", &value);
-    std::env::set_var("CANDLE_NUM_THREADS", &value);
+    // The calling (main) thread is one of the pool's workers: a parallel loop it starts
+    // runs on it and the others by work stealing, where a thread outside the pool would
+    // hand the loop over and sleep until it is done (a futex wake and wait per loop: a
+    // fifth of the cycles of deep NADE's sampling, four loops per step), and N threads
+    // are N, not N workers beside an idle main thread.
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .use_current_thread()
         .build_global()
     {
         // Only if some computation ran first: a bug of ours, not the user's.

@@ -15,7 +15,8 @@ sample = B images drawn pixel by pixel (loop only).
 
 Prints one JSON line per (formulation, phase, batch): images/s over --seconds after warm-up
 (timed between torch.cuda.synchronize() calls) and the peak GPU memory
-(torch.cuda.max_memory_allocated, reset before each measurement; null on the CPU).
+(torch.cuda.max_memory_allocated, reset before each measurement; null on the CPU, where
+peak_rss_mb is the process's peak resident memory so far).
 
   python3 scripts/bench/bench_torch.py                          # GPU, batches 100 and 1000
   python3 scripts/bench/bench_torch.py --device cpu --n 20 --hidden 8 --batches 4 --seconds 0.1
@@ -24,6 +25,7 @@ Prints one JSON line per (formulation, phase, batch): images/s over --seconds af
 import argparse
 import json
 import math
+import resource
 import sys
 import time
 
@@ -39,6 +41,7 @@ def parse_args(argv):
         default="loop,cumsum,compiled",
         help="comma-separated subset of loop,cumsum,compiled (default all)",
     )
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     p.add_argument("--n", type=int, default=784, help="pixels (default 784)")
     p.add_argument("--hidden", type=int, default=500, help="hidden units d (default 500)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -51,6 +54,8 @@ def main(argv=None):
     import torch
     import torch.nn.functional as F
 
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
     torch.manual_seed(args.seed)
@@ -137,6 +142,7 @@ def main(argv=None):
             "n": n,
             "d": d,
             "device": torch.cuda.get_device_name(device) if on_cuda else str(device),
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
         try:
@@ -147,6 +153,9 @@ def main(argv=None):
                 seconds=elapsed,
                 peak_memory_bytes=peak,
             )
+            if not on_cuda:
+                # The process's peak RSS so far, as nade bench reports it.
+                record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except Exception as e:  # e.g. out of memory, or torch.compile without a compiler
             record["error"] = f"{type(e).__name__}: {e}"[:500]
         if on_cuda:
