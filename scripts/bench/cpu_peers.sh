@@ -24,7 +24,8 @@ model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.sta
 flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
 isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
 date = subprocess.run(["date", "-u", "+%Y-%m-%d"], capture_output=True, text=True).stdout.strip()
-print(json.dumps({"machine": model, "isa": isa, "cores": len(__import__("os").sched_getaffinity(0)), "date": date}))
+commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+print(json.dumps({"machine": model, "isa": isa, "cores": len(__import__("os").sched_getaffinity(0)), "date": date, "commit": commit}))
 PY
 )
 echo "$machine" > "$tmp_ours"

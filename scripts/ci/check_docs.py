@@ -12,7 +12,9 @@ tree and the program, and fails naming file:line for each problem:
             and .ci/ exists (globs must match something); src/ and tests/ are left out: the
             code map may name a file of another branch or one to come;
   records   docs/records/README.md names every file under docs/records/ and docs/images/;
-  cli       docs/cli.md names every flag of every command's --help.
+  cli       docs/cli.md names every flag of every command's --help;
+  generated the CPU table of docs/performance.md and the README's paragraph of ratios are what
+            scripts/bench/cpu_table.py prints from the committed records (line breaks aside).
 
 Python 3 standard library only. Run from anywhere after `cargo build --release`:
 
@@ -313,6 +315,20 @@ def check_cli_reference(commands):
                 problem(rel, 1, f"nade {command} {flag} (in its --help) is not in its section")
 
 
+def check_generated():
+    records = ["docs/records/cpu-peers-nade.jsonl", "docs/records/cpu-peers-torch.jsonl"]
+    if not all(os.path.exists(os.path.join(ROOT, r)) for r in records):
+        problem(records[0], 1, "missing: the CPU records that docs/performance.md's table comes from")
+        return
+    squash = lambda text: " ".join(text.split())
+    for rel, flags in (("docs/performance.md", []), ("README.md", ["--readme"])):
+        out = subprocess.run([sys.executable, "scripts/bench/cpu_table.py", *flags, *records], cwd=ROOT,
+                             check=True, capture_output=True, text=True).stdout
+        if squash(out) not in squash(open(os.path.join(ROOT, rel), encoding="utf-8").read()):
+            problem(rel, 1, f"does not hold what `python3 scripts/bench/cpu_table.py {' '.join(flags + records)}` "
+                            "prints: paste it in again")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nade", default=os.path.join(ROOT, "target/release/nade"), help="the nade binary")
@@ -325,6 +341,7 @@ def main():
     check_paths(docs)
     check_records_index()
     check_cli_reference(commands)
+    check_generated()
     for p in problems:
         print(p)
     print(f"check_docs: {len(docs)} Markdown files, {len(problems)} problem(s)", file=sys.stderr)
