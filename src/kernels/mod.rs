@@ -18,6 +18,7 @@ pub mod samplers;
 pub mod sgd;
 pub mod simd;
 pub mod tiled_matmul;
+pub mod transpose;
 
 #[cfg(feature = "cuda")]
 pub mod nade_cuda;

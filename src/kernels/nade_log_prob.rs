@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use super::cpu_storage::f32_slice;
-use super::nade_packed::{dims, sum_over_images, Params};
+use super::nade_packed::{dims, sum_over_images, Hidden, Params};
 use super::poisoned;
 use super::simd;
 use crate::dispatch_isa;
@@ -69,8 +69,8 @@ impl CustomOp3 for NadeLogProb {
         let params = Params::new(p, n, d);
         let mut log_p = vec![0f32; batch];
         log_p.par_iter_mut().enumerate().for_each_init(
-            || vec![0f32; d],
-            |a, (r, out)| *out = image_log_prob(&params, b, &x[r * n..(r + 1) * n], a),
+            || Hidden::new(d),
+            |hidden, (r, out)| *out = image_log_prob(&params, b, &x[r * n..(r + 1) * n], hidden),
         );
         Ok((CpuStorage::F32(log_p), Shape::from(batch)))
     }
@@ -92,8 +92,8 @@ impl CustomOp3 for NadeLogProb {
 
 dispatch_isa! {
     /// log p(x) of one image by the recurrence, summed in f64 as the training pass does.
-    fn image_log_prob(params: &Params, b: &[f32], x: &[f32], a: &mut [f32]) -> f32 {
-        image_log_prob_inline::<FMA>(params, b, x, a)
+    fn image_log_prob(params: &Params, b: &[f32], x: &[f32], hidden: &mut Hidden) -> f32 {
+        image_log_prob_inline::<FMA>(params, b, x, hidden)
     }
 }
 
@@ -102,15 +102,15 @@ fn image_log_prob_inline<const FMA: bool>(
     params: &Params,
     b: &[f32],
     x: &[f32],
-    a: &mut [f32],
+    hidden: &mut Hidden,
 ) -> f32 {
-    a.copy_from_slice(params.c);
+    hidden.start::<FMA>(params);
     let mut log_p = 0f64;
     for (i, &x_i) in x.iter().enumerate() {
-        let l = b[i] + simd::dot_sigmoid::<FMA>(params.v_row(i), a);
+        let l = b[i] + hidden.logit::<FMA>(params, i);
         log_p += (x_i * l - l.max(0.0)) as f64 - ((-l.abs()).exp().ln_1p()) as f64;
         if x_i != 0.0 {
-            simd::add_assign(a, params.w_col(i));
+            hidden.add_one::<FMA>(params, i);
         }
     }
     log_p as f32
@@ -254,8 +254,7 @@ impl CustomOp3 for NadeLogProbWithGrad {
 }
 
 struct Scratch {
-    a: Vec<f32>,
-    h: Vec<f32>,
+    hidden: Hidden,
     /// P = sum_{i <= j} da_i.
     prefix: Vec<f32>,
     /// Pixels with x_j = 1, whose W^T rows get P_n at the end.
@@ -265,8 +264,7 @@ struct Scratch {
 impl Scratch {
     fn new(n: usize, d: usize) -> Self {
         Self {
-            a: vec![0f32; d],
-            h: vec![0f32; d],
+            hidden: Hidden::new(d),
             prefix: vec![0f32; d],
             ones: Vec::with_capacity(n),
         }
@@ -290,7 +288,7 @@ fn image_inline<const FMA: bool>(
     s: &mut Scratch,
 ) -> f32 {
     let (n, d) = (params.n, params.d);
-    s.a.copy_from_slice(params.c);
+    s.hidden.start::<FMA>(params);
     s.prefix.fill(0.0);
     s.ones.clear();
     let (dwt, rest) = sums.split_at_mut(n * d);
@@ -300,8 +298,7 @@ fn image_inline<const FMA: bool>(
     // f32 precision whatever n is.
     let mut log_p = 0f64;
     for i in 0..n {
-        simd::sigmoid_into::<FMA>(&s.a, &mut s.h);
-        let l = b[i] + simd::dot::<FMA>(params.v_row(i), &s.h);
+        let l = b[i] + s.hidden.logit::<FMA>(params, i);
         let x_i = x[i];
         // x l - softplus(l), softplus(l) = max(l, 0) + ln(1 + e^-|l|).
         log_p += (x_i * l - l.max(0.0)) as f64 - ((-l.abs()).exp().ln_1p()) as f64;
@@ -309,7 +306,7 @@ fn image_inline<const FMA: bool>(
         d_b[i] += g;
         simd::hidden_grads::<FMA>(
             g,
-            &s.h,
+            &s.hidden.h,
             params.v_row(i),
             &mut dv[i * d..(i + 1) * d],
             &mut s.prefix,
@@ -318,7 +315,7 @@ fn image_inline<const FMA: bool>(
             // dW[:, i] = P_n - P_i: the -P_i part now, P_n below.
             simd::axpy::<FMA>(&mut dwt[i * d..(i + 1) * d], -1.0, &s.prefix);
             s.ones.push(i);
-            simd::add_assign(&mut s.a, params.w_col(i));
+            s.hidden.add_one::<FMA>(params, i);
         }
     }
     for &j in &s.ones {

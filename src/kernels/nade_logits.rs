@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::cpu_storage::f32_slice;
-use super::nade_packed::{dims, sum_over_images, Params};
+use super::nade_packed::{dims, sum_over_images, Hidden, Params};
 use super::simd;
 use crate::dispatch_isa;
 
@@ -43,8 +43,8 @@ impl CustomOp2 for NadeLogits {
         let (x, p) = (f32_slice(xs, xl, "x")?, f32_slice(ps, pl, "parameters")?);
         let mut out = vec![0f32; batch * n];
         out.par_chunks_mut(n).zip(x.par_chunks(n)).for_each_init(
-            || vec![0f32; d],
-            |a, (logits, row)| forward_image(p, n, d, row, logits, a),
+            || Hidden::new(d),
+            |hidden, (logits, row)| forward_image(p, n, d, row, logits, hidden),
         );
         Ok((CpuStorage::F32(out), Shape::from((batch, n))))
     }
@@ -78,8 +78,8 @@ impl CustomOp2 for NadeLogits {
 }
 
 dispatch_isa! {
-    fn forward_image(p: &[f32], n: usize, d: usize, x: &[f32], logits: &mut [f32], a: &mut [f32]) {
-        forward_image_inline::<FMA>(p, n, d, x, logits, a)
+    fn forward_image(p: &[f32], n: usize, d: usize, x: &[f32], logits: &mut [f32], hidden: &mut Hidden) {
+        forward_image_inline::<FMA>(p, n, d, x, logits, hidden)
     }
 }
 
@@ -90,14 +90,14 @@ fn forward_image_inline<const FMA: bool>(
     d: usize,
     x: &[f32],
     logits: &mut [f32],
-    a: &mut [f32],
+    hidden: &mut Hidden,
 ) {
     let p = Params::new(p, n, d);
-    a.copy_from_slice(p.c);
+    hidden.start::<FMA>(&p);
     for i in 0..n {
-        logits[i] = simd::dot_sigmoid::<FMA>(p.v_row(i), a);
+        logits[i] = hidden.logit::<FMA>(&p, i);
         if x[i] != 0.0 {
-            simd::add_assign(a, p.w_col(i));
+            hidden.add_one::<FMA>(&p, i);
         }
     }
 }

@@ -9,10 +9,11 @@ use candle_core::{Layout, Result, Tensor};
 use rayon::prelude::*;
 
 use super::simd;
+use super::transpose::transposed;
 
 /// Packs the parameters for the fused ops: [W^T (n, d); c (1, d); V (n, d)].
 pub fn pack(w: &Tensor, c: &Tensor, v: &Tensor) -> Result<Tensor> {
-    Tensor::cat(&[&w.t()?, &c.unsqueeze(0)?, v], 0)
+    Tensor::cat(&[&transposed(w)?, &c.unsqueeze(0)?, v], 0)
 }
 
 /// The three parts of a packed (2n + 1, d) parameter slice.
@@ -42,6 +43,46 @@ impl<'a> Params<'a> {
 
     pub(crate) fn v_row(&self, i: usize) -> &'a [f32] {
         &self.v[i * self.d..(i + 1) * self.d]
+    }
+}
+
+/// One image's hidden layer along the recurrence: a = c + the columns W[:, j] of the pixels
+/// j < i with x_j = 1, and h = sigmoid(a). h changes only when a does, after a pixel that is
+/// 1 (13% of MNIST's), so it is recomputed then and read as it is at the other steps: the
+/// d sigmoids per step were most of the work of every fused CPU pass, and a conditional's
+/// logit is now a plain dot product with the same values to the bit (the sigmoid works
+/// lane by lane, and `simd::dot` sums in `simd::dot_sigmoid`'s order).
+pub(crate) struct Hidden {
+    pub(crate) a: Vec<f32>,
+    pub(crate) h: Vec<f32>,
+}
+
+impl Hidden {
+    pub(crate) fn new(d: usize) -> Self {
+        Self {
+            a: vec![0f32; d],
+            h: vec![0f32; d],
+        }
+    }
+
+    /// Nothing observed: a = c.
+    #[inline(always)]
+    pub(crate) fn start<const FMA: bool>(&mut self, params: &Params) {
+        self.a.copy_from_slice(params.c);
+        simd::sigmoid_into::<FMA>(&self.a, &mut self.h);
+    }
+
+    /// Pixel i is 1: a += W[:, i].
+    #[inline(always)]
+    pub(crate) fn add_one<const FMA: bool>(&mut self, params: &Params, i: usize) {
+        simd::add_assign(&mut self.a, params.w_col(i));
+        simd::sigmoid_into::<FMA>(&self.a, &mut self.h);
+    }
+
+    /// The part of pixel i's logit that comes from the hidden layer: V[i] . h.
+    #[inline(always)]
+    pub(crate) fn logit<const FMA: bool>(&self, params: &Params, i: usize) -> f32 {
+        simd::dot::<FMA>(params.v_row(i), &self.h)
     }
 }
 

@@ -8,7 +8,7 @@
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
-use super::nade_packed::Params;
+use super::nade_packed::{Hidden, Params};
 use super::simd;
 use crate::dispatch_isa;
 
@@ -102,15 +102,15 @@ fn sample_on_host(
         .zip(probs.par_chunks_mut(n.max(1)))
         .enumerate()
         .for_each_init(
-            || vec![0f32; d],
-            |a, (r, (x, p))| {
+            || Hidden::new(d),
+            |hidden, (r, (x, p))| {
                 let row = r * n..(r + 1) * n;
                 let image = Image {
                     kept: &kept[row.clone()],
                     observed: &observed[row.clone()],
                     u: &uniforms[row],
                 };
-                sample_image(packed, bias, image, x, p, a)
+                sample_image(packed, bias, image, x, p, hidden)
             },
         );
     (values, probs)
@@ -125,8 +125,8 @@ struct Image<'a> {
 }
 
 dispatch_isa! {
-    fn sample_image(packed: &[f32], bias: &[f32], image: Image, x: &mut [f32], p: &mut [f32], a: &mut [f32]) {
-        sample_image_inline::<FMA>(packed, bias, image, x, p, a)
+    fn sample_image(packed: &[f32], bias: &[f32], image: Image, x: &mut [f32], p: &mut [f32], hidden: &mut Hidden) {
+        sample_image_inline::<FMA>(packed, bias, image, x, p, hidden)
     }
 }
 
@@ -137,13 +137,13 @@ fn sample_image_inline<const FMA: bool>(
     image: Image,
     x: &mut [f32],
     p: &mut [f32],
-    a: &mut [f32],
+    hidden: &mut Hidden,
 ) {
     let n = bias.len();
-    let params = Params::new(packed, n, a.len());
-    a.copy_from_slice(params.c);
+    let params = Params::new(packed, n, hidden.a.len());
+    hidden.start::<FMA>(&params);
     for i in 0..n {
-        let logit = bias[i] + simd::dot_sigmoid::<FMA>(params.v_row(i), a);
+        let logit = bias[i] + hidden.logit::<FMA>(&params, i);
         let prob = simd::sigmoid::<FMA>(logit);
         p[i] = prob;
         let one = if image.observed[i] != 0.0 {
@@ -153,7 +153,7 @@ fn sample_image_inline<const FMA: bool>(
         };
         if one {
             x[i] = 1.0;
-            simd::add_assign(a, params.w_col(i));
+            hidden.add_one::<FMA>(&params, i);
         }
     }
 }

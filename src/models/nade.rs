@@ -24,6 +24,7 @@ use super::{
     bernoulli_log_prob, masks, readout, Autoregressive, Evidence, Kind, ModelConfig, ModelSpec,
     ParamSpec, Pass, SampledBatch, SamplerState,
 };
+use crate::kernels::transpose::transposed;
 use crate::kernels::{nade_log_prob, nade_logits, nade_packed, nade_sample};
 
 /// `[model] kind = "nade"`.
@@ -449,7 +450,7 @@ impl Autoregressive for Nade {
             .broadcast_as((batch, d))?
             .contiguous()?;
         Ok(Box::new(NadeSampler {
-            w_t: self.w.detach().t()?.contiguous()?,
+            w_t: transposed(&self.w.detach())?,
             v: self.v.detach(),
             b: self.b.detach(),
             a,
