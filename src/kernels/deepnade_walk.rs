@@ -1,16 +1,20 @@
 //! The incremental walk of deep NADE's exact evaluation on the CPU (src/models/deepnade.rs):
 //! rows of images walked one dimension per step, each row its own dimension. The first
 //! layer's pre-activations a1 live in host memory; a step applies g to them, runs the layers
-//! above through the tiled matmul (kernels/tiled_matmul.rs, both cores at any batch), and reads the one output unit of each row out in a fused
-//! pass (bias, activation, dot with V[d]); observing a dimension adds one row of a table to
-//! a1. Every element-wise pass runs on rayon's pool: with candle's single-threaded element-
-//! wise ops these passes cost more than the matmul they surround.
+//! above, and reads the one output unit of each row out in a fused pass (bias, activation,
+//! dot with V[d]); observing a dimension adds one row of a table to a1. A block of steps
+//! (the evaluation, where every step's pixel is known in advance) runs a few rows per task
+//! through every layer with the zero-skipping products (kernels/zero_skipping_matmul.rs); a
+//! single step (sampling) runs each layer over all rows with the tiled matmul
+//! (kernels/tiled_matmul.rs) and its element-wise passes on rayon's pool: with candle's
+//! single-threaded element-wise ops these passes cost more than the matmul they surround.
 
 use candle_core::Result;
 use rayon::prelude::*;
 
 use super::simd;
 use super::tiled_matmul::{product, View};
+use super::zero_skipping_matmul::{self, Panels};
 
 /// The hidden nonlinearity, as the kernel sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +57,21 @@ fn act<const FMA: bool, const G: u8>(x: f32) -> f32 {
 fn act_into_inline<const FMA: bool, const G: u8>(a: &[f32], out: &mut [f32]) {
     for (o, &x) in out.iter_mut().zip(a) {
         *o = act::<FMA, G>(x);
+    }
+}
+
+#[inline(always)]
+fn act_then_add_inline<const FMA: bool, const G: u8>(a: &mut [f32], add: &[f32], out: &mut [f32]) {
+    for ((o, x), &d) in out.iter_mut().zip(a.iter_mut()).zip(add) {
+        *o = act::<FMA, G>(*x);
+        *x += d;
+    }
+}
+
+#[inline(always)]
+fn act_bias_in_place_inline<const FMA: bool, const G: u8>(z: &mut [f32], bias: &[f32]) {
+    for (x, &b) in z.iter_mut().zip(bias) {
+        *x = act::<FMA, G>(*x + b);
     }
 }
 
@@ -100,6 +119,28 @@ crate::dispatch_isa! {
 }
 
 crate::dispatch_isa! {
+    /// out[k] = g(a[k]), then a[k] += add[k]: one step of a walk's first layer.
+    fn act_then_add(g: Act, a: &mut [f32], add: &[f32], out: &mut [f32]) {
+        match g.code() {
+            RELU => act_then_add_inline::<FMA, RELU>(a, add, out),
+            SIGMOID => act_then_add_inline::<FMA, SIGMOID>(a, add, out),
+            _ => act_then_add_inline::<FMA, TANH>(a, add, out),
+        }
+    }
+}
+
+crate::dispatch_isa! {
+    /// z[k] = g(z[k] + bias[k]).
+    fn act_bias_in_place(g: Act, z: &mut [f32], bias: &[f32]) {
+        match g.code() {
+            RELU => act_bias_in_place_inline::<FMA, RELU>(z, bias),
+            SIGMOID => act_bias_in_place_inline::<FMA, SIGMOID>(z, bias),
+            _ => act_bias_in_place_inline::<FMA, TANH>(z, bias),
+        }
+    }
+}
+
+crate::dispatch_isa! {
     /// out[k] = g(a[k] + bias[k]).
     fn act_bias_into(g: Act, a: &[f32], bias: &[f32], out: &mut [f32]) {
         match g.code() {
@@ -122,19 +163,53 @@ crate::dispatch_isa! {
 }
 
 /// The weights of the walk: `table` ((2n + 1) x h1, row-major) holds what observing a
-/// dimension adds to a1; `deeper` the layers above (W_l^T as CPU tensors, b_l); `v` (n x hL)
+/// dimension adds to a1; `deeper` the layers above (W_l^T, row-major, and b_l); `v` (n x hL)
 /// and `c` the output units.
 pub struct HostNet {
-    pub act: Act,
-    pub h1: usize,
-    pub table: Vec<f32>,
-    pub deeper: Vec<(Vec<f32>, Vec<f32>)>,
-    pub v: Vec<f32>,
-    pub top: usize,
-    pub c: Vec<f32>,
+    act: Act,
+    h1: usize,
+    table: Vec<f32>,
+    deeper: Vec<(Vec<f32>, Vec<f32>)>,
+    /// The W_l^T of `deeper` packed for the products of a block of steps
+    /// (kernels/zero_skipping_matmul.rs: with ReLU they skip its zeros).
+    panels: Vec<Panels>,
+    v: Vec<f32>,
+    top: usize,
+    c: Vec<f32>,
 }
 
+/// Rows (walks) one task of [`HostNet::block_logits`] takes through every layer: 4 x 16
+/// steps of 500 units are 128 kB per layer, within the core's cache, and 25 tasks for two
+/// threads at a batch of 100.
+const ROWS_PER_TASK: usize = 4;
+
 impl HostNet {
+    pub fn new(
+        act: Act,
+        table: Vec<f32>,
+        h1: usize,
+        deeper: Vec<(Vec<f32>, Vec<f32>)>,
+        v: Vec<f32>,
+        c: Vec<f32>,
+    ) -> Self {
+        let mut width = h1;
+        let mut panels = Vec::new();
+        for (w_t, b) in &deeper {
+            panels.push(Panels::new(w_t, width, b.len()));
+            width = b.len();
+        }
+        Self {
+            act,
+            h1,
+            table,
+            deeper,
+            panels,
+            v,
+            top: width,
+            c,
+        }
+    }
+
     /// The logit of dimension dims[r] for every row r of `a1` (rows x h1, row-major).
     pub fn logits(&self, a1: &[f32], dims: &[u32]) -> Result<Vec<f32>> {
         let mut h = vec![0f32; a1.len()];
@@ -147,9 +222,10 @@ impl HostNet {
     /// `dims.len()` steps of every row at once: step s of row r reads the logit of dimension
     /// dims[s][r], then observes table entry entries[s][r]; `a1` ends with all of them
     /// observed. The same numbers as [`logits`](Self::logits) and [`observe`](Self::observe)
-    /// step by step (to the products' rounding), but the layers above the first see rows x
-    /// steps rows in one product: one fork-join per block instead of four per step, and
-    /// products tall enough for the cores' full speed.
+    /// step by step (to the products' rounding). A task takes a few rows through every
+    /// layer on one thread, one row's steps as consecutive rows of its products: one
+    /// fork-join per block instead of four per step, layers that stay in the cache, and
+    /// blocks of rows whose ReLU zeros mostly coincide (the zero-skipping product).
     pub fn block_logits(
         &self,
         a1: &mut [f32],
@@ -158,25 +234,65 @@ impl HostNet {
     ) -> Result<Vec<Vec<f32>>> {
         let (h1, steps) = (self.h1, dims.len());
         let rows = a1.len() / h1;
-        // Row r * steps + s of h holds g(a1) of row r before its step s.
-        let mut h = vec![0f32; rows * steps * h1];
-        h.par_chunks_mut((steps * h1).max(1))
-            .zip(a1.par_chunks_mut(h1))
+        let per_task: Vec<Vec<f32>> = a1
+            .par_chunks_mut(ROWS_PER_TASK * h1)
             .enumerate()
-            .for_each(|(r, (h_r, a))| {
-                for (s, h_rs) in h_r.chunks_mut(h1).enumerate() {
-                    act_into(self.act, a, h_rs);
-                    let e = entries[s][r] as usize;
-                    simd::add_assign(a, &self.table[e * h1..(e + 1) * h1]);
+            .map(|(t, a1)| {
+                let first = t * ROWS_PER_TASK;
+                // Row r * steps + s of h holds g(a1) of row first + r before its step s.
+                let mut h = vec![0f32; a1.len() * steps];
+                for (r, (h_r, a)) in h.chunks_mut(steps * h1).zip(a1.chunks_mut(h1)).enumerate() {
+                    for (s, h_rs) in h_r.chunks_mut(h1).enumerate() {
+                        let e = entries[s][first + r] as usize;
+                        act_then_add(self.act, a, &self.table[e * h1..(e + 1) * h1], h_rs);
+                    }
                 }
-            });
-        let flat_dims: Vec<u32> = (0..rows * steps)
-            .map(|i| dims[i % steps][i / steps])
+                let task_rows = a1.len() / h1;
+                let flat_dims: Vec<u32> = (0..task_rows * steps)
+                    .map(|i| dims[i % steps][first + i / steps])
+                    .collect();
+                self.top_of_steps(h, &flat_dims)
+            })
             .collect();
-        let flat = self.top(h, &flat_dims)?;
-        Ok((0..steps)
-            .map(|s| (0..rows).map(|r| flat[r * steps + s]).collect())
-            .collect())
+        let mut out = vec![vec![0f32; rows]; steps];
+        for (t, flat) in per_task.into_iter().enumerate() {
+            for (i, l) in flat.into_iter().enumerate() {
+                out[i % steps][t * ROWS_PER_TASK + i / steps] = l;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`top`](Self::top) on the calling thread for h holding runs of one walk's consecutive
+    /// steps, through the zero-skipping products.
+    fn top_of_steps(&self, mut h: Vec<f32>, dims: &[u32]) -> Vec<f32> {
+        let rows = dims.len();
+        let mut width = self.h1;
+        for (l, ((_, bias), panels)) in self.deeper.iter().zip(&self.panels).enumerate() {
+            let next = bias.len();
+            let mut z = vec![0f32; rows * next];
+            zero_skipping_matmul::product(&h, rows, panels, &mut z);
+            if l + 1 < self.deeper.len() {
+                // z becomes g(z + b) in place: the next layer's input.
+                for zr in z.chunks_exact_mut(next.max(1)) {
+                    act_bias_in_place(self.act, zr, bias);
+                }
+            }
+            h = z;
+            width = next;
+        }
+        let Some((_, bias)) = self.deeper.last() else {
+            // One hidden layer: h holds g(a1), a dot product with V[d] is left.
+            return h
+                .chunks_exact(width.max(1))
+                .zip(dims)
+                .map(|(hr, &d)| simd_dot(hr, self.v_row(d)) + self.c[d as usize])
+                .collect();
+        };
+        h.chunks_exact(width.max(1))
+            .zip(dims)
+            .map(|(zr, &d)| act_dot(self.act, zr, bias, self.v_row(d)) + self.c[d as usize])
+            .collect()
     }
 
     /// The logit of dimension dims[r] for every row r of h = g(a1) (rows x h1, row-major).

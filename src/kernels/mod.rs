@@ -19,6 +19,7 @@ pub mod sgd;
 pub mod simd;
 pub mod tiled_matmul;
 pub mod transpose;
+pub mod zero_skipping_matmul;
 
 #[cfg(feature = "cuda")]
 pub mod nade_cuda;

@@ -11,7 +11,7 @@ const LANES: usize = 16;
 /// `FMA` parameter, set per instruction set by [`dispatch_isa!`]): `mul_add` without hardware
 /// FMA would be a slow libm call.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {

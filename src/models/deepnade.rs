@@ -92,9 +92,8 @@ fn one() -> usize {
 /// efficient matmuls, small enough that the per-row orderings stay a few MB.
 pub const WALK_ROWS: usize = 2048;
 
-/// The host walk takes up to this many rows x steps in one block (see
-/// [`HostNet::block_logits`]): 4,096 rows of 500 units are 8 MB per layer, and the products
-/// run at full speed from about 1,000 rows.
+/// The device walk takes up to this many rows x steps in one block: 4,096 rows of 500 units
+/// are 8 MB per layer, and the products run at full speed from about 1,000 rows.
 const BLOCK_ROWS: usize = 4096;
 /// At most this many steps per block.
 const MAX_BLOCK_STEPS: usize = 16;
@@ -311,24 +310,21 @@ impl Frozen {
 
     fn to_host(&self) -> Result<HostNet> {
         let host = |t: &Tensor| t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>();
-        let top = self.v.dim(1)?;
-        Ok(HostNet {
-            act: match self.activation {
+        Ok(HostNet::new(
+            match self.activation {
                 Activation::Relu => Act::Relu,
                 Activation::Sigmoid => Act::Sigmoid,
                 Activation::Tanh => Act::Tanh,
             },
-            h1: self.b1.dim(0)?,
-            table: host(&self.table)?,
-            deeper: self
-                .deeper
+            host(&self.table)?,
+            self.b1.dim(0)?,
+            self.deeper
                 .iter()
                 .map(|(w_t, b)| Ok((host(w_t)?, host(b)?)))
                 .collect::<Result<_>>()?,
-            v: host(&self.v)?,
-            top,
-            c: self.c.clone(),
-        })
+            host(&self.v)?,
+            self.c.clone(),
+        ))
     }
 
     fn tensors(model: &DeepNade) -> Result<Self> {
@@ -588,8 +584,12 @@ impl DeepNade {
             };
             let steps = chunk.iter().map(|w| w.steps).max().unwrap_or(0);
             // Steps per block: which pixels the rows observe is known in advance (x and the
-            // orderings), so the walker can take several steps in one pass.
-            let block = (BLOCK_ROWS / chunk.len().max(1)).clamp(1, MAX_BLOCK_STEPS);
+            // orderings), so the walker can take several steps in one pass. The host walk
+            // holds a bounded group of rows at a time whatever the steps.
+            let block = match net.host {
+                Some(_) => MAX_BLOCK_STEPS,
+                None => (BLOCK_ROWS / chunk.len().max(1)).clamp(1, MAX_BLOCK_STEPS),
+            };
             for first in (0..steps).step_by(block) {
                 let block_steps = first..(first + block).min(steps);
                 let dims: Vec<Vec<u32>> = block_steps
