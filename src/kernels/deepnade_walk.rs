@@ -1,19 +1,18 @@
-//! The incremental walk of deep NADE's exact evaluation on the CPU (src/models/deepnade.rs):
-//! rows of images walked one dimension per step, each row its own dimension. The first
-//! layer's pre-activations a1 live in host memory; a step applies g to them, runs the layers
-//! above, and reads the one output unit of each row out in a fused pass (bias, activation,
-//! dot with V[d]); observing a dimension adds one row of a table to a1. A block of steps
-//! (the evaluation, where every step's pixel is known in advance) runs a few rows per task
-//! through every layer with the zero-skipping products (kernels/zero_skipping_matmul.rs); a
-//! single step (sampling) runs each layer over all rows with the tiled matmul
-//! (kernels/tiled_matmul.rs) and its element-wise passes on rayon's pool: with candle's
-//! single-threaded element-wise ops these passes cost more than the matmul they surround.
+//! The incremental walk of deep NADE's exact evaluation and sampling on the CPU
+//! (src/models/deepnade.rs): rows of images walked one dimension per step, each row its own
+//! dimension. The first layer's pre-activations a1 live in host memory; a step applies g to
+//! them, runs the layers above, and reads the one output unit of each row out in a fused
+//! pass (bias, activation, dot with V[d]); observing a dimension adds one row of a table to
+//! a1. The layers above run as tasks of a few rows, each through every layer on one thread
+//! with the products of kernels/zero_skipping_matmul.rs: one fork-join per call instead of
+//! one per layer and element-wise pass, and layers that stay in the core's cache. A block of
+//! steps (the evaluation, where every step's pixel is known in advance) puts one row's
+//! consecutive steps next to each other, where a ReLU's zeros mostly coincide.
 
 use candle_core::Result;
 use rayon::prelude::*;
 
 use super::simd;
-use super::tiled_matmul::{product, View};
 use super::zero_skipping_matmul::{self, Panels};
 
 /// The hidden nonlinearity, as the kernel sees it.
@@ -76,13 +75,6 @@ fn act_bias_in_place_inline<const FMA: bool, const G: u8>(z: &mut [f32], bias: &
 }
 
 #[inline(always)]
-fn act_bias_into_inline<const FMA: bool, const G: u8>(a: &[f32], bias: &[f32], out: &mut [f32]) {
-    for ((o, &x), &b) in out.iter_mut().zip(a).zip(bias) {
-        *o = act::<FMA, G>(x + b);
-    }
-}
-
-#[inline(always)]
 fn act_dot_inline<const FMA: bool, const G: u8>(z: &[f32], bias: &[f32], v: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (z_chunks, b_chunks, v_chunks) = (
@@ -141,17 +133,6 @@ crate::dispatch_isa! {
 }
 
 crate::dispatch_isa! {
-    /// out[k] = g(a[k] + bias[k]).
-    fn act_bias_into(g: Act, a: &[f32], bias: &[f32], out: &mut [f32]) {
-        match g.code() {
-            RELU => act_bias_into_inline::<FMA, RELU>(a, bias, out),
-            SIGMOID => act_bias_into_inline::<FMA, SIGMOID>(a, bias, out),
-            _ => act_bias_into_inline::<FMA, TANH>(a, bias, out),
-        }
-    }
-}
-
-crate::dispatch_isa! {
     /// sum_k v[k] g(z[k] + bias[k]): one output unit of the top layer without storing it.
     fn act_dot(g: Act, z: &[f32], bias: &[f32], v: &[f32]) -> f32 {
         match g.code() {
@@ -177,6 +158,13 @@ pub struct HostNet {
     top: usize,
     c: Vec<f32>,
 }
+
+/// Rows one task of [`HostNet::logits`] takes through every layer: 13 tasks for two threads
+/// at a batch of 100, one block of the register tile. (Rows of different walks share almost
+/// no zeros, ~0.3% of the columns in 8 rows; a one-row tile that skips each row's own zeros
+/// is bound by the loads of W from L2: 313-382 images/s sampling against 537-614 with
+/// blocks of 8 rows.)
+const ROWS_PER_STEP_TASK: usize = 8;
 
 /// Rows (walks) one task of [`HostNet::block_logits`] takes through every layer: 4 x 16
 /// steps of 500 units are 128 kB per layer, within the core's cache, and 25 tasks for two
@@ -210,13 +198,22 @@ impl HostNet {
         }
     }
 
-    /// The logit of dimension dims[r] for every row r of `a1` (rows x h1, row-major).
+    /// The logit of dimension dims[r] for every row r of `a1` (rows x h1, row-major): one
+    /// step of many walks, tasks of a few rows through every layer.
     pub fn logits(&self, a1: &[f32], dims: &[u32]) -> Result<Vec<f32>> {
-        let mut h = vec![0f32; a1.len()];
-        h.par_chunks_mut(self.h1)
-            .zip(a1.par_chunks(self.h1))
-            .for_each(|(out, a)| act_into(self.act, a, out));
-        self.top(h, dims)
+        let h1 = self.h1;
+        let per_task: Vec<Vec<f32>> = a1
+            .par_chunks((ROWS_PER_STEP_TASK * h1).max(1))
+            .zip(dims.par_chunks(ROWS_PER_STEP_TASK))
+            .map(|(a1, dims)| {
+                let mut h = vec![0f32; a1.len()];
+                for (out, a) in h.chunks_mut(h1.max(1)).zip(a1.chunks(h1.max(1))) {
+                    act_into(self.act, a, out);
+                }
+                self.top(h, dims)
+            })
+            .collect();
+        Ok(per_task.concat())
     }
 
     /// `dims.len()` steps of every row at once: step s of row r reads the logit of dimension
@@ -251,7 +248,7 @@ impl HostNet {
                 let flat_dims: Vec<u32> = (0..task_rows * steps)
                     .map(|i| dims[i % steps][first + i / steps])
                     .collect();
-                self.top_of_steps(h, &flat_dims)
+                self.top(h, &flat_dims)
             })
             .collect();
         let mut out = vec![vec![0f32; rows]; steps];
@@ -263,9 +260,9 @@ impl HostNet {
         Ok(out)
     }
 
-    /// [`top`](Self::top) on the calling thread for h holding runs of one walk's consecutive
-    /// steps, through the zero-skipping products.
-    fn top_of_steps(&self, mut h: Vec<f32>, dims: &[u32]) -> Vec<f32> {
+    /// The logit of dimension dims[r] for every row r of h = g(a1) (rows x h1, row-major),
+    /// on the calling thread.
+    fn top(&self, mut h: Vec<f32>, dims: &[u32]) -> Vec<f32> {
         let rows = dims.len();
         let mut width = self.h1;
         for (l, ((_, bias), panels)) in self.deeper.iter().zip(&self.panels).enumerate() {
@@ -293,38 +290,6 @@ impl HostNet {
             .zip(dims)
             .map(|(zr, &d)| act_dot(self.act, zr, bias, self.v_row(d)) + self.c[d as usize])
             .collect()
-    }
-
-    /// The logit of dimension dims[r] for every row r of h = g(a1) (rows x h1, row-major).
-    fn top(&self, mut h: Vec<f32>, dims: &[u32]) -> Result<Vec<f32>> {
-        let rows = h.len() / self.h1;
-        let Some(last) = self.deeper.len().checked_sub(1) else {
-            // One hidden layer: h holds g(a1), a dot product with V[d] is left.
-            return Ok(h
-                .par_chunks(self.h1)
-                .zip(dims.par_iter())
-                .map(|(hr, &d)| simd_dot(hr, self.v_row(d)) + self.c[d as usize])
-                .collect());
-        };
-        let mut width = self.h1;
-        for (l, (w_t, bias)) in self.deeper.iter().enumerate() {
-            let next = bias.len();
-            let z = product(View::new(&h, rows, width), View::new(w_t, width, next));
-            width = next;
-            if l == last {
-                return Ok(z
-                    .par_chunks(width)
-                    .zip(dims.par_iter())
-                    .map(|(zr, &d)| act_dot(self.act, zr, bias, self.v_row(d)) + self.c[d as usize])
-                    .collect());
-            }
-            let mut next = vec![0f32; z.len()];
-            next.par_chunks_mut(width)
-                .zip(z.par_chunks(width))
-                .for_each(|(out, zr)| act_bias_into(self.act, zr, bias, out));
-            h = next;
-        }
-        unreachable!("the last layer returns")
     }
 
     /// Row r of `a1` adds row entries[r] of the table.
