@@ -108,7 +108,7 @@ fn image_log_prob_inline<const FMA: bool>(
     let mut log_p = 0f64;
     for (i, &x_i) in x.iter().enumerate() {
         let l = b[i] + hidden.logit::<FMA>(params, i);
-        log_p += (x_i * l - l.max(0.0)) as f64 - ((-l.abs()).exp().ln_1p()) as f64;
+        log_p += (x_i * l - l.max(0.0)) as f64 - simd::ln_1p_exp_neg_abs::<FMA>(l) as f64;
         if x_i != 0.0 {
             hidden.add_one::<FMA>(params, i);
         }
@@ -301,7 +301,7 @@ fn image_inline<const FMA: bool>(
         let l = b[i] + s.hidden.logit::<FMA>(params, i);
         let x_i = x[i];
         // x l - softplus(l), softplus(l) = max(l, 0) + ln(1 + e^-|l|).
-        log_p += (x_i * l - l.max(0.0)) as f64 - ((-l.abs()).exp().ln_1p()) as f64;
+        log_p += (x_i * l - l.max(0.0)) as f64 - simd::ln_1p_exp_neg_abs::<FMA>(l) as f64;
         let g = w * (x_i - simd::sigmoid::<FMA>(l));
         d_b[i] += g;
         simd::hidden_grads::<FMA>(
