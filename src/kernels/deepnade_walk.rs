@@ -9,7 +9,6 @@
 //! steps (the evaluation, where every step's pixel is known in advance) puts one row's
 //! consecutive steps next to each other, where a ReLU's zeros mostly coincide.
 
-use candle_core::Result;
 use rayon::prelude::*;
 
 use super::simd;
@@ -144,16 +143,13 @@ crate::dispatch_isa! {
 }
 
 /// The weights of the walk: `table` ((2n + 1) x h1, row-major) holds what observing a
-/// dimension adds to a1; `deeper` the layers above (W_l^T, row-major, and b_l); `v` (n x hL)
-/// and `c` the output units.
+/// dimension adds to a1; `deeper` the layers above (W_l^T packed for
+/// kernels/zero_skipping_matmul.rs, and b_l); `v` (n x hL) and `c` the output units.
 pub struct HostNet {
     act: Act,
     h1: usize,
     table: Vec<f32>,
-    deeper: Vec<(Vec<f32>, Vec<f32>)>,
-    /// The W_l^T of `deeper` packed for the products of a block of steps
-    /// (kernels/zero_skipping_matmul.rs: with ReLU they skip its zeros).
-    panels: Vec<Panels>,
+    deeper: Vec<(Panels, Vec<f32>)>,
     v: Vec<f32>,
     top: usize,
     c: Vec<f32>,
@@ -172,6 +168,7 @@ const ROWS_PER_STEP_TASK: usize = 8;
 const ROWS_PER_TASK: usize = 4;
 
 impl HostNet {
+    /// `deeper`: (W_l^T row-major, b_l) for the layers above the first.
     pub fn new(
         act: Act,
         table: Vec<f32>,
@@ -181,17 +178,17 @@ impl HostNet {
         c: Vec<f32>,
     ) -> Self {
         let mut width = h1;
-        let mut panels = Vec::new();
-        for (w_t, b) in &deeper {
-            panels.push(Panels::new(w_t, width, b.len()));
-            width = b.len();
+        let mut packed = Vec::with_capacity(deeper.len());
+        for (w_t, b) in deeper {
+            let next = b.len();
+            packed.push((Panels::new(&w_t, width, next), b));
+            width = next;
         }
         Self {
             act,
             h1,
             table,
-            deeper,
-            panels,
+            deeper: packed,
             v,
             top: width,
             c,
@@ -200,7 +197,7 @@ impl HostNet {
 
     /// The logit of dimension dims[r] for every row r of `a1` (rows x h1, row-major): one
     /// step of many walks, tasks of a few rows through every layer.
-    pub fn logits(&self, a1: &[f32], dims: &[u32]) -> Result<Vec<f32>> {
+    pub fn logits(&self, a1: &[f32], dims: &[u32]) -> Vec<f32> {
         let h1 = self.h1;
         let per_task: Vec<Vec<f32>> = a1
             .par_chunks((ROWS_PER_STEP_TASK * h1).max(1))
@@ -213,7 +210,7 @@ impl HostNet {
                 self.top(h, dims)
             })
             .collect();
-        Ok(per_task.concat())
+        per_task.concat()
     }
 
     /// `dims.len()` steps of every row at once: step s of row r reads the logit of dimension
@@ -228,7 +225,7 @@ impl HostNet {
         a1: &mut [f32],
         dims: &[Vec<u32>],
         entries: &[Vec<u32>],
-    ) -> Result<Vec<Vec<f32>>> {
+    ) -> Vec<Vec<f32>> {
         let (h1, steps) = (self.h1, dims.len());
         let rows = a1.len() / h1;
         let per_task: Vec<Vec<f32>> = a1
@@ -257,7 +254,7 @@ impl HostNet {
                 out[i % steps][t * ROWS_PER_TASK + i / steps] = l;
             }
         }
-        Ok(out)
+        out
     }
 
     /// The logit of dimension dims[r] for every row r of h = g(a1) (rows x h1, row-major),
@@ -265,7 +262,7 @@ impl HostNet {
     fn top(&self, mut h: Vec<f32>, dims: &[u32]) -> Vec<f32> {
         let rows = dims.len();
         let mut width = self.h1;
-        for (l, ((_, bias), panels)) in self.deeper.iter().zip(&self.panels).enumerate() {
+        for (l, (panels, bias)) in self.deeper.iter().enumerate() {
             let next = bias.len();
             let mut z = vec![0f32; rows * next];
             zero_skipping_matmul::product(&h, rows, panels, &mut z);

@@ -407,7 +407,7 @@ impl<'a> Walker<'a> {
     fn logits(&self, dims: &[u32]) -> Result<Vec<f32>> {
         let net = self.net;
         let a1 = match (&self.a1, &net.host) {
-            (A1::Host(a1), Some(host)) => return host.logits(a1, dims),
+            (A1::Host(a1), Some(host)) => return Ok(host.logits(a1, dims)),
             (A1::Tensor(a1), _) => a1,
             (A1::Host(_), None) => candle_core::bail!("deepnade: a host walk without host weights"),
         };
@@ -429,7 +429,7 @@ impl<'a> Walker<'a> {
     /// step followed by observing entries[s] (see [`observe`](Self::observe)).
     fn block_logits(&mut self, dims: &[Vec<u32>], entries: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         if let (A1::Host(a1), Some(host)) = (&mut self.a1, &self.net.host) {
-            return host.block_logits(a1, dims, entries);
+            return Ok(host.block_logits(a1, dims, entries));
         }
         let mut out = Vec::with_capacity(dims.len());
         for (d, e) in dims.iter().zip(entries) {
