@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::data::source::{resolve_dir, split_file, PathOrigin};
 use crate::data::{amat, BinaryDataset};
 use crate::device;
-use crate::models::{self, ModelConfig, Pass, Trainable};
+use crate::models::{self, ModelConfig, Trainable};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::sample;
 
@@ -95,12 +95,20 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
             // scripts/bench/bench_torch.py: the time is the model's, not the upload's.
             let on_device = data.tensor_range(0, batches * spec.batch, device)?;
             let mut adam = Optimizer::new(trainable.named_vars(), &[], OptimConfig::default())?;
+            // Prepared once, as `nade eval` prepares it for its whole data set.
+            let evaluator = match phase {
+                Phase::Eval => Some(models::evaluator(model.as_ref())?),
+                _ => None,
+            };
             let mut step = |k: usize| -> Result<()> {
                 let first = (k % batches) * spec.batch;
                 match phase {
                     Phase::Eval => {
                         let x = on_device.narrow(0, first, spec.batch)?;
-                        model.log_prob(&x, Pass::Eval)?.to_vec1::<f32>()?;
+                        let Some(evaluator) = &evaluator else {
+                            bail!("bench: no evaluator for the eval phase");
+                        };
+                        evaluator.log_prob(&x)?.to_vec1::<f32>()?;
                     }
                     Phase::Train => {
                         let x = on_device.narrow(0, first, spec.batch)?;

@@ -77,12 +77,13 @@ pub fn nll(
         .expect("static template"),
     );
     let start = Instant::now();
+    let evaluator = crate::models::evaluator(model)?;
     let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
     for first in (0..data.len()).step_by(batch) {
         let last = (first + batch).min(data.len());
         let x = data.tensor_range(first, last, device)?;
-        let log_p = model
-            .log_prob(&x, crate::models::Pass::Eval)?
+        let log_p = evaluator
+            .log_prob(&x)?
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?;
         for (offset, lp) in log_p.into_iter().enumerate() {
@@ -275,10 +276,11 @@ pub fn mixture_curve(
     let mut per_k: Vec<(usize, Vec<f64>)> = Vec::new();
     // Sum over images of -log p_k(x) for each component k, in f64.
     let mut each: Vec<f64> = Vec::new();
+    let evaluator = crate::models::evaluator(model)?;
     for first in (0..data.len()).step_by(batch) {
         let last = (first + batch).min(data.len());
         let x = data.tensor_range(first, last, device)?;
-        let Some(rows) = model.component_log_probs(&x)? else {
+        let Some(rows) = evaluator.component_log_probs(&x)? else {
             bail!(
                 "a {} model is not a mixture: the curve over components is for made (masks) and deepnade (orderings)",
                 model.config().kind()

@@ -5,8 +5,10 @@ MADE (Germain et al. 2015), one mask k: h = relu(b1 + (W1 * M1) x), logits = c +
 log p_k(x) = sum_i x_i l_i - softplus(l_i); the K-mask ensemble is the exact mixture
 log p(x) = logsumexp_k log p_k(x) - log K. Masks follow the paper (and nade's src/models/made.rs):
 input degrees m0(d) = 1 + position of d in the order (natural order here), hidden degrees drawn
-uniformly from [1, n-1], M1[u, d] = deg[u] >= m0(d), MV[d, u] = m0(d) > deg[u]. The masks
-multiply the weights in every forward pass (a "MaskedLinear"), as karpathy/pytorch-made does.
+uniformly from [1, n-1], M1[u, d] = deg[u] >= m0(d), MV[d, u] = m0(d) > deg[u]. In training the
+masks multiply the weights in every forward pass (a "MaskedLinear"), as karpathy/pytorch-made
+does; an evaluation makes each mask's W * M once and reuses it for every batch (the weights do
+not change), as `nade eval` and `nade bench`'s eval do.
 Weights initialised like nade's (U(+-1/sqrt(fan_in))), biases 0; data: random binary images with
 about 13% ones (MNIST's rate).
 
@@ -82,16 +84,21 @@ def main(argv=None):
             out.append((m1.to(device), mv.to(device)))
         return out
 
-    def log_prob_one(params, mask, x):
-        w1, b1, v, c = params
-        m1, mv = mask
-        hid = torch.relu(F.linear(x, w1 * m1, b1))
-        logits = F.linear(hid, v * mv, c)
+    def log_prob_masked(params, masked, x):
+        _, b1, _, c = params
+        w1m, vm = masked
+        hid = torch.relu(F.linear(x, w1m, b1))
+        logits = F.linear(hid, vm, c)
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
 
-    def log_prob_mixture(params, masks, x):
-        per_mask = torch.stack([log_prob_one(params, m, x) for m in masks], 0)
-        return torch.logsumexp(per_mask, 0) - math.log(len(masks))
+    def log_prob_one(params, mask, x):
+        w1, _, v, _ = params
+        m1, mv = mask
+        return log_prob_masked(params, (w1 * m1, v * mv), x)
+
+    def log_prob_mixture(params, masked_weights, x):
+        per_mask = torch.stack([log_prob_masked(params, m, x) for m in masked_weights], 0)
+        return torch.logsumexp(per_mask, 0) - math.log(len(masked_weights))
 
     def sample(params, masks, batch):
         w1, b1, v, c = params
@@ -164,9 +171,13 @@ def main(argv=None):
                 opt = torch.optim.Adam(params, lr=args.lr)
                 step = [0]
 
+                with torch.no_grad():
+                    w1, _, v, _ = params
+                    masked_weights = [(w1 * m1, v * mv) for m1, mv in masks]
+
                 def evaluate():
                     with torch.no_grad():
-                        return mixture(params, masks, x)
+                        return mixture(params, masked_weights, x)
 
                 def train_step():
                     mask = masks[step[0] % len(masks)]

@@ -47,11 +47,11 @@ use super::sampler::check_step;
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
-    bernoulli_log_prob, log_mean_exp, Autoregressive, Evidence, KeptLogProb, Kind, ModelConfig,
+    bernoulli_log_prob, log_mean_exp, Autoregressive, BatchEvaluator, Evidence, KeptLogProb, Kind, ModelConfig,
     ModelSpec, Orders, ParamSpec, Pass, SampledBatch, SamplerState,
 };
 use crate::kernels::bias_add::bias_add;
-use crate::kernels::masked_linear::{masked_linear, DegreeMask};
+use crate::kernels::masked_linear::{masked_linear, DegreeMask, MaskedWeights};
 
 /// `[model] kind = "made"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -472,6 +472,11 @@ impl Weights {
     }
 }
 
+/// Above this many prepared weights (f32) over all used masks, an evaluation prepares
+/// nothing and runs batch by batch as the model does (K = 32 at 784-1000-1000-784: 82M,
+/// 330 MB; the paper's 2 x 8,000 units would need 9.8 GB).
+const PREPARED_LIMIT: usize = 96 << 20;
+
 /// Above this many mask entries (f32) over all K masks, the masks are rebuilt when used
 /// instead of kept on the device (K = 32 at 784-500-784 with A: 45M, 180 MB).
 const MASK_CACHE_LIMIT: usize = 64 << 20;
@@ -812,6 +817,126 @@ fn index_tensor(ids: &[usize], device: &Device) -> Result<Tensor> {
     Tensor::from_vec(ids, len, device)
 }
 
+/// log (1/K) sum_k p_k(x) per row from each used mask's log p_k(x), in a stable log-sum-exp.
+fn mixture(per_mask: Vec<Tensor>) -> Result<Tensor> {
+    let used = per_mask.len();
+    if used == 1 {
+        return Ok(per_mask.into_iter().next().expect("one mask"));
+    }
+    Tensor::stack(&per_mask, 1)?.log_sum_exp(1)? - (used as f64).ln()
+}
+
+/// Each used mask's log p_k(x) as [row][k].
+fn components(per_mask: Vec<Tensor>) -> Result<Option<Vec<Vec<f64>>>> {
+    let rows = Tensor::stack(&per_mask, 1)?.to_vec2::<f32>()?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|r| r.into_iter().map(f64::from).collect())
+            .collect(),
+    ))
+}
+
+/// Each used mask's masked weights, made once for an evaluation ([`super::evaluator`]):
+/// per batch, only the products remain (the same values as [`Made::per_mask_log_probs`]).
+struct PreparedMasks<'a> {
+    made: &'a Made,
+    masks: Vec<PreparedMask>,
+    /// A * M_A when the used masks share their order, and so M_A.
+    shared_direct: Option<MaskedWeights>,
+}
+
+struct PreparedMask {
+    layers: Vec<MaskedWeights>,
+    v: MaskedWeights,
+    direct: Option<MaskedWeights>,
+}
+
+impl<'a> PreparedMasks<'a> {
+    /// None where the used masks' weights exceed [`PREPARED_LIMIT`].
+    fn new(made: &'a Made) -> Result<Option<Self>> {
+        let w = &made.weights;
+        let used = made.made.used_masks();
+        let shared = made.common_order().is_some();
+        let per_mask: usize = w.layers.iter().map(|(l, _)| l.elem_count()).sum::<usize>()
+            + w.v.elem_count();
+        let direct = w.a.as_ref().map_or(0, Tensor::elem_count);
+        let total = used * per_mask + if shared { direct } else { used * direct };
+        if total > PREPARED_LIMIT {
+            return Ok(None);
+        }
+        let mut shared_direct = None;
+        let mut masks = Vec::with_capacity(used);
+        for k in 0..used {
+            masks.push(made.with_mask(k, |m| {
+                let mut direct = match (&w.a, &m.a) {
+                    (Some(a), Some(ma)) if !shared || k == 0 => Some(MaskedWeights::new(a, ma)?),
+                    _ => None,
+                };
+                if shared {
+                    shared_direct = shared_direct.take().or(direct.take());
+                }
+                Ok(PreparedMask {
+                    layers: w
+                        .layers
+                        .iter()
+                        .zip(&m.layers)
+                        .map(|((weight, _), mask)| MaskedWeights::new(weight, mask))
+                        .collect::<Result<_>>()?,
+                    v: MaskedWeights::new(&w.v, &m.v)?,
+                    direct,
+                })
+            })?);
+        }
+        Ok(Some(Self {
+            made,
+            masks,
+            shared_direct,
+        }))
+    }
+
+    /// log p_k(x) per row for each used mask k.
+    fn per_mask_log_probs(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let w = &self.made.weights;
+        let x32 = x.to_dtype(super::DTYPE)?.contiguous()?;
+        let shared = match &self.shared_direct {
+            Some(a) => Some(a.apply(&x32)?),
+            None => None,
+        };
+        self.masks
+            .iter()
+            .map(|m| {
+                let mut h = x32.clone();
+                for (prepared, (_, bias)) in m.layers.iter().zip(&w.layers) {
+                    h = self
+                        .made
+                        .made
+                        .activation
+                        .apply(&bias_add(&prepared.apply(&h)?, &bias.detach())?)?
+                        .contiguous()?;
+                }
+                let mut logits = bias_add(&m.v.apply(&h)?, &w.c.detach())?;
+                if let Some(direct) = &shared {
+                    logits = (logits + direct)?;
+                }
+                if let Some(a) = &m.direct {
+                    logits = (logits + a.apply(&x32)?)?;
+                }
+                bernoulli_log_prob(&logits, x)
+            })
+            .collect()
+    }
+}
+
+impl BatchEvaluator for PreparedMasks<'_> {
+    fn log_prob(&self, x: &Tensor) -> Result<Tensor> {
+        mixture(self.per_mask_log_probs(x)?)
+    }
+
+    fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
+        components(self.per_mask_log_probs(x)?)
+    }
+}
+
 impl Autoregressive for Made {
     fn config(&self) -> &ModelConfig {
         &self.cfg
@@ -840,25 +965,16 @@ impl Autoregressive for Made {
                 };
                 bernoulli_log_prob(&logits, x)
             }
-            Pass::Eval => {
-                let used = self.made.used_masks();
-                let per_mask = self.per_mask_log_probs(x)?;
-                if used == 1 {
-                    return Ok(per_mask.into_iter().next().expect("one mask"));
-                }
-                // log (1/K) sum_k p_k(x), in a stable log-sum-exp.
-                Tensor::stack(&per_mask, 1)?.log_sum_exp(1)? - (used as f64).ln()
-            }
+            Pass::Eval => mixture(self.per_mask_log_probs(x)?),
         }
     }
 
     fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
-        let rows = Tensor::stack(&self.per_mask_log_probs(x)?, 1)?.to_vec2::<f32>()?;
-        Ok(Some(
-            rows.into_iter()
-                .map(|r| r.into_iter().map(f64::from).collect())
-                .collect(),
-        ))
+        components(self.per_mask_log_probs(x)?)
+    }
+
+    fn prepared_evaluator(&self) -> Result<Option<Box<dyn BatchEvaluator + '_>>> {
+        Ok(PreparedMasks::new(self)?.map(|p| Box::new(p) as Box<dyn BatchEvaluator + '_>))
     }
 
     /// Where every row's kept set is a prefix of every used mask's order: the mixture of the

@@ -5,6 +5,7 @@
 //! [`Autoregressive`]), as in candle-transformers. A new model is its file and one line of
 //! that list.
 
+pub mod evaluator;
 pub mod likelihood;
 pub(crate) mod masks;
 pub mod params;
@@ -17,6 +18,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 pub use self::nade::NadeKernel;
+pub use evaluator::{evaluator, BatchEvaluator};
 pub use likelihood::{
     bernoulli_log_prob, log_mean_exp, mean_nll, softplus, weighted_bernoulli_log_prob,
 };
@@ -325,6 +327,12 @@ pub trait Autoregressive: Send + Sync {
     /// log-mean-exp; None for a model that is not a mixture (the default).
     fn component_log_probs(&self, x: &Tensor) -> Result<Option<Vec<Vec<f64>>>> {
         let _ = x;
+        Ok(None)
+    }
+
+    /// What the model prepares from its parameters for an evaluation of many batches
+    /// ([`evaluator`], the way to call it); None (the default) where it prepares nothing.
+    fn prepared_evaluator(&self) -> Result<Option<Box<dyn BatchEvaluator + '_>>> {
         Ok(None)
     }
 
