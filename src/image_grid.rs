@@ -1,6 +1,6 @@
-//! Pictures of binary vectors: each vector is a gray tile (28 x 28 for MNIST), tiles are laid
-//! out in a grid with white gutters and scaled up by an integer factor, and the grid is
-//! written as an 8-bit grayscale PNG.
+//! Pictures of binary vectors: each vector is a gray tile of H x W pixels (a [`TileShape`]:
+//! 28 x 28 for MNIST), tiles are laid out in a grid with white gutters and scaled up by an
+//! integer factor, and the grid is written as an 8-bit grayscale PNG.
 //!
 //! Gray levels: a 1 is white ink, a 0 black background (the MNIST convention), a Bernoulli
 //! mean p is the gray round(255 p), and a pixel that is not shown (the part of a digit a
@@ -12,6 +12,7 @@ use anyhow::{ensure, Context, Result};
 use image::{codecs::png::PngEncoder, ExtendedColorType, GrayImage, ImageEncoder, Luma};
 
 use crate::io::write_atomically;
+use crate::tile_shape::TileShape;
 
 /// Gray of a pixel that is 1.
 pub const INK: u8 = 255;
@@ -23,17 +24,6 @@ pub const HIDDEN: u8 = 128;
 pub const GUTTER_GRAY: u8 = 255;
 /// Gutter width in output pixels (not scaled), also the outer border.
 pub const GUTTER: u32 = 2;
-
-/// (rows, columns) of the picture of a vector of length n: 28 x 28 for n = 784, and in
-/// general the most nearly square h x w = n with h <= w (a single row when n is prime).
-pub fn tile_shape(n: usize) -> (usize, usize) {
-    let h = (1..=n)
-        .take_while(|h| h * h <= n)
-        .filter(|h| n.is_multiple_of(*h))
-        .last()
-        .unwrap_or(1);
-    (h, n / h)
-}
 
 /// Columns of a near-square grid of `count` tiles: ceil(sqrt(count)).
 pub fn near_square_columns(count: usize) -> usize {
@@ -75,9 +65,9 @@ pub const MAX_PIXELS: u64 = 16384 * 16384;
 /// Width and height in pixels of a grid of `rows` x `columns` tiles of `shape` scaled by
 /// `scale`: columns * (w * scale) + (columns + 1) * GUTTER wide, likewise high. In u64, so
 /// that no count overflows it.
-pub fn grid_extent(rows: usize, columns: usize, shape: (usize, usize), scale: u32) -> (u64, u64) {
+pub fn grid_extent(rows: usize, columns: usize, shape: TileShape, scale: u32) -> (u64, u64) {
     let scale = scale as u64;
-    let (th, tw) = (shape.0 as u64 * scale, shape.1 as u64 * scale);
+    let (th, tw) = (shape.height as u64 * scale, shape.width as u64 * scale);
     let (rows, columns) = (rows as u64, columns as u64);
     let gutter = GUTTER as u64;
     (
@@ -87,7 +77,7 @@ pub fn grid_extent(rows: usize, columns: usize, shape: (usize, usize), scale: u3
 }
 
 /// [`grid_extent`] of a grid within [`MAX_PIXELS`] (larger ones wrap: check first).
-pub fn grid_size(rows: usize, columns: usize, shape: (usize, usize), scale: u32) -> (u32, u32) {
+pub fn grid_size(rows: usize, columns: usize, shape: TileShape, scale: u32) -> (u32, u32) {
     let (width, height) = grid_extent(rows, columns, shape, scale);
     (width as u32, height as u32)
 }
@@ -130,17 +120,17 @@ pub fn check_png_name(flag: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Lays `tiles` (each `shape.0 * shape.1` grays, row-major) out row by row, `columns` per
+/// Lays `tiles` (each `shape.pixels()` grays, row-major) out row by row, `columns` per
 /// grid row; cells past the last tile stay gutter-colored.
 pub fn render(
     tiles: &[Vec<u8>],
-    shape: (usize, usize),
+    shape: TileShape,
     columns: usize,
     scale: u32,
 ) -> Result<GrayImage> {
     ensure!(columns > 0, "image grid: columns must be positive");
     ensure!(scale > 0, "image grid: scale must be positive");
-    let (th, tw) = shape;
+    let (th, tw) = (shape.height, shape.width);
     if let Some((i, t)) = tiles.iter().enumerate().find(|(_, t)| t.len() != th * tw) {
         anyhow::bail!(
             "image grid: tile {i} has {} values, expected {th} x {tw}",

@@ -26,6 +26,7 @@ pub mod report;
 pub mod run_lock;
 pub mod sample;
 pub mod threads;
+pub mod tile_shape;
 pub mod train;
 pub mod train_progress;
 pub mod train_state;

@@ -22,10 +22,11 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::BinaryDataset;
-use crate::image_grid::{self, binary_tile, kept_tile, prob_tile, tile_shape};
+use crate::image_grid::{self, binary_tile, kept_tile, prob_tile};
 use crate::keep::prefix_masks;
 use crate::models::{self, Autoregressive, Evidence, Orders};
 use crate::progress::Progress;
+use crate::tile_shape::TileShape;
 
 /// Images a batch holds when the caller does not say ([`write_sample_grid`]).
 pub const DEFAULT_BATCH: usize = 100;
@@ -318,7 +319,7 @@ pub fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> 
             let order_name = if orders.len() > 1 {
                 format!("the pixel order of every one of its {} masks", orders.len())
             } else if natural {
-                "its pixel order 0..n-1 (whole rows from the top: --keep top:R or --rows R)"
+                "its pixel order 0..n-1 (--keep first:K, or whole rows from the top: --keep top:R or --rows R)"
                     .to_string()
             } else {
                 "its own pixel order".to_string()
@@ -418,11 +419,14 @@ fn to_binary(x: &Tensor) -> Result<Vec<u8>> {
         .collect())
 }
 
-/// Values to keep for `--rows rows` of an n-dimensional image ([`tile_shape`] rows).
-pub fn kept_values(n: usize, rows: usize) -> Result<usize> {
-    let (height, width) = tile_shape(n);
+/// Values to keep for `--rows rows` of images laid out as `shape`.
+pub fn kept_values(shape: TileShape, rows: usize) -> Result<usize> {
+    let TileShape { height, width } = shape;
     if rows > height {
-        bail!("--rows {rows}: the images have only {height} rows of {width} pixels (n = {n})");
+        bail!(
+            "--rows {rows}: the images have only {height} rows of {width} pixels (n = {})",
+            shape.pixels()
+        );
     }
     Ok(rows * width)
 }
@@ -455,12 +459,12 @@ pub fn select_rows(
     BinaryDataset::new(n, rows.collect())
 }
 
-/// Width and height in pixels of the grid of `count` sampled n-dimensional images
+/// Width and height in pixels of the grid of `count` sampled images drawn as `shape`
 /// ([`samples_image`]), in u64: what [`image_grid::check_size`] judges before any sampling.
-pub fn samples_grid_extent(count: usize, n: usize, scale: u32) -> (u64, u64) {
+pub fn samples_grid_extent(count: usize, shape: TileShape, scale: u32) -> (u64, u64) {
     let columns = image_grid::near_square_columns(count);
     let rows = count.div_ceil(columns).max(1);
-    image_grid::grid_extent(rows, columns, tile_shape(n), scale)
+    image_grid::grid_extent(rows, columns, shape, scale)
 }
 
 /// Width and height in pixels of the grid of `images` completed images with `per_image`
@@ -468,15 +472,20 @@ pub fn samples_grid_extent(count: usize, n: usize, scale: u32) -> (u64, u64) {
 pub fn completions_grid_extent(
     images: usize,
     per_image: usize,
-    n: usize,
+    shape: TileShape,
     scale: u32,
 ) -> (u64, u64) {
-    image_grid::grid_extent(images.max(1), per_image + 2, tile_shape(n), scale)
+    image_grid::grid_extent(images.max(1), per_image + 2, shape, scale)
 }
 
-/// The grid of sampled images: binary pixels, or with `probs` their Bernoulli means.
-pub fn samples_image(samples: &Samples, probs: bool, scale: u32) -> Result<GrayImage> {
-    let shape = tile_shape(samples.images.n());
+/// The grid of sampled images, each drawn as `shape`: binary pixels, or with `probs` their
+/// Bernoulli means.
+pub fn samples_image(
+    samples: &Samples,
+    probs: bool,
+    shape: TileShape,
+    scale: u32,
+) -> Result<GrayImage> {
     let tiles: Vec<Vec<u8>> = if probs {
         (0..samples.count())
             .map(|i| prob_tile(samples.probs_of(i)))
@@ -493,11 +502,13 @@ pub fn samples_image(samples: &Samples, probs: bool, scale: u32) -> Result<GrayI
 }
 
 /// One grid row per given image: the original, the kept part (the rest [`image_grid::HIDDEN`]),
-/// then its completions (`completions` as [`complete_with`] returns them for `masks`).
+/// then its completions (`completions` as [`complete_with`] returns them for `masks`), each
+/// drawn as `shape`.
 pub fn completions_image(
     given: &BinaryDataset,
     masks: &BinaryDataset,
     completions: &BinaryDataset,
+    shape: TileShape,
     scale: u32,
 ) -> Result<GrayImage> {
     ensure!(
@@ -515,11 +526,12 @@ pub fn completions_image(
             tiles.push(binary_tile(completions.row(d * per_image + k)));
         }
     }
-    image_grid::render(&tiles, tile_shape(given.n()), per_image + 2, scale)
+    image_grid::render(&tiles, shape, per_image + 2, scale)
 }
 
 /// Samples `count` images with `seed` and writes them as a PNG grid to `path` (binary pixels,
-/// upscaled [`DEFAULT_SCALE`] times): what training writes every few epochs.
+/// upscaled [`DEFAULT_SCALE`] times, in the default layout [`TileShape::near_square`]): what
+/// training writes every few epochs.
 pub fn write_sample_grid(
     model: &dyn Autoregressive,
     count: usize,
@@ -529,6 +541,7 @@ pub fn write_sample_grid(
 ) -> Result<()> {
     let samples = sample(model, count, count.clamp(1, DEFAULT_BATCH), seed, device)
         .with_context(|| format!("{}: cannot sample", path.display()))?;
-    let img = samples_image(&samples, false, DEFAULT_SCALE)?;
+    let shape = TileShape::near_square(model.config().n());
+    let img = samples_image(&samples, false, shape, DEFAULT_SCALE)?;
     image_grid::write_png(path, &img)
 }

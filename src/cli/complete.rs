@@ -10,6 +10,7 @@ use nade::device::{self, DeviceChoice};
 use nade::keep::{self, KeepSpec};
 use nade::report::{CompletedImage, CompletionReport};
 use nade::sample::{self, WalkOrder};
+use nade::tile_shape::TileShape;
 use nade::{checkpoint, image_grid, io, memory};
 
 use super::{positive, DataArgs};
@@ -18,14 +19,17 @@ use super::{positive, DataArgs};
 pub struct CompleteArgs {
     /// A safetensors checkpoint.
     checkpoint: PathBuf,
-    /// Rows of each test image kept as given, from the top (28 pixels each for MNIST): the
-    /// same as --keep top:R.
+    /// Rows of each test image kept as given, from the top (28 pixels each for MNIST; rows of
+    /// the --shape layout): the same as --keep top:R.
     #[arg(long, conflicts_with = "keep", required_unless_present = "keep")]
     rows: Option<usize>,
-    /// The pixels kept as given: top:R, bottom:R, left:C, right:C, box:R0,C0,R1,C1 (rows
-    /// R0..R1-1, columns C0..C1-1), hole:R0,C0,R1,C1 (all but that box) or random:P (each
-    /// pixel with probability P, seeded by --seed). Models with a fixed pixel order (fvsbn,
-    /// mlp, nade) condition only on a prefix of it: top:R.
+    /// The pixels kept as given: first:K or last:K (the first or last K values), random:P
+    /// (each value with probability P, seeded by --seed), mask:PATH (a text file of 0/1
+    /// values, 1 = kept, whitespace-separated like .amat: one row of n for every image, or
+    /// --count rows, one per image), or rows and columns of the --shape layout: top:R,
+    /// bottom:R, left:C, right:C, box:R0,C0,R1,C1 (rows R0..R1-1, columns C0..C1-1),
+    /// hole:R0,C0,R1,C1 (all but that box). Models with a fixed pixel order (fvsbn, mlp, nade)
+    /// condition only on a prefix of it: first:K or top:R.
     #[arg(long, value_name = "SPEC")]
     keep: Option<KeepSpec>,
     /// Number of test images, from --index on.
@@ -65,6 +69,11 @@ pub struct CompleteArgs {
     /// Upscale every pixel to K x K.
     #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
     scale: u32,
+    /// Draw each vector as H rows of W pixels (H x W must be the model's n), the rows and
+    /// columns that --rows and --keep top, bottom, left, right, box and hole name; default:
+    /// the most nearly square layout (28x28 for n = 784, 12x15 for 180, one row for a prime n).
+    #[arg(long, value_name = "HxW")]
+    shape: Option<TileShape>,
     #[command(flatten)]
     data: DataArgs,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -87,16 +96,17 @@ pub fn run(args: CompleteArgs) -> Result<()> {
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
     let n = model.config().n();
+    let shape = TileShape::for_model(args.shape, n)?;
     let spec = match (args.keep, args.rows) {
         (Some(spec), _) => spec,
         (None, Some(rows)) => {
-            sample::kept_values(n, rows)?;
+            sample::kept_values(shape, rows)?;
             KeepSpec::Top(rows)
         }
         (None, None) => anyhow::bail!("complete: give --rows R or --keep SPEC ({})", keep::GRAMMAR),
     };
     let (width, height) = image_grid::check_size(
-        sample::completions_grid_extent(args.count, args.samples, n, args.scale),
+        sample::completions_grid_extent(args.count, args.samples, shape, args.scale),
         &format!(
             "--count {} --samples {} --scale {}",
             args.count, args.samples, args.scale
@@ -117,7 +127,7 @@ pub fn run(args: CompleteArgs) -> Result<()> {
         amat: args.amat.is_some(),
         count_flag: format!("--count {} --samples {}", args.count, args.samples),
     }))?;
-    let masks = spec.masks(n, given.len(), args.seed)?;
+    let masks = spec.masks(shape, given.len(), args.seed)?;
     let order = args
         .order
         .unwrap_or_else(|| WalkOrder::completion_default(model));
@@ -134,7 +144,7 @@ pub fn run(args: CompleteArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
     image_grid::write_png(
         &args.out,
-        &sample::completions_image(&given, &masks, &completions, args.scale)?,
+        &sample::completions_image(&given, &masks, &completions, shape, args.scale)?,
     )?;
     if let Some(path) = &args.amat {
         nade::data::amat::write_amat(path, &completions)?;

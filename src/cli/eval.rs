@@ -13,6 +13,7 @@ use nade::device::{self, DeviceChoice};
 use nade::keep::KeepSpec;
 use nade::models::RunChoices;
 use nade::report::{EvalReport, Evaluated, KeptReport};
+use nade::tile_shape::TileShape;
 use nade::{checkpoint, eval, memory, threads};
 
 use super::{positive, DataArgs, ThreadsArg};
@@ -52,6 +53,11 @@ pub struct EvalArgs {
     /// --keep SPEC of `nade complete`; random:P is seeded by --seed.
     #[arg(long, value_name = "SPEC")]
     keep: Option<KeepSpec>,
+    /// The layout (H rows of W values, H x W = the model's n) whose rows and columns --keep
+    /// top, bottom, left, right, box and hole name; default: the most nearly square, as in
+    /// `nade complete`.
+    #[arg(long, value_name = "HxW", requires = "keep")]
+    shape: Option<TileShape>,
     /// Seed of --keep random:P.
     #[arg(long, default_value_t = 0, requires = "keep")]
     seed: u64,
@@ -102,7 +108,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         images: read.images(),
     };
     if let Some(spec) = args.keep {
-        let masks = spec.masks(data.n(), data.len(), args.seed)?;
+        let shape = TileShape::for_model(args.shape, data.n())?;
+        let masks = spec.masks(shape, data.len(), args.seed)?;
         let kept = eval::kept_nll(model, &data, &masks, batch, &device, progress)
             .map_err(|e| anyhow::anyhow!("--keep {spec}: {e}"))?;
         let report = KeptReport::new(evaluated, spec.to_string(), args.seed, &kept);

@@ -9,6 +9,7 @@ use nade::device::{self, DeviceChoice};
 use nade::progress::Progress;
 use nade::report::SampleReport;
 use nade::sample::{self, WalkOrder};
+use nade::tile_shape::TileShape;
 use nade::{checkpoint, image_grid, io, memory};
 
 use super::{positive, ThreadsArg};
@@ -40,6 +41,10 @@ pub struct SampleArgs {
     /// Upscale every pixel to K x K.
     #[arg(long, value_name = "K", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=32))]
     scale: u32,
+    /// Draw each vector as H rows of W pixels (H x W must be the model's n); default: the
+    /// most nearly square layout (28x28 for n = 784, 12x15 for 180, one row for a prime n).
+    #[arg(long, value_name = "HxW")]
+    shape: Option<TileShape>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Images sampled together.
@@ -66,8 +71,9 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let loaded = checkpoint::load(&args.checkpoint, &device, None)?;
     let model = loaded.model.as_ref();
     let cfg = model.config();
+    let shape = TileShape::for_model(args.shape, cfg.n())?;
     let (width, height) = image_grid::check_size(
-        sample::samples_grid_extent(args.count, cfg.n(), args.scale),
+        sample::samples_grid_extent(args.count, shape, args.scale),
         &format!("--count {} --scale {}", args.count, args.scale),
     )?;
     memory::check(&memory::sampling(&memory::SamplingJob {
@@ -90,7 +96,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     )?;
     image_grid::write_png(
         &args.out,
-        &sample::samples_image(&samples, args.probs, args.scale)?,
+        &sample::samples_image(&samples, args.probs, shape, args.scale)?,
     )?;
     if let Some(path) = &args.amat {
         nade::data::amat::write_amat(path, &samples.images)?;

@@ -927,7 +927,9 @@ fn cli_eval_orders_complete_json_and_sample_order() {
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(json["order"], "random");
     assert_eq!(json["orders"].as_u64(), Some(4));
-    let masks = nade::keep::KeepSpec::Random(0.5).masks(12, 3, 3).unwrap();
+    let masks = nade::keep::KeepSpec::Random(0.5)
+        .masks(nade::tile_shape::TileShape::near_square(12), 3, 3)
+        .unwrap();
     let test = nade::data::amat::read_amat(&dir.path().join("data/toy_test.amat")).unwrap();
     let completions = nade::data::amat::read_amat(&amat).unwrap();
     assert_eq!(completions.len(), 12);

@@ -1,15 +1,18 @@
 //! `--keep SPEC`: the grammar, the masks it makes, completion by a mask, and what a model
-//! with a fixed order refuses.
+//! with a fixed order refuses; `--shape HxW`, and the CLI's sample, complete, eval, bench and
+//! info on vectors of any length (n = 1, 2, 3, 7, 112, 180), not only 28 x 28 images.
 
 use std::path::Path;
 
 use candle_core::Device;
 use nade::data::amat::read_amat;
 use nade::data::BinaryDataset;
+use nade::image_grid;
 use nade::keep::{prefix_masks, KeepSpec};
 use nade::models::made::{Activation, MadeConfig};
 use nade::models::{self, ModelConfig, NadeKernel};
 use nade::sample::{complete, complete_with};
+use nade::tile_shape::TileShape;
 
 use crate::common;
 use crate::common::*;
@@ -22,7 +25,8 @@ fn ones(mask: &[u8]) -> Vec<usize> {
 fn keep_specs_parse_and_make_the_masks_they_name() {
     let n = 784;
     let spec = |s: &str| s.parse::<KeepSpec>().unwrap();
-    let one = |s: &str| spec(s).masks(n, 1, 0).unwrap().row(0).to_vec();
+    let mnist = TileShape::near_square(n);
+    let one = |s: &str| spec(s).masks(mnist, 1, 0).unwrap().row(0).to_vec();
     // Pixel i sits at row i / 28, column i % 28.
     assert_eq!(ones(&one("top:14")), (0..392).collect::<Vec<_>>());
     assert_eq!(ones(&one("bottom:3")), (784 - 84..784).collect::<Vec<_>>());
@@ -44,25 +48,28 @@ fn keep_specs_parse_and_make_the_masks_they_name() {
     assert_eq!(spec("hole:7,7,21,21").to_string(), "hole:7,7,21,21");
 
     // random:P: about P n pixels, the same for a seed, different per image and per seed.
-    let random = spec("random:0.25").masks(n, 3, 9).unwrap();
+    let random = spec("random:0.25").masks(mnist, 3, 9).unwrap();
     for row in random.rows() {
         let kept = ones(row).len() as f64;
         // Binomial(784, 0.25): mean 196, s.d. 12.1; 6 s.d. either way.
         assert!((123.0..270.0).contains(&kept), "{kept} pixels kept");
     }
     assert_ne!(random.row(0), random.row(1));
-    assert_eq!(random, spec("random:0.25").masks(n, 3, 9).unwrap());
-    assert_ne!(random, spec("random:0.25").masks(n, 3, 10).unwrap());
+    assert_eq!(random, spec("random:0.25").masks(mnist, 3, 9).unwrap());
+    assert_ne!(random, spec("random:0.25").masks(mnist, 3, 10).unwrap());
     assert_eq!(
         random.row(1),
-        spec("random:0.25").masks(n, 2, 9).unwrap().row(1)
+        spec("random:0.25").masks(mnist, 2, 9).unwrap().row(1)
     );
 
     for (bad, says) in [
-        ("top", "expected top:R"),
-        ("top:x", "expected top:R"),
-        ("middle:3", "expected top:R"),
-        ("box:1,2,3", "expected top:R"),
+        ("top", "expected first:K"),
+        ("top:x", "expected first:K"),
+        ("middle:3", "expected first:K"),
+        ("box:1,2,3", "expected first:K"),
+        ("first:-1", "expected first:K"),
+        ("last:", "expected first:K"),
+        ("mask:", "needs the name of a file"),
         ("box:5,0,2,4", "R0 <= R1"),
         ("hole:5,0,2,4", "R0 <= R1"),
         ("random:1.5", "probability"),
@@ -77,7 +84,7 @@ fn keep_specs_parse_and_make_the_masks_they_name() {
         ("box:0,0,29,3", "row 29"),
         ("hole:0,0,3,29", "column 29"),
     ] {
-        let e = spec(past).masks(n, 1, 0).unwrap_err().to_string();
+        let e = spec(past).masks(mnist, 1, 0).unwrap_err().to_string();
         assert!(
             e.contains(says) && e.contains("28 rows of 28"),
             "{past}: {e}"
@@ -380,5 +387,609 @@ fn fixed_order_models_sample_in_their_own_order_only() {
         assert!(ask(&own).is_ok(), "{cfg:?}");
         let e = ask(&reversed).unwrap_err().to_string();
         assert!(e.contains("own order only"), "{cfg:?}: {e}");
+    }
+}
+
+/// Every spec prints as it is written and reads back as itself (the reports' `keep` is a spec
+/// that can be passed again); `--shape HxW` likewise, and its bad forms say what it expects.
+#[test]
+fn keep_specs_and_shapes_round_trip() {
+    for text in [
+        "first:0",
+        "first:12",
+        "last:3",
+        "top:2",
+        "bottom:1",
+        "left:4",
+        "right:5",
+        "box:1,2,3,4",
+        "hole:0,0,2,2",
+        "random:0.25",
+        "random:1",
+        "mask:masks.txt",
+        "mask:some dir/kept:1.amat",
+    ] {
+        let spec: KeepSpec = text.parse().unwrap();
+        assert_eq!(spec.to_string(), text);
+        assert_eq!(spec.to_string().parse::<KeepSpec>().unwrap(), spec);
+    }
+    assert_eq!(
+        "mask:a b.txt".parse::<KeepSpec>().unwrap(),
+        KeepSpec::Mask("a b.txt".into())
+    );
+    assert_eq!("first:4".parse::<KeepSpec>().unwrap(), KeepSpec::First(4));
+    assert_eq!("last:4".parse::<KeepSpec>().unwrap(), KeepSpec::Last(4));
+
+    for text in ["28x28", "12x15", "1x7", "180x1"] {
+        let shape: TileShape = text.parse().unwrap();
+        assert_eq!(shape.to_string(), text);
+    }
+    assert_eq!(
+        "12X15".parse::<TileShape>().unwrap(),
+        TileShape {
+            height: 12,
+            width: 15
+        }
+    );
+    for bad in [
+        "10",
+        "x",
+        "10x",
+        "x10",
+        "0x5",
+        "5x0",
+        "-1x4",
+        "axb",
+        "2x3x4",
+        "99999999999x99999999999",
+    ] {
+        let e = bad.parse::<TileShape>().unwrap_err();
+        assert!(
+            (e.contains("expected HxW") || e.contains("more than any vector"))
+                && !e.contains("--shape"),
+            "{bad}: {e}"
+        );
+    }
+    let shape = |h, w| TileShape {
+        height: h,
+        width: w,
+    };
+    assert_eq!(TileShape::for_model(None, 180).unwrap(), shape(12, 15));
+    assert_eq!(
+        TileShape::for_model(Some(shape(4, 45)), 180).unwrap(),
+        shape(4, 45)
+    );
+    let e = TileShape::for_model(Some(shape(10, 10)), 180).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--shape 10x10 has 100 pixels but the model has n = 180"
+    );
+}
+
+/// first:K and last:K name indices whatever the layout; the image forms name rows and columns
+/// of the layout they are given, and one past it is an error naming the layout and --shape.
+#[test]
+fn first_last_and_the_image_forms_follow_n_and_the_shape() {
+    let one = |s: &str, shape: TileShape| {
+        s.parse::<KeepSpec>()
+            .unwrap()
+            .masks(shape, 1, 0)
+            .map(|m| ones(m.row(0)))
+    };
+    let all = |range: std::ops::Range<usize>| range.collect::<Vec<_>>();
+    let line = TileShape::near_square(7);
+    assert_eq!(one("first:3", line).unwrap(), vec![0, 1, 2]);
+    assert_eq!(one("last:2", line).unwrap(), vec![5, 6]);
+    assert_eq!(one("first:7", line).unwrap(), all(0..7));
+    assert_eq!(one("last:7", line).unwrap(), all(0..7));
+    assert_eq!(one("last:0", line).unwrap(), Vec::<usize>::new());
+    assert_eq!(one("top:1", line).unwrap(), all(0..7));
+    assert_eq!(one("left:2", line).unwrap(), vec![0, 1]);
+
+    let near = TileShape::near_square(180);
+    let wide = TileShape {
+        height: 4,
+        width: 45,
+    };
+    assert_eq!(one("first:20", wide).unwrap(), all(0..20));
+    assert_eq!(one("first:20", near).unwrap(), all(0..20));
+    assert_eq!(one("last:20", near).unwrap(), all(160..180));
+    assert_eq!(one("top:1", near).unwrap(), all(0..15));
+    assert_eq!(one("top:1", wide).unwrap(), all(0..45));
+    assert_eq!(one("bottom:1", wide).unwrap(), all(135..180));
+    let left = one("left:2", wide).unwrap();
+    assert_eq!(left, (0..180).filter(|i| i % 45 < 2).collect::<Vec<_>>());
+    let boxed = one("box:1,40,3,45", wide).unwrap();
+    assert_eq!(boxed, [all(85..90), all(130..135)].concat());
+    assert_eq!(one("hole:1,40,3,45", wide).unwrap().len(), 170);
+
+    let dot = TileShape::near_square(1);
+    assert_eq!(one("first:1", dot).unwrap(), vec![0]);
+    assert_eq!(one("top:1", dot).unwrap(), vec![0]);
+    assert_eq!(one("hole:0,0,1,1", dot).unwrap(), Vec::<usize>::new());
+    assert_eq!(one("random:1", dot).unwrap(), vec![0]);
+
+    let err = |s: &str, shape| one(s, shape).unwrap_err().to_string();
+    for (spec, shape, says) in [
+        ("first:8", line, "n = 7"),
+        ("last:181", near, "n = 180"),
+        ("first:2", dot, "n = 1"),
+        ("top:2", line, "1 rows of 7 pixels"),
+        ("top:13", near, "12 rows of 15 pixels"),
+        ("top:5", wide, "4 rows of 45 pixels"),
+        ("right:46", wide, "4 rows of 45 pixels"),
+        ("box:0,0,1,2", dot, "1 rows of 1 pixels"),
+    ] {
+        let e = err(spec, shape);
+        assert!(
+            e.starts_with(&format!("--keep {spec}: ")) && e.contains(says),
+            "{spec}: {e}"
+        );
+    }
+    assert!(err("top:5", wide).contains("--shape"));
+}
+
+/// mask:PATH: one row is every image's kept set, as many rows as images give one each;
+/// a wrong length, a value other than 0 or 1, a wrong number of rows, a ragged or empty file
+/// and a missing one are errors that start with `--keep mask:PATH` (and the line, where
+/// one applies).
+#[test]
+fn mask_files_keep_one_set_for_all_or_one_per_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let shape = TileShape::near_square(5);
+    let masks =
+        |path: &Path, count: usize| KeepSpec::Mask(path.to_path_buf()).masks(shape, count, 0);
+
+    let same = write("same.txt", "1 0 0 1 1\n");
+    let m = masks(&same, 3).unwrap();
+    assert_eq!(m.len(), 3);
+    assert!(m.rows().all(|row| row == [1, 0, 0, 1, 1]));
+    let each = write("each.amat", "1 1 0 0 0\n0\t0 0 0 1\n");
+    let m = masks(&each, 2).unwrap();
+    assert_eq!(
+        (m.row(0), m.row(1)),
+        (&[1, 1, 0, 0, 0][..], &[0, 0, 0, 0, 1][..])
+    );
+
+    let err = |path: &Path, count: usize| masks(path, count).unwrap_err().to_string();
+    let named = |path: &Path| format!("--keep mask:{}", path.display());
+    let short = write("short.txt", "1 0 1\n");
+    let e = err(&short, 1);
+    assert!(
+        e.starts_with(&format!("{}:1: ", named(&short)))
+            && e.contains("n = 5")
+            && e.contains("found 3"),
+        "{e}"
+    );
+    let two = write("two.txt", "1 0 1 0 1\n0 1 2 0 1\n");
+    let e = err(&two, 2);
+    assert!(
+        e.starts_with(&format!("{}:2: ", named(&two))) && e.contains("value 2"),
+        "{e}"
+    );
+    let e = err(&each, 3);
+    assert!(
+        e.starts_with(&named(&each)) && e.contains("2 rows for 3 images"),
+        "{e}"
+    );
+    let ragged = write("ragged.txt", "1 0 1 0 1\n1 0\n");
+    let e = err(&ragged, 2);
+    assert!(e.starts_with(&format!("{}:2: ", named(&ragged))), "{e}");
+    let empty = write("empty.txt", "");
+    assert!(err(&empty, 1).contains("empty file"));
+    let missing = dir.path().join("missing.txt");
+    let e = err(&missing, 1);
+    assert!(
+        e.starts_with(&named(&missing)) && e.contains("cannot read"),
+        "{e}"
+    );
+}
+
+// ------------------------------------------- the CLI on vectors of any length
+
+/// Lengths the CLI is run on: a single value, tiny primes, and lengths that are not square.
+const LENGTHS: [usize; 6] = [1, 2, 3, 7, 112, 180];
+
+/// A folder for vectors of length n: a random checkpoint of every kind (`{kind}.safetensors`,
+/// hidden layers of 8), a test split `toy_test.amat` of 3 rows, and `binarized_mnist_train.amat`
+/// of 20 rows, which `nade bench --data` reads in place of MNIST (so bench runs at this n).
+struct SmallVectors {
+    dir: tempfile::TempDir,
+    test: BinaryDataset,
+}
+
+impl SmallVectors {
+    fn new(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in ModelConfig::kinds() {
+            let ckpt = dir.path().join(format!("{kind}.safetensors"));
+            common::bin::write_checkpoint(&ckpt, kind, n, 8);
+        }
+        let rows = |count, seed| {
+            let values = random_binary(count, n, 0.4, seed);
+            BinaryDataset::new(n, values.iter().map(|&v| v as u8).collect()).unwrap()
+        };
+        let test = rows(3, 30 + n as u64);
+        let text = nade::data::amat::amat_text;
+        std::fs::write(dir.path().join("toy_test.amat"), text(&test)).unwrap();
+        let train = text(&rows(20, 60 + n as u64));
+        std::fs::write(dir.path().join("binarized_mnist_train.amat"), train).unwrap();
+        SmallVectors { dir, test }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    /// `nade complete {kind}.safetensors --count 2 --samples 2` on the test split, writing
+    /// `{out}.png` and `{out}.amat`, with `extra` flags.
+    fn complete(&self, kind: &str, out: &str, extra: &[&str]) -> std::process::Output {
+        let (ckpt, png, amat, data) = (
+            self.path(&format!("{kind}.safetensors")),
+            self.path(&format!("{out}.png")),
+            self.path(&format!("{out}.amat")),
+            self.path(""),
+        );
+        let args = [
+            "complete",
+            &ckpt,
+            "--count",
+            "2",
+            "--samples",
+            "2",
+            "--scale",
+            "1",
+            "--out",
+            &png,
+            "--amat",
+            &amat,
+            "--data",
+            &data,
+            "--dataset",
+            "toy",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--json",
+        ];
+        common::bin::nade(&[&args[..], extra].concat())
+    }
+}
+
+/// Width and height of a PNG file.
+fn png_size(path: &str) -> (u32, u32) {
+    image::image_dimensions(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `nade info` and `nade sample` of every kind at every length: the grid's tiles follow the
+/// default layout or `--shape`, and a shape of another length is a one-line error.
+#[test]
+fn cli_sample_and_info_work_for_any_n() {
+    for n in LENGTHS {
+        let small = SmallVectors::new(n);
+        for kind in ModelConfig::kinds() {
+            let ckpt = small.path(&format!("{kind}.safetensors"));
+            let info = common::bin::json(&common::bin::nade(&["info", &ckpt, "--json"]));
+            assert!(
+                info.to_string().contains(&format!("\"n\":{n}")),
+                "{kind} n = {n}: {info}"
+            );
+
+            let (png, amat) = (small.path("s.png"), small.path("s.amat"));
+            let sample = |extra: &[&str]| {
+                let args = [
+                    "sample",
+                    &ckpt,
+                    "--count",
+                    "3",
+                    "--scale",
+                    "1",
+                    "--out",
+                    &png,
+                    "--amat",
+                    &amat,
+                    "--device",
+                    "cpu",
+                    "--threads",
+                    "1",
+                ];
+                common::bin::nade(&[&args[..], extra].concat())
+            };
+            common::bin::ok(&sample(&["--probs"]));
+            let near = TileShape::near_square(n);
+            assert_eq!(
+                png_size(&png),
+                image_grid::grid_size(2, 2, near, 1),
+                "{kind} n = {n}"
+            );
+            let drawn = read_amat(Path::new(&amat)).unwrap();
+            assert_eq!((drawn.len(), drawn.n()), (3, n), "{kind}");
+
+            // The transposed layout: n rows of one value.
+            let column = format!("{n}x1");
+            common::bin::ok(&sample(&["--shape", &column]));
+            let tall = TileShape {
+                height: n,
+                width: 1,
+            };
+            assert_eq!(
+                png_size(&png),
+                image_grid::grid_size(2, 2, tall, 1),
+                "{kind} n = {n}"
+            );
+
+            let wrong = format!("{}x2", n + 1);
+            let e = common::bin::error_message(&sample(&["--shape", &wrong]));
+            assert_eq!(
+                e,
+                format!(
+                    "--shape {wrong} has {} pixels but the model has n = {n}",
+                    2 * (n + 1)
+                )
+            );
+        }
+    }
+    let small = SmallVectors::new(180);
+    let ckpt = small.path("nade.safetensors");
+    let png = small.path("wide.png");
+    let args = [
+        "sample", &ckpt, "--count", "4", "--scale", "2", "--out", &png, "--shape", "4x45",
+    ];
+    common::bin::ok(&common::bin::nade(&args));
+    let wide = TileShape {
+        height: 4,
+        width: 45,
+    };
+    assert_eq!(png_size(&png), image_grid::grid_size(2, 2, wide, 2));
+    let args = [
+        "sample", &ckpt, "--count", "4", "--out", &png, "--shape", "10x10",
+    ];
+    let e = common::bin::error_message(&common::bin::nade(&args));
+    assert_eq!(e, "--shape 10x10 has 100 pixels but the model has n = 180");
+}
+
+/// `nade complete` of every kind at n = 1, 7 and 180 with the forms each can condition on
+/// (every model: first:K, top:R, --rows R, a mask file of prefixes; deep NADE also last:K,
+/// random:P, left:C, hole, a mask file of any sets, box in a --shape layout): the kept values
+/// come out unchanged, `kept_pixels` counts them, and the grid's tiles follow the layout.
+#[test]
+fn cli_complete_keeps_the_kept_values_for_any_n() {
+    for n in [1, 7, 180] {
+        let small = SmallVectors::new(n);
+        let near = TileShape::near_square(n);
+        // Row 0 keeps the first half, row 1 everything: prefixes of every order.
+        let prefixes: Vec<u8> = (0..2 * n)
+            .map(|i| u8::from(i % n < n / 2 || i >= n))
+            .collect();
+        let prefixes = BinaryDataset::new(n, prefixes).unwrap();
+        let prefix_file = small.path("prefixes.txt");
+        std::fs::write(&prefix_file, nade::data::amat::amat_text(&prefixes)).unwrap();
+        let any: Vec<u8> = random_binary(1, n, 0.5, 3)
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        let any_file = small.path("any.txt");
+        std::fs::write(
+            &any_file,
+            nade::data::amat::amat_text(&BinaryDataset::new(n, any).unwrap()),
+        )
+        .unwrap();
+        let half = (n / 2).to_string();
+        let first = format!("first:{}", n.div_ceil(2));
+        let last = format!("last:{half}");
+        let (mask_prefixes, mask_any) = (format!("mask:{prefix_file}"), format!("mask:{any_file}"));
+        let column = format!("{n}x1");
+        let mut cases: Vec<(&str, Vec<&str>)> = vec![
+            ("nade", vec!["--keep", &first]),
+            ("nade", vec!["--keep", "top:1"]),
+            ("nade", vec!["--rows", "1"]),
+            ("nade", vec!["--keep", "top:1", "--shape", &column]),
+            ("deepnade", vec!["--keep", &last]),
+            ("deepnade", vec!["--keep", "random:0.5"]),
+            ("deepnade", vec!["--keep", "left:1"]),
+            ("deepnade", vec!["--keep", "hole:0,0,1,1"]),
+            ("deepnade", vec!["--keep", &mask_any]),
+        ];
+        for kind in ModelConfig::kinds() {
+            cases.push((kind, vec!["--keep", &first]));
+            cases.push((kind, vec!["--keep", &mask_prefixes]));
+        }
+        if n == 180 {
+            cases.push((
+                "deepnade",
+                vec!["--keep", "box:1,40,3,45", "--shape", "4x45"],
+            ));
+            cases.push(("made", vec!["--keep", "top:2", "--shape", "4x45"]));
+        }
+        for (c, (kind, extra)) in cases.iter().enumerate() {
+            let out = format!("c{c}");
+            let report = common::bin::json(&small.complete(kind, &out, extra));
+            let shape = match extra.iter().position(|&a| a == "--shape") {
+                Some(at) => extra[at + 1].parse::<TileShape>().unwrap(),
+                None => near,
+            };
+            let spec = match extra[..] {
+                ["--rows", r, ..] => format!("top:{r}"),
+                _ => extra[1].to_string(),
+            };
+            assert_eq!(report["keep"], spec.as_str(), "{kind} {extra:?}");
+            let masks = spec
+                .parse::<KeepSpec>()
+                .unwrap()
+                .masks(shape, 2, 0)
+                .unwrap();
+            let completions = read_amat(Path::new(&small.path(&format!("{out}.amat")))).unwrap();
+            assert_eq!(
+                (completions.len(), completions.n()),
+                (4, n),
+                "{kind} {extra:?}"
+            );
+            for (r, row) in completions.rows().enumerate() {
+                let (given, mask) = (small.test.row(r / 2), masks.row(r / 2));
+                for i in (0..n).filter(|&i| mask[i] == 1) {
+                    assert_eq!(
+                        row[i], given[i],
+                        "{kind} n = {n} {extra:?}: value {i} of {r}"
+                    );
+                }
+            }
+            for (image, kept) in report["images"].as_array().unwrap().iter().enumerate() {
+                let count = masks.row(image).iter().filter(|&&v| v == 1).count();
+                assert_eq!(
+                    kept["kept_pixels"].as_u64(),
+                    Some(count as u64),
+                    "{extra:?}"
+                );
+            }
+            // Per image: the original, the kept part, 2 completions.
+            let png = small.path(&format!("{out}.png"));
+            assert_eq!(
+                png_size(&png),
+                image_grid::grid_size(2, 4, shape, 1),
+                "{kind} {extra:?}"
+            );
+        }
+    }
+}
+
+/// The one-line errors of `complete` and `eval` on vectors that are not 28 x 28: each names
+/// the flag and n or the layout, and nothing is written.
+#[test]
+fn cli_refuses_keep_and_shape_that_do_not_fit_n() {
+    let small = SmallVectors::new(180);
+    let short = small.path("short.txt");
+    std::fs::write(&short, "1 0 1\n").unwrap();
+    let three = small.path("three.txt");
+    let three_rows = BinaryDataset::new(180, vec![1; 3 * 180]).unwrap();
+    std::fs::write(&three, nade::data::amat::amat_text(&three_rows)).unwrap();
+    let (mask_short, mask_three) = (format!("mask:{short}"), format!("mask:{three}"));
+    let (short_says, three_says) = (
+        format!("--keep {mask_short}:1: "),
+        format!("--keep {mask_three}: "),
+    );
+    for (extra, starts, says) in [
+        (vec!["--keep", "first:181"], "--keep first:181: ", "n = 180"),
+        (vec!["--keep", "last:200"], "--keep last:200: ", "n = 180"),
+        (
+            vec!["--keep", "top:13"],
+            "--keep top:13: ",
+            "12 rows of 15 pixels",
+        ),
+        (
+            vec!["--keep", "top:5", "--shape", "4x45"],
+            "--keep top:5: ",
+            "4 rows of 45 pixels",
+        ),
+        (
+            vec!["--keep", "box:0,0,2,46", "--shape", "4x45"],
+            "--keep box:0,0,2,46: ",
+            "column 46",
+        ),
+        (vec!["--rows", "13"], "--rows 13: ", "12 rows of 15 pixels"),
+        (
+            vec!["--keep", "top:1", "--shape", "10x10"],
+            "--shape 10x10 has 100 pixels",
+            "n = 180",
+        ),
+        (vec!["--keep", &mask_short], &short_says, "n = 180"),
+        (
+            vec!["--keep", &mask_three],
+            &three_says,
+            "3 rows for 2 images",
+        ),
+        (
+            vec!["--keep", "mask:nowhere.txt"],
+            "--keep mask:nowhere.txt: cannot read",
+            "",
+        ),
+    ] {
+        let e = common::bin::error_message(&small.complete("deepnade", "refused", &extra));
+        assert!(e.starts_with(starts) && e.contains(says), "{extra:?}: {e}");
+        assert!(
+            !Path::new(&small.path("refused.png")).exists(),
+            "{extra:?} wrote the grid"
+        );
+    }
+    // A fixed-order model names first:K among what it can condition on.
+    let e = common::bin::error_message(&small.complete("nade", "refused", &["--keep", "last:3"]));
+    assert!(e.contains("prefix") && e.contains("first:K"), "{e}");
+
+    let eval = |extra: &[&str]| {
+        let (ckpt, data) = (small.path("deepnade.safetensors"), small.path(""));
+        let args = [
+            "eval",
+            &ckpt,
+            "--data",
+            &data,
+            "--dataset",
+            "toy",
+            "--device",
+            "cpu",
+            "--json",
+        ];
+        common::bin::nade(&[&args[..], extra].concat())
+    };
+    let kept = common::bin::json(&eval(&["--keep", "top:2", "--shape", "4x45"]));
+    assert_eq!(kept["kept_pixels"].as_u64(), Some(3 * 90));
+    let kept = common::bin::json(&eval(&["--keep", "first:30"]));
+    assert_eq!(kept["kept_pixels"].as_u64(), Some(3 * 30));
+    let e = common::bin::error_message(&eval(&["--keep", "first:181"]));
+    assert!(
+        e.starts_with("--keep first:181: ") && e.contains("n = 180"),
+        "{e}"
+    );
+    let e = common::bin::error_message(&eval(&["--keep", "top:1", "--shape", "7x7"]));
+    assert_eq!(e, "--shape 7x7 has 49 pixels but the model has n = 180");
+}
+
+/// `nade bench` of every kind on vectors of length 1, 7 and 180 (a 20-row training file in
+/// `--data`, which bench reads in place of MNIST): every phase runs and reports.
+#[test]
+fn cli_bench_runs_every_kind_for_small_n() {
+    for n in [1, 7, 180] {
+        let small = SmallVectors::new(n);
+        let data = small.path("");
+        for kind in ModelConfig::kinds() {
+            let out = common::bin::nade(&[
+                "bench",
+                "--model",
+                kind,
+                "--hidden",
+                "8",
+                "--batch",
+                "1",
+                "--seconds",
+                "0.001",
+                "--data",
+                &data,
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--json",
+            ]);
+            let text = common::bin::ok(&out);
+            let lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 3, "{kind} n = {n}: {text}");
+            for line in lines {
+                assert_eq!(
+                    line["data"], "binarized_mnist",
+                    "{kind} n = {n}: not the small data"
+                );
+                assert!(
+                    line["images_per_s"].as_f64().unwrap() > 0.0,
+                    "{kind} n = {n}: {line}"
+                );
+            }
+        }
     }
 }

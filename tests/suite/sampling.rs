@@ -14,6 +14,7 @@ use nade::device;
 use nade::image_grid::{self, GUTTER};
 use nade::models::{self, Autoregressive, NadeKernel};
 use nade::sample::{self, complete, sample};
+use nade::tile_shape::TileShape;
 
 use crate::common;
 use crate::common::*;
@@ -263,7 +264,7 @@ fn same_seed_same_png_and_batching_does_not_matter() {
         let img = image::load_from_memory(&a).unwrap();
         assert_eq!(
             (img.width(), img.height()),
-            image_grid::grid_size(3, 4, (28, 28), sample::DEFAULT_SCALE)
+            image_grid::grid_size(3, 4, TileShape::near_square(784), sample::DEFAULT_SCALE)
         );
 
         let whole = sample(model.as_ref(), 10, 10, 3, &device).unwrap();
@@ -335,21 +336,27 @@ fn sampling_a_model_under_training_detaches_its_parameters() {
 
 #[test]
 fn tile_shapes_and_grid_sizes() {
-    assert_eq!(image_grid::tile_shape(784), (28, 28));
-    assert_eq!(image_grid::tile_shape(500), (20, 25));
-    assert_eq!(image_grid::tile_shape(7), (1, 7));
-    assert_eq!(image_grid::tile_shape(1), (1, 1));
+    let shape = |height, width| TileShape { height, width };
+    assert_eq!(TileShape::near_square(784), shape(28, 28));
+    assert_eq!(TileShape::near_square(500), shape(20, 25));
+    assert_eq!(TileShape::near_square(180), shape(12, 15));
+    assert_eq!(TileShape::near_square(112), shape(8, 14));
+    assert_eq!(TileShape::near_square(7), shape(1, 7));
+    assert_eq!(TileShape::near_square(1), shape(1, 1));
     assert_eq!(image_grid::near_square_columns(100), 10);
     assert_eq!(image_grid::near_square_columns(101), 11);
     assert_eq!(image_grid::near_square_columns(1), 1);
     assert_eq!(
-        image_grid::grid_size(2, 3, (28, 28), 2),
+        image_grid::grid_size(2, 3, shape(28, 28), 2),
         (3 * 56 + 4 * GUTTER, 2 * 56 + 3 * GUTTER)
     );
     // Rows for completion follow the tile shape; past the last row is an error naming --rows.
-    assert_eq!(sample::kept_values(784, 14).unwrap(), 392);
-    assert_eq!(sample::kept_values(784, 28).unwrap(), 784);
-    let err = sample::kept_values(784, 29).unwrap_err().to_string();
+    assert_eq!(sample::kept_values(shape(28, 28), 14).unwrap(), 392);
+    assert_eq!(sample::kept_values(shape(28, 28), 28).unwrap(), 784);
+    assert_eq!(sample::kept_values(shape(4, 45), 2).unwrap(), 90);
+    let err = sample::kept_values(shape(28, 28), 29)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--rows 29"), "{err}");
 }
 
