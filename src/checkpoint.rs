@@ -34,6 +34,20 @@ pub struct Loaded {
     pub stored: Vec<StoredTensor>,
 }
 
+impl Loaded {
+    /// The data set its training run read (`[data] dataset` of the run's config in the
+    /// metadata), where the file says: the data a bare `nade eval` of it means. None for a
+    /// file without a run config, or one that trained on the default data set implicitly.
+    pub fn trained_dataset(&self) -> Option<String> {
+        let run: toml::Table = self
+            .metadata
+            .get(crate::train_state::RUN_CONFIG)?
+            .parse()
+            .ok()?;
+        run.get("data")?.get("dataset")?.as_str().map(str::to_owned)
+    }
+}
+
 /// A tensor's name, dtype and shape as the file holds it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StoredTensor {

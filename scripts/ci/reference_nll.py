@@ -13,6 +13,13 @@ the same files and fails if any pair differs by more than 1e-4 relative.
     cargo build --release
     python3 scripts/ci/reference_nll.py [--data DIR]
 
+With --checkpoint (repeatable) it checks trained checkpoints instead, each on the data set its
+training run read (the `[data] dataset` of its `run_config` metadata, else --dataset): the
+shipped UCI models, for instance (a deep NADE on its first --orders orderings):
+
+    python3 scripts/ci/reference_nll.py --data ../shared/data/uci_binary \
+        --checkpoint checkpoints/uci/dna-nade.safetensors
+
 The data folder is found as `nade` finds it: --data, else $NADE_DATA_DIR, else
 data/binarized_mnist.
 """
@@ -154,6 +161,50 @@ def random_checkpoint(kind, n, hidden, rng):
 REFERENCES = {"fvsbn": nll_fvsbn, "mlp": nll_mlp, "nade": nll_nade, "made": nll_made, "deepnade": nll_deepnade}
 
 
+def trained_dataset(meta):
+    """The `[data] dataset` of a checkpoint's run config, if it names one."""
+    import tomllib
+
+    try:
+        return tomllib.loads(meta.get("run_config", "")).get("data", {}).get("dataset")
+    except tomllib.TOMLDecodeError:
+        return None
+
+
+def check_checkpoint(args, path):
+    """(ok, line): the float64 NLL of a trained checkpoint against `nade eval --json`."""
+    from safetensors import safe_open
+
+    with safe_open(path, "np") as f:
+        meta = f.metadata() or {}
+        params = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("optim.")}
+    cfg = json.loads(meta["config"])
+    kind = cfg["kind"]
+    dataset = args.dataset or trained_dataset(meta) or "binarized_mnist"
+    x = read_amat(os.path.join(args.data, f"{dataset}_{args.split}.amat"))
+    if args.limit:
+        x = x[: args.limit]
+    cmd = [args.nade, "eval", path, "--data", args.data, "--dataset", dataset, "--split", args.split,
+           "--json", "--device", "cpu"]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    if kind == "deepnade":
+        params["order"] = params["order"][: args.orders]
+        cmd += ["--orders", str(args.orders)]
+    if kind == "made" and cfg.get("eval_masks"):
+        used = int(cfg["eval_masks"])
+        params = {k: (v[:used] if k == "order" or k.startswith("degrees") else v) for k, v in params.items()}
+    if kind in ("made", "deepnade"):
+        want = REFERENCES[kind](params, x, cfg.get("activation", "relu")).mean()
+    else:
+        want = REFERENCES[kind](params, x).mean()
+    got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    rel = abs(got["nll_nats"] - want) / abs(want)
+    ok = rel <= args.tolerance and got["count"] == x.shape[0]
+    return ok, (f"{'ok  ' if ok else 'FAIL'} {path} on {dataset} {args.split} count={got['count']} "
+                f"float64 {want:.6f}  nade {got['nll_nats']:.6f}  rel {rel:.2e}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # An empty NADE_DATA_DIR counts as unset, as in nade.
@@ -169,7 +220,18 @@ def main():
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--seed", type=int, default=2011)
     ap.add_argument("--tolerance", type=float, default=1e-4)
+    ap.add_argument("--checkpoint", action="append", default=[], help="check this trained checkpoint instead (repeatable)")
+    ap.add_argument("--dataset", default=None, help="with --checkpoint: the data set, where the checkpoint does not name one")
+    ap.add_argument("--orders", type=int, default=1, help="with --checkpoint: a deep NADE's first orderings checked")
     args = ap.parse_args()
+
+    if args.checkpoint:
+        results = [check_checkpoint(args, path) for path in args.checkpoint]
+        for _, line in results:
+            print(line)
+        failures = sum(not ok for ok, _ in results)
+        print(f"{len(results) - failures} passed, {failures} failed")
+        sys.exit(1 if failures else 0)
 
     x = read_amat(os.path.join(args.data, f"binarized_mnist_{args.split}.amat"))
     if args.limit:

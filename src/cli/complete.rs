@@ -112,7 +112,7 @@ pub fn run(args: CompleteArgs) -> Result<()> {
             args.count, args.samples, args.scale
         ),
     )?;
-    let source = args.data.source();
+    let source = args.data.source_for(loaded.trained_dataset());
     let read = SplitRead::of(&source, None)?;
     let test = load_split(&source, read.split())?;
     read.check_width(test.n(), &args.checkpoint, n)?;

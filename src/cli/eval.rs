@@ -83,7 +83,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let loaded = checkpoint::load_with(&args.checkpoint, &device, &choices)?;
     let model = loaded.model.as_ref();
     let cfg = model.config();
-    let source = args.data.source();
+    let source = args.data.source_for(loaded.trained_dataset());
     let read = SplitRead::of(&source, args.split)?;
     let mut data = load_split(&source, read.split())?;
     read.check_width(data.n(), &args.checkpoint, cfg.n())?;

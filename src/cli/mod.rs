@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use nade::data::source::{DataSource, PathOrigin};
+use nade::data::source::{DataSource, PathOrigin, DEFAULT_DATASET};
 use nade::report::Report;
 use nade::threads;
 
@@ -73,17 +73,24 @@ pub struct DataArgs {
     /// (data/uci_binary for dna, mushrooms, nips).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Data set name: files are {dataset}_{split}.amat in the data folder.
-    #[arg(long, default_value = "binarized_mnist")]
-    pub dataset: String,
+    /// Data set name: files are {dataset}_{split}.amat in the data folder [default: the one
+    /// the checkpoint's training run read (its `[data] dataset`), else binarized_mnist].
+    #[arg(long)]
+    pub dataset: Option<String>,
 }
 
 impl DataArgs {
-    pub fn source(&self) -> DataSource {
+    /// The data named by the flags, the data set defaulting to `trained_on` (the checkpoint's
+    /// own, [`nade::checkpoint::Loaded::trained_dataset`]), then to binarized MNIST.
+    pub fn source_for(&self, trained_on: Option<String>) -> DataSource {
         DataSource {
             path: self.data.clone(),
             path_origin: PathOrigin::Flag,
-            dataset: self.dataset.clone(),
+            dataset: self
+                .dataset
+                .clone()
+                .or(trained_on)
+                .unwrap_or_else(|| DEFAULT_DATASET.to_owned()),
         }
     }
 }

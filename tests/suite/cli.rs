@@ -244,6 +244,29 @@ fn info_reports_the_epoch_and_nlls_of_a_training_checkpoint() {
     assert!(!text.contains("optimizer"), "{text}");
 }
 
+/// `nade eval` of a trained checkpoint reads the data set its run trained on (the run's
+/// `[data] dataset`, here "toy") when --dataset is not given; --dataset still wins.
+#[test]
+fn eval_reads_the_data_set_the_checkpoint_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = toy_run_config(dir.path(), "kind = \"fvsbn\"", 1);
+    stdout(&nade(&["train", config.to_str().unwrap()]));
+    let best = dir.path().join("run").join("best.safetensors");
+    let data = dir.path().join("data");
+    let json = eval_json(&best, &data, &[]);
+    assert_eq!(json["data"], data.join("toy_test.amat").to_str().unwrap());
+    assert_eq!(json["count"], 40);
+    let e = common::bin::refused(&nade(&[
+        "eval",
+        best.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--dataset",
+        "other",
+    ]));
+    assert!(e.contains("other_test.amat"), "{e}");
+}
+
 #[test]
 fn info_on_a_bad_file_gives_the_one_line_error_eval_gives() {
     let dir = tempfile::tempdir().unwrap();

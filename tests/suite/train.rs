@@ -475,11 +475,21 @@ fn an_extended_cosine_run_is_what_its_stored_config_retrains() {
 
 #[test]
 fn shipped_configs_parse() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    // configs/ and its folders (configs/uci/): every .toml in them.
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")];
+    let mut parsed = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            Config::from_file(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            parsed += 1;
+        }
     }
+    assert!(parsed >= 7, "only {parsed} configs found");
 }
 
 /// Resume compares the whole model config: another hidden size is refused, naming both; the

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""The README's UCI table (issue 33), from the records that scripts/uci/reproduce.sh writes:
+docs/records/uci/SET-MODEL-test.json (`nade eval --json` of checkpoints/uci/SET-MODEL.safetensors;
+deep NADE also SET-deepnade-ensemble-test.json, all its orderings), SET-MODEL-valid.json,
+SET-MODEL-metrics.jsonl (training and validation time) and the used parameters from
+`nade info --json`. Published rows are the papers' (see PUBLISHED). A model or set without
+records is left out (its cells say so). Every number of ours comes from a file `nade` wrote.
+
+  python3 scripts/uci/table.py [--write]
+      # --write: also docs/records/uci/results.md and the README's block between the markers
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+NADE = os.path.join(ROOT, "target", "release", "nade")
+SETS = [("dna", "DNA (n = 180)"), ("mushrooms", "Mushrooms (n = 112)"), ("nips", "NIPS-0-12 (n = 500)")]
+# Test NLL in nats as printed in the MADE paper's UCI table (Germain et al. 2015), which carries
+# the earlier rows (Larochelle & Murray 2011; Uria et al. 2014; Gregor et al. 2014). Not checked
+# against the papers' text here: no copy of the tables was at hand (docs/experiments.md, "UCI").
+PUBLISHED = [
+    ("mixture of Bernoullis", (98.19, 14.46, 290.02)),
+    ("RBM", (96.74, 15.15, 277.37)),
+    ("FVSBN", (83.64, 10.27, 276.88)),
+    ("NADE (fixed order)", (84.81, 9.81, 273.08)),
+    ("EoNADE, 1 hidden layer, 16 orderings", (82.31, 9.69, 272.39)),
+    ("DARN", (81.04, 9.55, 274.68)),
+    ("MADE", (83.63, 9.68, 280.25)),
+    ("MADE, mask sampling", (79.66, 9.69, 277.28)),
+]
+# (record key, label); deep NADE's ensemble row reads SET-deepnade-ensemble-test.json.
+OURS = [
+    ("fvsbn", "FVSBN"),
+    ("nade", "NADE (fixed order)"),
+    ("made", "MADE, 1 mask, natural order"),
+    ("made-ens", "MADE, ensemble of its masks (random orders)"),
+    ("deepnade", "deep NADE, 1 ordering"),
+    ("deepnade-ensemble", "deep NADE, ensemble of its orderings"),
+]
+BEGIN = "<!-- uci-table: scripts/uci/table.py -->"
+END = "<!-- /uci-table -->"
+
+
+def path(*parts):
+    return os.path.join(ROOT, *parts)
+
+
+def load(rel):
+    try:
+        with open(path(rel)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def info(checkpoint):
+    out = subprocess.run([NADE, "info", checkpoint, "--json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def minutes(key):
+    try:
+        with open(path(f"docs/records/uci/{key}-metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+    except FileNotFoundError:
+        return None
+    return sum(r["train_seconds"] + r["valid_seconds"] for r in rows) / 60
+
+
+def main():
+    lines = []
+    header = "| model | " + " | ".join(label for _, label in SETS) + " |"
+    lines.append(header)
+    lines.append("|---" * (len(SETS) + 1) + "|")
+    for label, values in PUBLISHED:
+        lines.append(f"| {label} (published) | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    best_published = [min(v[i] for _, v in PUBLISHED) for i in range(len(SETS))]
+    lines.append("| best published | " + " | ".join(f"**{v:.2f}**" for v in best_published) + " |")
+    details = []
+    for key, label in OURS:
+        cells = []
+        for set_name, _ in SETS:
+            test = load(f"docs/records/uci/{set_name}-{key}-test.json")
+            if test is None:
+                cells.append("not trained")
+                continue
+            cells.append(f"{test['nll_nats']:.2f} ± {test['nll_std_err']:.2f}")
+            if key.endswith("-ensemble"):
+                continue
+            valid = load(f"docs/records/uci/{set_name}-{key}-valid.json")
+            summary = load(f"docs/records/uci/{set_name}-{key}-summary.json")
+            ckpt = path(f"checkpoints/uci/{set_name}-{key}.safetensors")
+            used = info(ckpt)["parameters_used"] if os.path.exists(ckpt) else None
+            m = minutes(f"{set_name}-{key}")
+            details.append(
+                f"| {set_name} | {label} | [configs/uci/{set_name}-{key}.toml](configs/uci/{set_name}-{key}.toml) "
+                f"| {used:,} | {valid['nll_nats']:.2f} | {test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} "
+                f"| {summary['best_epoch']} / {summary['epochs_run']} | {m:.1f} min |"
+            )
+        lines.append(f"| **ours**: {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("| set | model | config | parameters (used) | valid NLL | test NLL | epochs (best / run) | training time |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.extend(details)
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if "--write" in sys.argv[1:]:
+        tmp = path("docs/records/uci/results.md.tmp")
+        with open(tmp, "w") as f:
+            f.write(text.replace("](configs/", "](../../../configs/"))
+        os.replace(tmp, path("docs/records/uci/results.md"))
+        with open(path("README.md")) as f:
+            readme = f.read()
+        start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
+        tmp = path("README.md.tmp")
+        with open(tmp, "w") as f:
+            f.write(readme[:start] + "\n" + text + readme[end:])
+        os.replace(tmp, path("README.md"))
+
+
+if __name__ == "__main__":
+    main()
