@@ -10,6 +10,11 @@ continues where it stopped.
       configs/uci/dna-nade.toml model.hidden=100,300,500 train.weight_decay=0,0.01,0.1 \\
       [--record docs/records/uci/sweeps.jsonl] [--runs runs/uci-sweep]
 
+With --apply-best it trains nothing: it writes into each given config the overrides of its
+best recorded run (lowest validation NLL), with that number in a comment:
+
+  python3 scripts/uci/sweep.py --apply-best configs/uci/*.toml
+
 An override is SECTION.KEY=V1,V2,...; each value is written into the TOML as it is given (a
 list needs its own brackets and is split on ';': model.hidden=[500;500],[1000]).
 """
@@ -49,6 +54,33 @@ def parse_override(spec):
     return section, key, [v.replace(";", ",") for v in values.split(",")]
 
 
+def apply_best(configs, record):
+    with open(record) as f:
+        runs = [json.loads(line) for line in f]
+    for config in configs:
+        name = os.path.relpath(os.path.abspath(config), ROOT)
+        mine = [r for r in runs if r["config"] == name]
+        if not mine:
+            print(f"{name}: no recorded run, left as it is")
+            continue
+        best = min(mine, key=lambda r: r["valid_nll"])
+        with open(config) as f:
+            text = f.read()
+        for key, value in best["overrides"].items():
+            section, _, k = key.partition(".")
+            text = set_key(text, section, k, value)
+        note = (f"# Selected by scripts/uci/sweep.py --apply-best: valid {best['valid_nll']:.2f}, the best of "
+                f"{len(mine)} runs in docs/records/uci/sweeps.jsonl ({', '.join(f'{k} = {v}' for k, v in best['overrides'].items())}).")
+        lines = [l for l in text.split("\n") if not l.startswith("# Selected by scripts/uci/sweep.py")]
+        first = next(i for i, l in enumerate(lines) if not l.startswith("#"))
+        lines.insert(first, note)
+        tmp = config + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines))
+        os.replace(tmp, config)
+        print(f"{name}: {best['overrides']} (valid {best['valid_nll']:.2f})")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
@@ -56,7 +88,11 @@ def main():
     p.add_argument("--record", default=os.path.join(ROOT, "docs", "records", "uci", "sweeps.jsonl"))
     p.add_argument("--runs", default=os.path.join(ROOT, "runs", "uci-sweep"))
     p.add_argument("--threads", default="2")
+    p.add_argument("--apply-best", action="store_true", help="write each config's best recorded overrides into it")
     args = p.parse_args()
+    if args.apply_best:
+        apply_best([args.config] + args.overrides, args.record)
+        return
 
     with open(args.config) as f:
         base = f.read()

@@ -7,7 +7,8 @@ SET-MODEL-metrics.jsonl (training and validation time) and the used parameters f
 records is left out (its cells say so). Every number of ours comes from a file `nade` wrote.
 
   python3 scripts/uci/table.py [--write]
-      # --write: also docs/records/uci/results.md and the README's block between the markers
+      # --write: also docs/records/uci/results.md, the README's block between its markers and
+      # the sweeps' table of docs/experiments.md (every run of docs/records/uci/sweeps.jsonl)
 """
 import json
 import os
@@ -41,6 +42,8 @@ OURS = [
 ]
 BEGIN = "<!-- uci-table: scripts/uci/table.py -->"
 END = "<!-- /uci-table -->"
+SWEEPS_BEGIN = "<!-- uci-sweeps: scripts/uci/table.py -->"
+SWEEPS_END = "<!-- /uci-sweeps -->"
 
 
 def path(*parts):
@@ -67,6 +70,35 @@ def minutes(key):
     except FileNotFoundError:
         return None
     return sum(r["train_seconds"] + r["valid_seconds"] for r in rows) / 60
+
+
+def sweeps_table():
+    """Every run of docs/records/uci/sweeps.jsonl (scripts/uci/sweeps.sh), by set and config,
+    best validation NLL first."""
+    try:
+        with open(path("docs/records/uci/sweeps.jsonl")) as f:
+            runs = [json.loads(line) for line in f]
+    except FileNotFoundError:
+        return ""
+    lines = ["| config | overrides | valid NLL | epochs (best / run) | training time |", "|---|---|---|---|---|"]
+    for config in sorted({r["config"] for r in runs}):
+        mine = sorted((r for r in runs if r["config"] == config), key=lambda r: r["valid_nll"])
+        for i, r in enumerate(mine):
+            overrides = ", ".join(f"{k.split('.')[-1]} = {v}" for k, v in r["overrides"].items())
+            nll = f"**{r['valid_nll']:.2f}**" if i == 0 else f"{r['valid_nll']:.2f}"
+            lines.append(f"| {os.path.basename(config)} | {overrides} | {nll} | {r['best_epoch']} / {r['epochs_run']} "
+                         f"| {r['train_seconds']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_between(rel, begin, end, text):
+    with open(path(rel)) as f:
+        doc = f.read()
+    start, stop = doc.index(begin) + len(begin), doc.index(end)
+    tmp = path(rel + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(doc[:start] + "\n" + text + doc[stop:])
+    os.replace(tmp, path(rel))
 
 
 def main():
@@ -111,13 +143,9 @@ def main():
         with open(tmp, "w") as f:
             f.write(text.replace("](configs/", "](../../../configs/"))
         os.replace(tmp, path("docs/records/uci/results.md"))
-        with open(path("README.md")) as f:
-            readme = f.read()
-        start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-        tmp = path("README.md.tmp")
-        with open(tmp, "w") as f:
-            f.write(readme[:start] + "\n" + text + readme[end:])
-        os.replace(tmp, path("README.md"))
+        replace_between("README.md", BEGIN, END, text)
+        replace_between("docs/experiments.md", SWEEPS_BEGIN, SWEEPS_END,
+                        sweeps_table())
 
 
 if __name__ == "__main__":
