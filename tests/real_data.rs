@@ -50,7 +50,7 @@ struct RealDataTest {
     body: fn(&Path),
 }
 
-const REAL_DATA_TESTS: [RealDataTest; 6] = [
+const REAL_DATA_TESTS: [RealDataTest; 7] = [
     RealDataTest {
         name: "shipped_checkpoints_reproduce_the_results_table",
         set: &MNIST,
@@ -80,6 +80,11 @@ const REAL_DATA_TESTS: [RealDataTest; 6] = [
         name: "real_uci_dna_test_split",
         set: &UCI,
         body: real_uci_dna_test_split,
+    },
+    RealDataTest {
+        name: "shipped_uci_checkpoints_reproduce_their_records",
+        set: &UCI,
+        body: shipped_uci_checkpoints_reproduce_their_records,
     },
 ];
 
@@ -513,4 +518,45 @@ fn real_uci_dna_test_split(dir: &Path) {
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!((data.len(), data.n()), (1186, 180));
     assert!((data.mean() - 0.2514).abs() < 5e-4, "mean {}", data.mean());
+}
+
+/// The UCI table's shipped checkpoints (issue 33) give, over each set's whole test split, the
+/// numbers of their records (docs/records/uci/SET-MODEL-test.json, from which
+/// scripts/uci/table.py writes the README's table), reading the data set each checkpoint names
+/// (its run's `[data] dataset`): deep NADE's first ordering and its whole ensemble.
+fn shipped_uci_checkpoints_reproduce_their_records(data: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for (set, rows) in [("dna", 1186), ("mushrooms", 5624), ("nips", 1240)] {
+        for (model, record, extra) in [
+            ("fvsbn", "fvsbn", &[][..]),
+            ("nade", "nade", &[]),
+            ("made", "made", &[]),
+            ("made-ens", "made-ens", &[]),
+            ("deepnade", "deepnade", &["--orders", "1"]),
+            ("deepnade", "deepnade-ensemble", &[]),
+        ] {
+            let ckpt = root.join(format!("checkpoints/uci/{set}-{model}.safetensors"));
+            let file = root.join(format!("docs/records/uci/{set}-{record}-test.json"));
+            let recorded: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&file).unwrap_or_else(|e| {
+                    panic!("{}: {e}", file.display());
+                }))
+                .unwrap();
+            let out = eval_json(&ckpt, data, extra);
+            assert_eq!(out["count"], rows, "{set}-{record}");
+            let (got, want) = (
+                out["nll_nats"].as_f64().unwrap(),
+                recorded["nll_nats"].as_f64().unwrap(),
+            );
+            assert!(
+                (got - want).abs() < 1e-6 * want,
+                "{set}-{record}: {got} vs the recorded {want}"
+            );
+            assert!(
+                readme.contains(&format!("{want:.2} ± ")),
+                "{set}-{record}: README lacks {want:.2}"
+            );
+        }
+    }
 }

@@ -133,6 +133,22 @@ def main():
             )
         lines.append(f"| **ours**: {label} | " + " | ".join(cells) + " |")
     lines.append("")
+    # Who wins each set: our best row against the best published number, by our standard error.
+    verdicts = []
+    for i, (set_name, set_label) in enumerate(SETS):
+        ours = [(load(f"docs/records/uci/{set_name}-{key}-test.json"), label) for key, label in OURS]
+        ours = [(t, label) for t, label in ours if t is not None]
+        if not ours:
+            continue
+        test, label = min(ours, key=lambda o: o[0]["nll_nats"])
+        gap = best_published[i] - test["nll_nats"]
+        verdict = ("beats it by more than one standard error" if gap > test["nll_std_err"]
+                   else "matches it within one standard error" if abs(gap) <= test["nll_std_err"]
+                   else "does not reach it")
+        verdicts.append(f"{set_label.split(' (')[0]}: ours {test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} "
+                        f"({label}) against {best_published[i]:.2f}, {verdict}")
+    lines.append("Per set, our best against the best published: " + "; ".join(verdicts) + ".")
+    lines.append("")
     lines.append("| set | model | config | parameters (used) | valid NLL | test NLL | epochs (best / run) | training time |")
     lines.append("|---|---|---|---|---|---|---|---|")
     lines.extend(details)
