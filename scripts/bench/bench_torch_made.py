@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """MADE in PyTorch, the way its users write it, to compare with `nade bench --model made`.
 
-MADE (Germain et al. 2015), one mask k: h = relu(b1 + (W1 * M1) x), logits = c + (V * MV) h,
-log p_k(x) = sum_i x_i l_i - softplus(l_i); the K-mask ensemble is the exact mixture
-log p(x) = logsumexp_k log p_k(x) - log K. Masks follow the paper (and nade's src/models/made.rs):
-input degrees m0(d) = 1 + position of d in the order (natural order here), hidden degrees drawn
-uniformly from [1, n-1], M1[u, d] = deg[u] >= m0(d), MV[d, u] = m0(d) > deg[u]. In training the
+MADE (Germain et al. 2015), one mask k: h_1 = relu(b1 + (W1 * M1) x), h_l = relu(b_l + (W_l *
+M_l) h_{l-1}), logits = c + (V * MV) h_L, log p_k(x) = sum_i x_i l_i - softplus(l_i); the K-mask
+ensemble is the exact mixture log p(x) = logsumexp_k log p_k(x) - log K. Masks follow the paper
+(and nade's src/models/made.rs): input degrees m0(d) = 1 + position of d in the order (natural
+order here), the degrees of layer l drawn uniformly from [min of layer l-1's, n-1] (layer 1:
+[1, n-1]), M_l[u, u'] = deg_l[u] >= deg_{l-1}[u'], MV[d, u] = m0(d) > deg_L[u]. In training the
 masks multiply the weights in every forward pass (a "MaskedLinear"), as karpathy/pytorch-made
 does; an evaluation makes each mask's W * M once and reuses it for every batch (the weights do
 not change), as `nade eval` and `nade bench`'s eval do.
@@ -43,7 +44,7 @@ def parse_args(argv):
     p.add_argument("--formulations", default="eager,compiled", help="subset of eager,compiled")
     p.add_argument("--phases", default="eval,train,sample", help="subset of eval,train,sample")
     p.add_argument("--n", type=int, default=784, help="pixels (default 784)")
-    p.add_argument("--hidden", type=int, default=500, help="hidden units (default 500)")
+    p.add_argument("--hidden", default="500", help="hidden layer sizes, comma-separated (default 500)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -59,7 +60,8 @@ def main(argv=None):
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
     gen = torch.Generator().manual_seed(args.seed)
-    n, h = args.n, args.hidden
+    n = args.n
+    hidden = [int(u) for u in args.hidden.split(",") if u]
     batches = [int(b) for b in args.batches.split(",") if b]
     mask_counts = [int(k) for k in args.masks.split(",") if k]
     phases = [p for p in args.phases.split(",") if p]
@@ -69,50 +71,65 @@ def main(argv=None):
             sys.exit(f"unknown formulation {f!r}")
 
     def new_params():
-        w1 = (torch.rand(h, n, generator=gen) * 2 - 1) / math.sqrt(n)
-        v = (torch.rand(n, h, generator=gen) * 2 - 1) / math.sqrt(h)
-        b1, c = torch.zeros(h), torch.zeros(n)
-        return [t.to(device).requires_grad_() for t in (w1, b1, v, c)]
+        # [W1, b1, ..., WL, bL, V, c]
+        out, below = [], n
+        for h in hidden:
+            out += [(torch.rand(h, below, generator=gen) * 2 - 1) / math.sqrt(below), torch.zeros(h)]
+            below = h
+        out += [(torch.rand(n, below, generator=gen) * 2 - 1) / math.sqrt(below), torch.zeros(n)]
+        return [t.to(device).requires_grad_() for t in out]
 
     def new_masks(k):
+        """K masks, each [M1, ..., ML, MV] matching the weights of new_params."""
         m0 = torch.arange(1, n + 1)  # natural order: m0(d) = d + 1
         out = []
         for _ in range(k):
-            deg = torch.randint(1, n, (h,), generator=gen)  # uniform in [1, n-1]
-            m1 = (deg[:, None] >= m0[None, :]).float()
-            mv = (m0[:, None] > deg[None, :]).float()
-            out.append((m1.to(device), mv.to(device)))
+            masks, below = [], m0
+            for li, h in enumerate(hidden):
+                low = 1 if li == 0 else int(below.min())
+                deg = torch.randint(low, n, (h,), generator=gen)  # uniform in [low, n-1]
+                masks.append((deg[:, None] >= below[None, :]).float().to(device))
+                below = deg
+            masks.append((m0[:, None] > below[None, :]).float().to(device))
+            out.append(masks)
         return out
 
+    def weights(params):
+        return params[0::2]
+
+    def biases(params):
+        return params[1::2]
+
     def log_prob_masked(params, masked, x):
-        _, b1, _, c = params
-        w1m, vm = masked
-        hid = torch.relu(F.linear(x, w1m, b1))
-        logits = F.linear(hid, vm, c)
+        """log p_k(x) with masked = [W1 * M1, ..., V * MV]."""
+        hid = x
+        for w, b in zip(masked[:-1], biases(params)[:-1]):
+            hid = torch.relu(F.linear(hid, w, b))
+        logits = F.linear(hid, masked[-1], biases(params)[-1])
         return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
 
     def log_prob_one(params, mask, x):
-        w1, _, v, _ = params
-        m1, mv = mask
-        return log_prob_masked(params, (w1 * m1, v * mv), x)
+        return log_prob_masked(params, [w * m for w, m in zip(weights(params), mask)], x)
 
     def log_prob_mixture(params, masked_weights, x):
         per_mask = torch.stack([log_prob_masked(params, m, x) for m in masked_weights], 0)
         return torch.logsumexp(per_mask, 0) - math.log(len(masked_weights))
 
     def sample(params, masks, batch):
-        w1, b1, v, c = params
         choice = torch.randint(0, len(masks), (batch,), generator=gen).to(device)
         x = torch.zeros(batch, n, device=device)
-        for k, (m1, mv) in enumerate(masks):
+        bs = biases(params)
+        for k, mask in enumerate(masks):
             rows = (choice == k).nonzero().flatten()
             if len(rows) == 0:
                 continue
             xk = torch.zeros(len(rows), n, device=device)
-            wk, vk = w1 * m1, v * mv
+            masked = [w * m for w, m in zip(weights(params), mask)]
             for i in range(n):
-                hid = torch.relu(F.linear(xk, wk, b1))
-                p = torch.sigmoid(hid @ vk[i] + c[i])
+                hid = xk
+                for w, b in zip(masked[:-1], bs[:-1]):
+                    hid = torch.relu(F.linear(hid, w, b))
+                p = torch.sigmoid(hid @ masked[-1][i] + bs[-1][i])
                 xk[:, i] = (torch.rand(len(rows), device=device) < p).float()
             x[rows] = xk
         return x
@@ -148,7 +165,7 @@ def main(argv=None):
             "batch": batch,
             "masks": k,
             "n": n,
-            "hidden": h,
+            "hidden": hidden,
             "device": torch.cuda.get_device_name(device) if on_cuda else str(device),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -172,8 +189,7 @@ def main(argv=None):
                 step = [0]
 
                 with torch.no_grad():
-                    w1, _, v, _ = params
-                    masked_weights = [(w1 * m1, v * mv) for m1, mv in masks]
+                    masked_weights = [[w * m for w, m in zip(weights(params), mask)] for mask in masks]
 
                 def evaluate():
                     with torch.no_grad():

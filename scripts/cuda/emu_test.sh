@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Tests the CUDA kernels of src/kernels/cuda/nade.cu without a GPU: compiles them as C++ with a
-# thread-per-CUDA-thread emulation (tests/cuda_emu/cuda_emu.h) and checks them against a double
-# precision reference (tests/cuda_emu/harness.cpp). Needs g++ with C++20 (std::barrier).
+# Tests the CUDA kernels of src/kernels/cuda/nade.cu and deepnade.cu without a GPU: compiles
+# them as C++ with a thread-per-CUDA-thread emulation (tests/cuda_emu/cuda_emu.h) and checks
+# them against a double precision reference (tests/cuda_emu/harness.cpp and
+# deepnade_harness.cpp). Needs g++ with C++20 (std::barrier).
 #
 #   scripts/cuda/emu_test.sh           # all cases (about 7 minutes on 2 cores)
-#   scripts/cuda/emu_test.sh --quick   # the three small cases (about a minute)
+#   scripts/cuda/emu_test.sh --quick   # the small cases (about a minute; CI runs these)
 #   SANITIZE=thread scripts/cuda/emu_test.sh --quick   # with ThreadSanitizer: data races
 #
 # It checks indexing, synchronisation and the order of the sums; not the GPU's floating point
@@ -15,5 +16,10 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 flags=(-std=c++20 -O2 -pthread -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas)
 if [[ -n "${SANITIZE:-}" ]]; then flags+=(-fsanitize="$SANITIZE" -g); fi
-"${CXX:-g++}" "${flags[@]}" -o "$out/harness" "$ROOT/tests/cuda_emu/harness.cpp"
-"$out/harness" "$@"
+for harness in harness deepnade_harness; do
+  "${CXX:-g++}" "${flags[@]}" -o "$out/$harness" "$ROOT/tests/cuda_emu/$harness.cpp"
+done
+for harness in harness deepnade_harness; do
+  echo "== tests/cuda_emu/$harness.cpp"
+  "$out/$harness" "$@"
+done

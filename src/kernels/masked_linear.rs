@@ -82,6 +82,8 @@ pub fn masked_linear(
             input_grad,
             mask: mask.clone(),
             sorted_weights: Mutex::new(None),
+            #[cfg(feature = "cuda")]
+            masked_weights: Mutex::new(None),
         },
     )
 }
@@ -156,9 +158,36 @@ struct MaskedLinear {
     /// W * M in the staircase's order from the CPU forward, kept for the input's gradient
     /// g (W * M) when there is one.
     sorted_weights: Mutex<Option<Vec<f32>>>,
+    /// W * M (out, k) from the CUDA forward, kept for the input's gradient when there is one:
+    /// a training step multiplies each layer's weights by its mask once, not twice.
+    #[cfg(feature = "cuda")]
+    masked_weights: Mutex<Option<candle_core::CudaStorage>>,
 }
 
 type Grads = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+impl MaskedLinear {
+    /// W * M as the forward made it (CUDA), else made again.
+    fn stored_masked_weights(&self, w: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        {
+            let stored = self
+                .masked_weights
+                .lock()
+                .map_err(poisoned("masked-linear"))?
+                .take();
+            if let Some(storage) = stored {
+                return Ok(Tensor::from_storage(
+                    candle_core::Storage::Cuda(storage),
+                    w.shape().clone(),
+                    candle_core::op::BackpropOp::none(),
+                    false,
+                ));
+            }
+        }
+        w * mask
+    }
+}
 
 impl MaskedLinear {
     /// The backward on the CPU, in the staircase's order: with g and x sorted like the
@@ -436,7 +465,8 @@ fn dims(xl: &Layout, wl: &Layout, ml: &Layout) -> Result<(usize, usize, usize)> 
     Ok((batch, out, k))
 }
 
-/// The forward on a GPU backend: (w * mask), contiguous (out, k), read as its (k, out) transpose.
+/// The forward on a GPU backend: (w * mask), contiguous (out, k), read as its (k, out)
+/// transpose. Returns y and w * mask.
 #[cfg(any(feature = "cuda", feature = "metal"))]
 fn forward<S: candle_core::backend::BackendStorage>(
     x: &S,
@@ -445,12 +475,12 @@ fn forward<S: candle_core::backend::BackendStorage>(
     wl: &Layout,
     m: &S,
     ml: &Layout,
-) -> Result<(S, Shape)> {
+) -> Result<(S, Shape, S)> {
     let (batch, out, k) = dims(xl, wl, ml)?;
     let masked = w.binary_impl::<candle_core::op::Mul>(m, wl, ml)?;
     let masked_t = Layout::contiguous((out, k)).transpose(0, 1)?;
     let y = x.matmul(&masked, (1, batch, out, k), xl, &masked_t)?;
-    Ok((y, Shape::from((batch, out))))
+    Ok((y, Shape::from((batch, out)), masked))
 }
 
 impl CustomOp3 for MaskedLinear {
@@ -493,7 +523,14 @@ impl CustomOp3 for MaskedLinear {
         m: &candle_core::CudaStorage,
         ml: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        forward(x, xl, w, wl, m, ml)
+        let (y, shape, masked) = forward(x, xl, w, wl, m, ml)?;
+        if self.input_grad {
+            *self
+                .masked_weights
+                .lock()
+                .map_err(poisoned("masked-linear"))? = Some(masked);
+        }
+        Ok((y, shape))
     }
 
     #[cfg(feature = "metal")]
@@ -506,7 +543,8 @@ impl CustomOp3 for MaskedLinear {
         m: &candle_core::MetalStorage,
         ml: &Layout,
     ) -> Result<(candle_core::MetalStorage, Shape)> {
-        forward(x, xl, w, wl, m, ml)
+        let (y, shape, _) = forward(x, xl, w, wl, m, ml)?;
+        Ok((y, shape))
     }
 
     fn bwd(
@@ -529,7 +567,7 @@ impl CustomOp3 for MaskedLinear {
         // Contiguous operands: candle's CUDA matmul wants them.
         let grad_w = (grad.t()?.contiguous()?.matmul(&x.contiguous()?)? * mask)?;
         let grad_x = if self.input_grad {
-            Some(grad.matmul(&(w * mask)?)?)
+            Some(grad.matmul(&self.stored_masked_weights(w, mask)?)?)
         } else {
             None
         };

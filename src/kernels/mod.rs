@@ -7,6 +7,7 @@ pub mod adam;
 pub mod bernoulli_log_prob;
 pub mod bias_add;
 pub mod cpu_storage;
+pub mod deepnade_steps;
 pub mod deepnade_walk;
 pub mod linear;
 pub mod masked_linear;

@@ -32,6 +32,11 @@ const MAX_SLICES: usize = 32;
 /// M = 1 211k, 2 297k, 4 271k, 8 233k; B = 1000: 411k, 550k, 644k, 697k. 100 picks M = 2
 /// (112 blocks) at B = 100 and M = 8 (256 blocks) at B = 1000.
 const GRAD_MIN_BLOCKS: usize = 100;
+/// `nade_logits` splits the pixels of a small batch into chunks until the grid has about this
+/// many blocks: 8 blocks of 256 threads fill one of an H100's 132 SMs (1,056 in all), while
+/// the batch alone (B x d / 256 blocks: 200 at B = 100, d = 500) leaves most of them idle
+/// with one serial walk over 784 pixels each.
+const LOGITS_TARGET_BLOCKS: usize = 1024;
 /// Largest block of `nade_sample` (one thread per hidden unit up to this).
 const SAMPLE_MAX_THREADS: usize = 512;
 
@@ -256,9 +261,13 @@ fn logits_slice(
     d: usize,
 ) -> Result<CudaSlice<f32>> {
     let (n_i, d_i) = (int(n, "n")?, int(d, "d")?);
-    // Block (b, group): image b, hidden units [group * THREADS, (group + 1) * THREADS).
+    // Block (b, group, z): image b, hidden units [group * THREADS, (group + 1) * THREADS),
+    // pixels [z * chunk, (z + 1) * chunk).
     let groups = d.div_ceil(THREADS as usize);
-    let cfg = config(grid(batch)?, grid_y(groups)?, THREADS);
+    let chunk = logits_chunk(batch * groups, n);
+    let chunk_i = int(chunk, "chunk")?;
+    let mut cfg = config(grid(batch)?, grid_y(groups)?, THREADS);
+    cfg.grid_dim.2 = grid_y(n.div_ceil(chunk))?;
     let f = kernel(dev, "nade_logits")?;
     let stream = dev.cuda_stream();
     let mut out = zeros(dev, batch * n)?;
@@ -269,6 +278,7 @@ fn logits_slice(
         launch.arg(&mut out);
         launch.arg(&n_i);
         launch.arg(&d_i);
+        launch.arg(&chunk_i);
         // SAFETY: the arguments match the kernel's signature; every index stays in bounds.
         unsafe { launch.launch(cfg) }.w()?;
     } else {
@@ -280,11 +290,34 @@ fn logits_slice(
         launch.arg(&mut part);
         launch.arg(&n_i);
         launch.arg(&d_i);
+        launch.arg(&chunk_i);
         // SAFETY: as above.
         unsafe { launch.launch(cfg) }.w()?;
         sum_parts(dev, &part, &mut out, batch, n, groups)?;
     }
     Ok(out)
+}
+
+/// Pixels per block of `nade_logits` (a multiple of 32): `NADE_CUDA_LOGITS_CHUNK` if set (for
+/// tuning; rounded up to a multiple of 32), else the largest chunk that still gives about
+/// LOGITS_TARGET_BLOCKS blocks for `blocks` = B x groups, all n pixels once the batch alone
+/// fills the GPU. The logits have the same bits for every chunk (see nade.cu).
+fn logits_chunk(blocks: usize, n: usize) -> usize {
+    static FORCED: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let forced = *FORCED.get_or_init(|| {
+        std::env::var("NADE_CUDA_LOGITS_CHUNK")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&c| c > 0)
+    });
+    let whole = n.next_multiple_of(32);
+    if let Some(c) = forced {
+        return c.next_multiple_of(32).min(whole);
+    }
+    let chunks = LOGITS_TARGET_BLOCKS
+        .div_ceil(blocks.max(1))
+        .clamp(1, whole / 32);
+    n.div_ceil(chunks).next_multiple_of(32)
 }
 
 /// Images per thread of `nade_grad_tiles_M`: `NADE_CUDA_GRAD_IMAGES` (1, 2, 4 or 8) if set (for
@@ -422,8 +455,9 @@ fn grid(blocks: usize) -> Result<u32> {
     }
 }
 
-/// A grid y dimension: 1 to 65535 blocks (the logits' groups, d / 256, the gradient's slices,
-/// at most MAX_SLICES, and nade_grad_finish's row tiles, about 2n / 64).
+/// A grid y or z dimension: 1 to 65535 blocks (the logits' groups, d / 256, and pixel chunks,
+/// at most n / 32, the gradient's slices, at most MAX_SLICES, and nade_grad_finish's row
+/// tiles, about 2n / 64).
 fn grid_y(blocks: usize) -> Result<u32> {
     if blocks == 0 || blocks > 65535 {
         bail!("NADE CUDA kernels: grid y dimension of {blocks} blocks out of range (d too large?)");

@@ -39,7 +39,7 @@
 //! ensemble's conditional). The choice reads the image's uniform of dimension 0 by inverse
 //! CDF and rescales it, as MADE does, so it stays uniform and independent of the choice.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -56,6 +56,7 @@ use super::{
     log_mean_exp, weighted_bernoulli_log_prob, Autoregressive, Evidence, KeptLogProb, Kind,
     ModelConfig, ModelSpec, Orders, ParamSpec, Pass, SampledBatch, SamplerState,
 };
+use crate::kernels::deepnade_steps::{first_layer_steps, log_lik, log_lik_start, output_units};
 use crate::kernels::deepnade_walk::{Act, HostNet};
 use crate::kernels::linear::linear;
 
@@ -88,15 +89,20 @@ fn one() -> usize {
     1
 }
 
-/// Rows one incremental walk carries at most (images times orderings): large enough for
-/// efficient matmuls, small enough that the per-row orderings stay a few MB.
+/// Rows one incremental walk of the CPU carries at most (images times orderings): large
+/// enough for efficient matmuls, small enough that the per-row orderings stay a few MB.
 pub const WALK_ROWS: usize = 2048;
-
-/// The device walk takes up to this many rows x steps in one block: 4,096 rows of 500 units
-/// are 8 MB per layer, and the products run at full speed from about 1,000 rows.
-const BLOCK_ROWS: usize = 4096;
-/// At most this many steps per block.
+/// Steps per block of the CPU's walk.
 const MAX_BLOCK_STEPS: usize = 16;
+
+/// Rows one walk on a device (CUDA) carries at most: the products of a block want tens of
+/// thousands of rows to fill a GPU.
+const DEVICE_WALK_ROWS: usize = 16384;
+/// The device walk takes up to this many rows x steps in one block: 32,768 rows of 500
+/// units are 64 MB per layer.
+const DEVICE_BLOCK_ROWS: usize = 32768;
+/// At most this many steps per block of the device walk.
+const DEVICE_MAX_BLOCK_STEPS: usize = 64;
 
 impl DeepNadeConfig {
     /// `hidden` layers, relu, one ordering, seed 0.
@@ -262,15 +268,23 @@ impl ModelSpec for DeepNadeConfig {
     }
 
     /// Floats a batch holds at its peak beyond the parameters (src/memory.rs). Training: one
-    /// pass of the network over (B, 2n) inputs, its graph and gradients. Evaluation: a walk
-    /// of up to max(B, WALK_ROWS) rows, each holding a1 and the layers above, the gathered
-    /// first-layer rows and output rows, plus the log-likelihood per image and ordering.
-    fn working_floats(&self, batch: usize, pass: Pass, _device: &Device) -> f64 {
+    /// pass of the network over (B, 2n) inputs, its graph and gradients. Evaluation on the
+    /// CPU: a walk of up to max(B, WALK_ROWS) rows, each holding a1 and the layers above, the
+    /// gathered first-layer rows and output rows; on a device, a block of up to
+    /// DEVICE_BLOCK_ROWS rows through the layers (two of each width at a time) beside the
+    /// walk's a1; plus the log-likelihood per image and ordering.
+    fn working_floats(&self, batch: usize, pass: Pass, device: &Device) -> f64 {
         let (b, n) = (batch as f64, self.n as f64);
         let units = self.hidden.iter().sum::<usize>() as f64;
         let widest = self.hidden.iter().copied().max().unwrap_or(0) as f64;
         match pass {
             Pass::Train { .. } => 2.0 * (b * (2.0 * n + 3.0 * units) + 6.0 * b * n),
+            Pass::Eval if !device.is_cpu() => {
+                let walk = batch.max(DEVICE_WALK_ROWS) as f64;
+                let h1 = self.hidden.first().copied().unwrap_or(0) as f64;
+                DEVICE_BLOCK_ROWS as f64 * (h1 + 2.0 * widest + 2.0) + walk * (2.0 * h1 + n)
+                    + b * self.used_orders() as f64 * 2.0
+            }
             Pass::Eval => {
                 let rows = (batch.max(WALK_ROWS)) as f64;
                 rows * (2.0 * units + 3.0 * widest + 2.0 * n) + b * self.used_orders() as f64 * 2.0
@@ -291,11 +305,13 @@ struct Frozen {
     deeper: Vec<(Tensor, Tensor)>,
     /// (n, hL).
     v: Tensor,
+    /// (n), on the model's device (the device walk) and in host memory.
+    c_t: Tensor,
     c: Vec<f32>,
     /// W1^T (2n, h1), for observing many dimensions in one matmul.
     first_t: Tensor,
     /// The same weights in host memory for the CPU walk (src/kernels/deepnade_walk.rs);
-    /// None: the walk runs in tensor ops on the model's device.
+    /// None: the device walk (kernels/deepnade_steps.rs) on the model's device.
     host: Option<HostNet>,
 }
 
@@ -308,14 +324,19 @@ impl Frozen {
         Ok(frozen)
     }
 
+    /// The activation as the kernels name it.
+    fn act(&self) -> Act {
+        match self.activation {
+            Activation::Relu => Act::Relu,
+            Activation::Sigmoid => Act::Sigmoid,
+            Activation::Tanh => Act::Tanh,
+        }
+    }
+
     fn to_host(&self) -> Result<HostNet> {
         let host = |t: &Tensor| t.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>();
         Ok(HostNet::new(
-            match self.activation {
-                Activation::Relu => Act::Relu,
-                Activation::Sigmoid => Act::Sigmoid,
-                Activation::Tanh => Act::Tanh,
-            },
+            self.act(),
             host(&self.table)?,
             self.b1.dim(0)?,
             self.deeper
@@ -354,6 +375,7 @@ impl Frozen {
                 .map(|(w, b)| Ok((w.detach().t()?.contiguous()?, b.detach())))
                 .collect::<Result<_>>()?,
             v: model.v.detach().contiguous()?,
+            c_t: model.c.detach().contiguous()?,
             c: model.c.detach().to_dtype(DType::F32)?.to_vec1::<f32>()?,
             first_t,
             host: None,
@@ -367,6 +389,19 @@ impl Frozen {
 
     fn nothing(&self) -> u32 {
         (2 * self.n) as u32
+    }
+
+    /// The logit of dimension dims[j] for every row j of h = g(a1) (J, h1) on the model's
+    /// device: the products of the layers above, then one output unit per row
+    /// (kernels/deepnade_steps.rs), (J).
+    fn device_top(&self, mut h: Tensor, dims: &Tensor) -> Result<Tensor> {
+        let Some(((last_w, last_b), below)) = self.deeper.split_last() else {
+            return output_units(&h, None, &self.v, &self.c_t, dims, self.act());
+        };
+        for (w_t, b) in below {
+            h = self.activation.apply(&h.matmul(w_t)?.broadcast_add(b)?)?;
+        }
+        output_units(&h.matmul(last_w)?, Some(last_b), &self.v, &self.c_t, dims, self.act())
     }
 }
 
@@ -411,32 +446,37 @@ impl<'a> Walker<'a> {
             (A1::Tensor(a1), _) => a1,
             (A1::Host(_), None) => candle_core::bail!("deepnade: a host walk without host weights"),
         };
-        let mut h = net.activation.apply(a1)?;
-        for (w_t, b) in &net.deeper {
-            h = net.activation.apply(&h.matmul(w_t)?.broadcast_add(b)?)?;
-        }
         let ids = Tensor::from_slice(dims, dims.len(), a1.device())?;
-        let v = net.v.index_select(&ids, 0)?;
-        let dot = (h * v)?.sum(D::Minus1)?.to_vec1::<f32>()?;
-        Ok(dot
-            .iter()
-            .zip(dims)
-            .map(|(l, &d)| l + net.c[d as usize])
-            .collect())
+        net.device_top(net.activation.apply(a1)?, &ids)?
+            .to_vec1::<f32>()
     }
 
-    /// `dims.len()` steps at once: the logits of step s (dimension dims[s][r] of row r), each
-    /// step followed by observing entries[s] (see [`observe`](Self::observe)).
+    /// `dims.len()` steps at once on the host walk: the logits of step s (dimension
+    /// dims[s][r] of row r), each step followed by observing entries[s] (see
+    /// [`observe`](Self::observe)).
     fn block_logits(&mut self, dims: &[Vec<u32>], entries: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        if let (A1::Host(a1), Some(host)) = (&mut self.a1, &self.net.host) {
-            return Ok(host.block_logits(a1, dims, entries));
+        match (&mut self.a1, &self.net.host) {
+            (A1::Host(a1), Some(host)) => Ok(host.block_logits(a1, dims, entries)),
+            _ => candle_core::bail!("deepnade: a host block on a device walk"),
         }
-        let mut out = Vec::with_capacity(dims.len());
-        for (d, e) in dims.iter().zip(entries) {
-            out.push(self.logits(d)?);
-            self.observe(e)?;
-        }
-        Ok(out)
+    }
+
+    /// The same steps on the device walk: the logits (S, R) and the entries (S, R) as
+    /// tensors on the device, a1 updated (kernels/deepnade_steps.rs: a few launches a block).
+    fn device_block(&mut self, dims: &[Vec<u32>], entries: &[Vec<u32>]) -> Result<(Tensor, Tensor)> {
+        let net = self.net;
+        let A1::Tensor(a1) = &mut self.a1 else {
+            candle_core::bail!("deepnade: a device block on a host walk");
+        };
+        let (steps, rows) = (dims.len(), a1.dim(0)?);
+        let device = a1.device().clone();
+        let entries = Tensor::from_vec(entries.concat(), (steps, rows), &device)?;
+        let dims = Tensor::from_vec(dims.concat(), steps * rows, &device)?;
+        let out = first_layer_steps(a1, &net.table, &entries, net.act())?;
+        let h = out.narrow(0, 0, steps * rows)?;
+        *a1 = out.narrow(0, steps * rows, rows)?;
+        let logits = net.device_top(h, &dims)?.reshape((steps, rows))?;
+        Ok((logits, entries))
     }
 
     /// Row r observes the table entry entries[r] ([`Frozen::entry`] or [`Frozen::nothing`]).
@@ -488,7 +528,7 @@ pub struct DeepNade {
     orderings: Vec<Vec<usize>>,
     order_tensor: Tensor,
     device: Device,
-    /// Walk in host memory with the CPU kernel (on the CPU), or in tensor ops.
+    /// Walk in host memory with the CPU kernel (on the CPU), or the device walk.
     host_walk: bool,
 }
 
@@ -522,11 +562,19 @@ impl DeepNade {
         })
     }
 
-    /// The same model walking in tensor ops, as it does on CUDA and Metal: what the tests
-    /// compare the CPU kernel with.
-    pub fn with_tensor_walk(mut self) -> Self {
+    /// The same model taking the device walk (kernels/deepnade_steps.rs), as it does on CUDA
+    /// and Metal: what the tests compare the CPU kernel with.
+    pub fn with_device_walk(mut self) -> Self {
         self.host_walk = false;
         self
+    }
+
+    /// Rows one walk carries at most: WALK_ROWS on the host walk, more on a device.
+    fn walk_rows(&self) -> usize {
+        match self.host_walk {
+            true => WALK_ROWS,
+            false => DEVICE_WALK_ROWS,
+        }
     }
 
     /// All K stored orderings (order[k][t] = the dimension predicted t-th).
@@ -574,9 +622,14 @@ impl DeepNade {
         let n = self.dn.n;
         let mut sums = Vec::with_capacity(walks.len());
         let mut logits = Vec::new();
-        for chunk in walks.chunks(WALK_ROWS) {
+        for chunk in walks.chunks(self.walk_rows()) {
             let mut walker = Walker::new(net, chunk.len(), None)?;
             let mut ll = vec![0f64; chunk.len()];
+            // The device walk keeps its log-likelihoods on the device until the walks end.
+            let mut device_ll = match net.host {
+                Some(_) => None,
+                None => Some(log_lik_start(chunk.len(), &self.device)?),
+            };
             let mut seen = if record {
                 vec![vec![0f32; n]; chunk.len()]
             } else {
@@ -588,7 +641,9 @@ impl DeepNade {
             // holds a bounded group of rows at a time whatever the steps.
             let block = match net.host {
                 Some(_) => MAX_BLOCK_STEPS,
-                None => (BLOCK_ROWS / chunk.len().max(1)).clamp(1, MAX_BLOCK_STEPS),
+                None => {
+                    (DEVICE_BLOCK_ROWS / chunk.len().max(1)).clamp(1, DEVICE_MAX_BLOCK_STEPS)
+                }
             };
             for first in (0..steps).step_by(block) {
                 let block_steps = first..(first + block).min(steps);
@@ -608,6 +663,21 @@ impl DeepNade {
                             .collect()
                     })
                     .collect();
+                if let Some(sum) = device_ll.as_mut() {
+                    let (block_logits, entries) = walker.device_block(&dims, &entries)?;
+                    *sum = log_lik(sum, &block_logits, &entries, n)?;
+                    if record {
+                        let block_logits = block_logits.to_vec2::<f32>()?;
+                        for (t, l) in block_steps.zip(block_logits) {
+                            for (r, w) in chunk.iter().enumerate() {
+                                if t < w.steps {
+                                    seen[r][w.order[t]] = l[r];
+                                }
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let block_logits = walker.block_logits(&dims, &entries)?;
                 for (t, l) in block_steps.zip(block_logits) {
                     for (r, w) in chunk.iter().enumerate() {
@@ -622,7 +692,10 @@ impl DeepNade {
                     }
                 }
             }
-            sums.extend(ll);
+            match device_ll {
+                Some(sum) => sums.extend(sum.to_vec1::<f64>()?),
+                None => sums.extend(ll),
+            }
             logits.extend(seen);
         }
         Ok((sums, logits))
@@ -668,7 +741,7 @@ impl DeepNade {
     ) -> Result<Vec<Vec<f64>>> {
         let used = self.used_orderings();
         let images = x.len();
-        let group = (WALK_ROWS / images.max(1)).max(1);
+        let group = (self.walk_rows() / images.max(1)).max(1);
         let mut out = vec![Vec::with_capacity(used.len()); images];
         for orders in used.chunks(group) {
             let mut walks = Vec::with_capacity(orders.len() * images);

@@ -41,16 +41,19 @@ static void same_bits(const char* what, const Vec& a, const Vec& b) {
 // ---- host launch logic, as in nade_cuda.rs ----
 static const int kThreads = THREADS;
 
-static Vec logits(const Vec& x, const Vec& p, int B, int n, int d) {
+// chunk: pixels per block (a multiple of 32; 0: all n, one chunk).
+static Vec logits(const Vec& x, const Vec& p, int B, int n, int d, int chunk = 0) {
     const int groups = (d + kThreads - 1) / kThreads;
+    if (chunk == 0) chunk = (n + 31) / 32 * 32;
+    const unsigned chunks = unsigned((n + chunk - 1) / chunk);
     Vec out(size_t(B) * n, -1.0f);
     if (groups == 1) {
-        emu_launch({unsigned(B), 1, 1}, {kThreads, 1, 1},
-                   [&] { nade_logits(x.data(), p.data(), out.data(), n, d); });
+        emu_launch({unsigned(B), 1, chunks}, {kThreads, 1, 1},
+                   [&] { nade_logits(x.data(), p.data(), out.data(), n, d, chunk); });
     } else {
         Vec part(size_t(B) * groups * n, -1.0f);
-        emu_launch({unsigned(B), unsigned(groups), 1}, {kThreads, 1, 1},
-                   [&] { nade_logits(x.data(), p.data(), part.data(), n, d); });
+        emu_launch({unsigned(B), unsigned(groups), chunks}, {kThreads, 1, 1},
+                   [&] { nade_logits(x.data(), p.data(), part.data(), n, d, chunk); });
         emu_launch({3, 1, 1}, {64, 1, 1},
                    [&] { nade_sum_parts(part.data(), out.data(), B, n, groups); });
     }
@@ -213,6 +216,10 @@ static void run_case(int B, int n, int d, GradCfg cfg, int sample_threads, unsig
     const Vec l1 = logits(x, p, B, n, d), l2 = logits(x, p, B, n, d);
     check("logits", l1, l_ref, 2e-5);
     same_bits("logits", l1, l2);
+    // Split along the pixels (nade_cuda.rs's logits_chunk for small batches): the same bits.
+    for (int chunk : {32, 64}) {
+        if (chunk < n) same_bits("chunked", l1, logits(x, p, B, n, d, chunk));
+    }
 
     // logits_grad
     const std::vector<double> gd(gup.begin(), gup.end());

@@ -158,13 +158,14 @@ fn each_ordering_and_the_ensemble_sum_to_one() {
 
 /// For a fixed ordering, the conditional of every step of the exact evaluation (the first
 /// layer updated one column at a time) equals the logit of one full pass with m = 1 on the
-/// dimensions before it in that ordering: for the CPU kernel and the tensor-op walk (what
-/// CUDA runs), one to three layers, each activation.
+/// dimensions before it in that ordering: for the CPU kernel and the device walk (the
+/// blocks of kernels/deepnade_steps.rs, what CUDA runs), one to three layers, each activation.
 #[test]
 fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
-    // Past 16 steps: the CPU walk takes up to 16 steps per block (three blocks here).
-    let n = 37;
-    for ((hidden, act), tensor_walk) in [
+    // Past 64 steps: the CPU walk takes up to 16 steps per block (five blocks here), the
+    // device walk up to 64 (two).
+    let n = 70;
+    for ((hidden, act), device_walk) in [
         (vec![8], Activation::Relu),
         (vec![7, 6], Activation::Tanh),
         (vec![20, 6, 17], Activation::Sigmoid),
@@ -174,8 +175,8 @@ fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
     {
         let cfg = deepnade(n, &hidden, 2, act);
         let model = random_model(&cfg, 3, 1.5);
-        let model = if tensor_walk {
-            model.with_tensor_walk()
+        let model = if device_walk {
+            model.with_device_walk()
         } else {
             model
         };
@@ -313,14 +314,14 @@ fn the_curve_over_orderings_equals_evaluating_the_first_k_orderings() {
 
 /// log p(x_kept) (first ordering restricted to the kept set, and the ensemble) equals the
 /// log of the sum over all completions of p(x) under those restricted orderings, for kept
-/// sets that are no prefix of anything, the empty set and the full one; the tensor-op walk
+/// sets that are no prefix of anything, the empty set and the full one; the device walk
 /// gives the same numbers as the CPU kernel.
 #[test]
 fn kept_log_prob_is_the_sum_over_completions() {
     let n = 8;
     let cfg = deepnade(n, &[7, 5], 3, Activation::Relu);
     let model = random_model(&cfg, 21, 1.5);
-    let tensor_walk = random_model(&cfg, 21, 1.5).with_tensor_walk();
+    let device_walk = random_model(&cfg, 21, 1.5).with_device_walk();
     let given: Vec<u8> = vec![1, 0, 1, 1, 0, 0, 1, 0];
     let kept_sets: [[u8; 8]; 4] = [
         [0, 1, 0, 0, 1, 0, 0, 1],
@@ -340,12 +341,12 @@ fn kept_log_prob_is_the_sum_over_completions() {
     );
     let got = model.kept_log_prob(&kept_t, &mask_t).unwrap().unwrap();
     assert_eq!(got.components, 3);
-    let other = tensor_walk
+    let other = device_walk
         .kept_log_prob(&kept_t, &mask_t)
         .unwrap()
         .unwrap();
     for (a, b) in got.model.iter().zip(&other.model) {
-        assert!((a - b).abs() < 1e-4, "CPU kernel {a} vs tensor walk {b}");
+        assert!((a - b).abs() < 1e-4, "CPU kernel {a} vs device walk {b}");
     }
     for (r, kept) in kept_sets.iter().enumerate() {
         // Sum over the x in {0,1}^n agreeing with `given` on the kept set.
@@ -430,6 +431,37 @@ fn training_loss_is_an_unbiased_estimate_of_the_order_averaged_nll() {
             se < 0.02 * target,
             "image {i}: too few draws to tell ({se})"
         );
+    }
+}
+
+/// The device walk (what CUDA runs, one step at a time when sampling) draws the same images
+/// as the CPU kernel for the same seed, in stored and random orderings, with the same
+/// probabilities to f32 rounding: two layers of sigmoid units, past one 64-step block.
+#[test]
+fn the_device_walk_samples_what_the_host_walk_samples() {
+    let n = 80;
+    let cfg = deepnade(n, &[9, 7], 3, Activation::Sigmoid);
+    let host = random_model(&cfg, 8, 1.5);
+    let device = random_model(&cfg, 8, 1.5).with_device_walk();
+    for order in [WalkOrder::Stored, WalkOrder::Random] {
+        let draw = |model: &DeepNade| {
+            sample_in_order(
+                model,
+                40,
+                16,
+                5,
+                order,
+                &Device::Cpu,
+                &nade::progress::Progress::Hidden,
+            )
+            .unwrap()
+        };
+        let (a, b) = (draw(&host), draw(&device));
+        let (ra, rb): (Vec<_>, Vec<_>) = (a.images.rows().collect(), b.images.rows().collect());
+        assert_eq!(ra, rb, "{order}: different images");
+        for (p, q) in a.probs.iter().zip(&b.probs) {
+            assert!((p - q).abs() < 1e-5, "{order}: p {p} vs {q}");
+        }
     }
 }
 

@@ -77,20 +77,25 @@ __device__ __forceinline__ float transpose_sum(float (&s)[32], int lane) {
 // ---------------------------------------------------------------------------------------------
 // Logits without the output bias.
 //
-// Grid (B, groups), block THREADS. Block (b, group) owns image b and the hidden units
-// k in [group * THREADS, (group + 1) * THREADS), one per thread, a_k in a register. Pixels go
-// by tiles of 32: each lane accumulates V[i, k] h_i[k] for the 32 pixels of the tile in
-// registers (adding W^T[i, k] after pixel i where x[b, i] != 0: a warp-uniform branch, the
-// tile's x come from one ballot), then transpose_sum leaves the warp's sum for pixel i0 + L in
-// lane L, and warp 0 adds the WARPS warps' sums in warp order. The result goes to
-// part[b][group][i]: with groups == 1 that is the logits (B, n) themselves; otherwise
-// nade_sum_parts adds the groups.
+// Grid (B, groups, chunks), block THREADS. Block (b, group, z) owns image b, the hidden units
+// k in [group * THREADS, (group + 1) * THREADS), one per thread, a_k in a register, and the
+// pixels i in [z * chunk, (z + 1) * chunk) (chunk a multiple of 32: a small batch is split
+// along the pixels too, so that it fills the GPU). The block first brings a to pixel z * chunk:
+// c + the W^T[i] of the earlier pixels with x[b, i] != 0, added in order i as the walk itself
+// would, so the logits have the same bits whatever the chunks. Then its pixels go by tiles of
+// 32: each lane accumulates V[i, k] h_i[k] for the 32 pixels of the tile in registers (adding
+// W^T[i, k] after pixel i where x[b, i] != 0: a warp-uniform branch, the tile's x come from
+// one ballot), then transpose_sum leaves the warp's sum for pixel i0 + L in lane L, and warp 0
+// adds the WARPS warps' sums in warp order. The result goes to part[b][group][i]: with groups
+// == 1 that is the logits (B, n) themselves; otherwise nade_sum_parts adds the groups.
 extern "C" __global__ void __launch_bounds__(THREADS)
 nade_logits(const float* __restrict__ x, const float* __restrict__ p, float* __restrict__ part,
-            int n, int d) {
+            int n, int d, int chunk) {
     const int b = blockIdx.x;
     const int group = blockIdx.y;
     const int groups = gridDim.y;
+    const int first = blockIdx.z * chunk;
+    const int end = min(n, first + chunk);
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
     const int k = group * THREADS + threadIdx.x;
@@ -104,8 +109,19 @@ nade_logits(const float* __restrict__ x, const float* __restrict__ p, float* __r
 
     __shared__ float red[WARPS][32];
     float a = live ? c[k] : 0.0f;
-    for (int i0 = 0; i0 < n; i0 += 32) {
-        const int m = min(32, n - i0);
+    for (int i0 = 0; i0 < first; i0 += 32) {  // first is a multiple of 32, at most n
+        const unsigned ones = __ballot_sync(FULL_MASK, xb[i0 + lane] != 0.0f);
+        if (live) {
+#pragma unroll
+            for (int j = 0; j < 32; ++j) {
+                if ((ones >> j) & 1u) {
+                    a += wt[(size_t)(i0 + j) * D + k];
+                }
+            }
+        }
+    }
+    for (int i0 = first; i0 < end; i0 += 32) {
+        const int m = min(32, end - i0);
         const unsigned ones = __ballot_sync(FULL_MASK, lane < m && xb[i0 + lane] != 0.0f);
         float s[32];
 #pragma unroll
