@@ -7,8 +7,10 @@
 //! d/dl_i = w_i (x_i - sigmoid(l_i)), which the backward scales by the upstream gradient.
 //!
 //! The terms are summed in f64 per row (eight lanes), as the fused NADE kernels do; softplus
-//! and sigmoid come from `simd::softplus_sigmoid` (a few ulp). CPU only: the caller
-//! (`models::likelihood`) keeps candle's element-wise ops on the other devices.
+//! and sigmoid come from `simd::softplus_sigmoid` (a few ulp). On CUDA the same pass is one
+//! launch (cuda/bernoulli.cu: a block per row, the sum in f64 in a fixed order) instead of
+//! some twenty element-wise launches forward and backward. Elsewhere (Metal) the caller
+//! (`models::likelihood`) keeps candle's element-wise ops.
 
 use std::sync::Mutex;
 
@@ -20,12 +22,19 @@ use super::poisoned;
 use super::simd;
 use crate::dispatch_isa;
 
+/// Whether [`log_prob`] serves these logits: f32 on the CPU or CUDA.
+pub fn serves(logits: &Tensor) -> bool {
+    (logits.device().is_cpu() || logits.device().is_cuda()) && logits.dtype() == DType::F32
+}
+
 /// log p per row, (B,), of x (B, n) under logits (B, n), each term weighted by `weight`
-/// (B, n) when given. CPU, f32 logits. The gradient (to the logits only) is computed in the
-/// same pass when the logits are part of an autograd graph.
+/// (B, n) when given. f32 logits on the CPU or CUDA ([`serves`]). The gradient (to the logits
+/// only) is computed in the same pass when the logits are part of an autograd graph.
 pub fn log_prob(logits: &Tensor, x: &Tensor, weight: Option<&Tensor>) -> Result<Tensor> {
-    if !logits.device().is_cpu() || logits.dtype() != DType::F32 {
-        candle_core::bail!("the fused Bernoulli log-likelihood takes f32 logits on the CPU");
+    if !serves(logits) {
+        candle_core::bail!(
+            "the fused Bernoulli log-likelihood takes f32 logits on the CPU or CUDA"
+        );
     }
     let logits = logits.contiguous()?;
     let x = x.to_dtype(DType::F32)?.contiguous()?;
@@ -99,6 +108,82 @@ impl BernoulliLogProb {
                 Some(Tensor::from_vec(grad, (rows, n), &Device::Cpu)?);
         }
         Ok((CpuStorage::F32(log_p), Shape::from(rows)))
+    }
+
+    /// The same pass on CUDA: one launch of `bernoulli_log_prob` (cuda/bernoulli.cu).
+    #[cfg(feature = "cuda")]
+    fn cuda_forward(
+        &self,
+        (ls, ll): (&candle_core::CudaStorage, &Layout),
+        (xs, xl): (&candle_core::CudaStorage, &Layout),
+        weight: Option<(&candle_core::CudaStorage, &Layout)>,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+        use candle_core::cuda_backend::WrapErr;
+        use candle_core::CudaStorage;
+
+        const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bernoulli.ptx"));
+        let (rows, n) = ll.shape().dims2()?;
+        let view = |s: &'_ CudaStorage, l: &Layout, what: &str| -> Result<CudaView<'_, f32>> {
+            if l.shape() != ll.shape() {
+                candle_core::bail!(
+                    "{what} {:?} differs from the logits {:?}",
+                    l.shape(),
+                    ll.shape()
+                );
+            }
+            let Some((start, end)) = l.contiguous_offsets() else {
+                candle_core::bail!("Bernoulli log-likelihood: {what} is not contiguous");
+            };
+            Ok(s.as_cuda_slice::<f32>()?.slice(start..end))
+        };
+        let (lv, xv) = (view(ls, ll, "the logits")?, view(xs, xl, "x")?);
+        let wv = weight
+            .map(|(ws, wl)| view(ws, wl, "the weight"))
+            .transpose()?;
+        let dev = &ls.device;
+        let has_grad = self.gradient.is_some();
+        let mut log_p = dev.alloc_zeros::<f32>(rows.max(1))?;
+        let mut grad = dev.alloc_zeros::<f32>(if has_grad { rows * n } else { 0 }.max(1))?;
+        if rows > 0 {
+            let n_i = i32::try_from(n).map_err(|_| {
+                candle_core::Error::Msg(format!("Bernoulli log-likelihood: n = {n}"))
+            })?;
+            let (has_w, has_g) = (i32::from(wv.is_some()), i32::from(has_grad));
+            let f = dev
+                .get_or_load_custom_func("bernoulli_log_prob", "nade_bernoulli", PTX)?
+                .into_cuda_function();
+            let stream = dev.cuda_stream();
+            let mut launch = stream.launch_builder(&f);
+            launch.arg(&lv);
+            launch.arg(&xv);
+            // Without weights the kernel never reads them: x stands in.
+            launch.arg(wv.as_ref().unwrap_or(&xv));
+            launch.arg(&has_w);
+            launch.arg(&mut log_p);
+            launch.arg(&mut grad);
+            launch.arg(&has_g);
+            launch.arg(&n_i);
+            let cfg = LaunchConfig {
+                grid_dim: (rows as u32, 1, 1),
+                block_dim: (256, 1, 1), // BL_THREADS in bernoulli.cu
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the arguments match the kernel's signature; every index is below rows x n.
+            unsafe { launch.launch(cfg) }.w()?;
+        }
+        if let Some(stored) = &self.gradient {
+            *stored.lock().map_err(poisoned("bernoulli-log-prob"))? = Some(Tensor::from_storage(
+                candle_core::Storage::Cuda(CudaStorage::wrap_cuda_slice(grad, dev.clone())),
+                (rows, n),
+                candle_core::op::BackpropOp::none(),
+                false,
+            ));
+        }
+        Ok((
+            CudaStorage::wrap_cuda_slice(log_p, dev.clone()),
+            Shape::from(rows),
+        ))
     }
 
     /// The logits' gradient for the upstream gradient `grad` (B,) of log p.
@@ -194,6 +279,17 @@ impl CustomOp2 for BernoulliLogProb {
         self.forward((ls, ll), (xs, xl), None)
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ls: &candle_core::CudaStorage,
+        ll: &Layout,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda_forward((ls, ll), (xs, xl), None)
+    }
+
     fn bwd(
         &self,
         _logits: &Tensor,
@@ -220,6 +316,19 @@ impl CustomOp3 for BernoulliLogProb {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.forward((ls, ll), (xs, xl), Some((ws, wl)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ls: &candle_core::CudaStorage,
+        ll: &Layout,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda_forward((ls, ll), (xs, xl), Some((ws, wl)))
     }
 
     fn bwd(

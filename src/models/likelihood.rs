@@ -1,6 +1,6 @@
 //! The Bernoulli log-likelihood in a form that stays finite for any logit.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 
 use crate::kernels::bernoulli_log_prob;
 
@@ -37,9 +37,9 @@ fn log_prob_terms(logits: &Tensor, x: &Tensor, weight: Option<&Tensor>) -> Resul
 }
 
 /// The fused pass (value and gradient at once, kernels::bernoulli_log_prob) serves f32 on the
-/// CPU; elsewhere candle's element-wise ops do, which every backend has.
+/// CPU and CUDA; elsewhere candle's element-wise ops do, which every backend has.
 fn fused(logits: &Tensor) -> bool {
-    logits.device().is_cpu() && logits.dtype() == DType::F32
+    bernoulli_log_prob::serves(logits)
 }
 
 /// Mean negative log-likelihood of a batch in nats: the training loss.
@@ -60,7 +60,7 @@ pub fn log_mean_exp(values: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     use super::*;
 
@@ -69,10 +69,29 @@ mod tests {
         (((x * logits)? - softplus(logits)?)? * weight)?.sum(D::Minus1)
     }
 
+    /// The CPU, and CUDA when built with it and a GPU is present (the fused pass has a kernel
+    /// on each).
+    fn devices() -> Vec<Device> {
+        let mut out = vec![Device::Cpu];
+        if let Ok(cuda) = Device::cuda_if_available(0) {
+            if cuda.is_cuda() {
+                out.push(cuda);
+            }
+        }
+        out
+    }
+
     #[test]
     fn the_fused_bernoulli_log_likelihood_equals_the_plain_graph_and_f64_in_values_and_gradients(
     ) -> Result<()> {
-        let dev = Device::Cpu;
+        for dev in devices() {
+            fused_equals_the_plain_graph_on(&dev)?;
+        }
+        Ok(())
+    }
+
+    fn fused_equals_the_plain_graph_on(dev: &Device) -> Result<()> {
+        let dev = dev.clone();
         // Rows of odd lengths (the lanes' tails), logits from -120 to 120 including 0.
         for (rows, n) in [(3usize, 1usize), (4, 17), (5, 100)] {
             let l: Vec<f32> = (0..rows * n)

@@ -32,32 +32,63 @@ fn deepnade(n: usize, hidden: &[usize], orders: usize, activation: Activation) -
     }
 }
 
-/// The concrete model on `params` (f32; the `order` buffer as I64).
+/// The concrete model on `params` (f32; the `order` buffer as I64) on the CPU.
 fn build(cfg: &DeepNadeConfig, params: &HashMap<String, Vec<f32>>) -> DeepNade {
+    build_on(cfg, params, &Device::Cpu)
+}
+
+/// The same on `device`: off the CPU, the model takes the device walk.
+fn build_on(cfg: &DeepNadeConfig, params: &HashMap<String, Vec<f32>>, device: &Device) -> DeepNade {
     let tensors = ModelConfig::DeepNade(cfg.clone())
         .param_specs()
         .into_iter()
         .map(|s| {
-            let t = Tensor::from_vec(params[&s.name].clone(), s.shape.clone(), &Device::Cpu);
+            let t = Tensor::from_vec(params[&s.name].clone(), s.shape.clone(), device);
             (s.name, t.unwrap())
         })
         .collect();
-    DeepNade::new(
-        cfg,
-        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
-    )
-    .unwrap()
+    DeepNade::new(cfg, VarBuilder::from_tensors(tensors, DType::F32, device)).unwrap()
 }
 
 fn random_model(cfg: &DeepNadeConfig, seed: u64, scale: f32) -> DeepNade {
-    build(
+    random_model_on(cfg, seed, scale, &Device::Cpu)
+}
+
+fn random_model_on(cfg: &DeepNadeConfig, seed: u64, scale: f32, device: &Device) -> DeepNade {
+    build_on(
         cfg,
         &random_params(&ModelConfig::DeepNade(cfg.clone()), seed, scale),
+        device,
     )
 }
 
+/// The same random model on the CPU's host walk, on the CPU's device walk, and on every other
+/// device available (CUDA when built with it and present), with a name for messages.
+fn on_every_walk(cfg: &DeepNadeConfig, seed: u64, scale: f32) -> Vec<(String, DeepNade)> {
+    let mut out = vec![
+        ("CPU kernel".to_string(), random_model(cfg, seed, scale)),
+        (
+            "CPU device walk".to_string(),
+            random_model(cfg, seed, scale).with_device_walk(),
+        ),
+    ];
+    for device in nade::device::available() {
+        if !device.is_cpu() {
+            out.push((
+                format!("{device:?}"),
+                random_model_on(cfg, seed, scale, &device),
+            ));
+        }
+    }
+    out
+}
+
 fn rows(x: &[f32], n: usize) -> Tensor {
-    Tensor::from_vec(x.to_vec(), (x.len() / n, n), &Device::Cpu).unwrap()
+    rows_on(x, n, &Device::Cpu)
+}
+
+fn rows_on(x: &[f32], n: usize, device: &Device) -> Tensor {
+    Tensor::from_vec(x.to_vec(), (x.len() / n, n), device).unwrap()
 }
 
 /// Every permutation of 0..n (Heap's algorithm).
@@ -98,9 +129,15 @@ fn probs_in_order(model: &DeepNade, n: usize, order: &[usize]) -> Vec<f64> {
 
 /// Each stored ordering alone, the first K' = 2, and the K ensemble sum to one over {0,1}^n,
 /// for each activation and one or two hidden layers; the ensemble is the mean of the
-/// orderings' probabilities (so they are really mixed, and differ).
+/// orderings' probabilities (so they are really mixed, and differ). On every device.
 #[test]
 fn each_ordering_and_the_ensemble_sum_to_one() {
+    for device in nade::device::available() {
+        ensemble_sums_to_one_on(&device);
+    }
+}
+
+fn ensemble_sums_to_one_on(device: &Device) {
     let n = 8;
     for (c, (hidden, act)) in [
         (vec![7], Activation::Relu),
@@ -112,7 +149,7 @@ fn each_ordering_and_the_ensemble_sum_to_one() {
     {
         let cfg = deepnade(n, &hidden, 3, act);
         let params = random_params(&ModelConfig::DeepNade(cfg.clone()), 10 + c as u64, 1.5);
-        let whole = build(&cfg, &params);
+        let whole = build_on(&cfg, &params, device);
         let per_order: Vec<Vec<f64>> = whole
             .orderings()
             .iter()
@@ -138,8 +175,8 @@ fn each_ordering_and_the_ensemble_sum_to_one() {
                 eval_orders: Some(k),
                 ..cfg.clone()
             };
-            let model = build(&used, &params);
-            let p = exact_probs(&model, n, &Device::Cpu);
+            let model = build_on(&used, &params, device);
+            let p = exact_probs(&model, n, device);
             let total: f64 = p.iter().sum();
             assert!(
                 (total - 1.0).abs() < 1e-4,
@@ -158,36 +195,38 @@ fn each_ordering_and_the_ensemble_sum_to_one() {
 
 /// For a fixed ordering, the conditional of every step of the exact evaluation (the first
 /// layer updated one column at a time) equals the logit of one full pass with m = 1 on the
-/// dimensions before it in that ordering: for the CPU kernel and the device walk (the
-/// blocks of kernels/deepnade_steps.rs, what CUDA runs), one to three layers, each activation.
+/// dimensions before it in that ordering: for the CPU kernel, the device walk (the blocks
+/// of kernels/deepnade_steps.rs) on the CPU and on every other device, one to three layers,
+/// each activation.
 #[test]
 fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
     // Past 64 steps: the CPU walk takes up to 16 steps per block (five blocks here), the
     // device walk up to 64 (two).
     let n = 70;
-    for ((hidden, act), device_walk) in [
+    for (hidden, act) in [
         (vec![8], Activation::Relu),
         (vec![7, 6], Activation::Tanh),
         (vec![20, 6, 17], Activation::Sigmoid),
-    ]
-    .into_iter()
-    .flat_map(|c| [(c.clone(), false), (c, true)])
-    {
+    ] {
         let cfg = deepnade(n, &hidden, 2, act);
-        let model = random_model(&cfg, 3, 1.5);
-        let model = if device_walk {
-            model.with_device_walk()
-        } else {
-            model
-        };
-        let x = rows(&random_binary(6, n, 0.5, 4), n);
+        for (walk, model) in on_every_walk(&cfg, 3, 1.5) {
+            conditionals_equal_the_full_pass(&cfg, &walk, &model);
+        }
+    }
+}
+
+fn conditionals_equal_the_full_pass(cfg: &DeepNadeConfig, walk: &str, model: &DeepNade) {
+    let n = cfg.n;
+    let device = model.named_tensors()[0].1.device().clone();
+    {
+        let x = rows_on(&random_binary(6, n, 0.5, 4), n, &device);
         let order = model.orderings()[1].clone();
         let walked = model.logits_in_orders(&x, &vec![order.clone(); 6]).unwrap();
         for t in 0..n {
             let mask: Vec<f32> = (0..n)
                 .map(|d| if order[..t].contains(&d) { 1.0 } else { 0.0 })
                 .collect();
-            let m = rows(&mask.repeat(6), n);
+            let m = rows_on(&mask.repeat(6), n, &device);
             let full = model
                 .masked_logits(&x, &m)
                 .unwrap()
@@ -197,7 +236,7 @@ fn incremental_conditionals_equal_one_full_pass_with_the_mask() {
             for r in 0..6 {
                 assert!(
                     (walked[r][d] - full[r][d]).abs() < 1e-4,
-                    "{cfg:?} step {t} row {r}: walked {} vs full {}",
+                    "{walk}, {cfg:?} step {t} row {r}: walked {} vs full {}",
                     walked[r][d],
                     full[r][d]
                 );
@@ -314,14 +353,13 @@ fn the_curve_over_orderings_equals_evaluating_the_first_k_orderings() {
 
 /// log p(x_kept) (first ordering restricted to the kept set, and the ensemble) equals the
 /// log of the sum over all completions of p(x) under those restricted orderings, for kept
-/// sets that are no prefix of anything, the empty set and the full one; the device walk
-/// gives the same numbers as the CPU kernel.
+/// sets that are no prefix of anything, the empty set and the full one; the device walk (on
+/// the CPU and every other device) gives the same numbers as the CPU kernel.
 #[test]
 fn kept_log_prob_is_the_sum_over_completions() {
     let n = 8;
     let cfg = deepnade(n, &[7, 5], 3, Activation::Relu);
     let model = random_model(&cfg, 21, 1.5);
-    let device_walk = random_model(&cfg, 21, 1.5).with_device_walk();
     let given: Vec<u8> = vec![1, 0, 1, 1, 0, 0, 1, 0];
     let kept_sets: [[u8; 8]; 4] = [
         [0, 1, 0, 0, 1, 0, 0, 1],
@@ -341,12 +379,19 @@ fn kept_log_prob_is_the_sum_over_completions() {
     );
     let got = model.kept_log_prob(&kept_t, &mask_t).unwrap().unwrap();
     assert_eq!(got.components, 3);
-    let other = device_walk
-        .kept_log_prob(&kept_t, &mask_t)
-        .unwrap()
-        .unwrap();
-    for (a, b) in got.model.iter().zip(&other.model) {
-        assert!((a - b).abs() < 1e-4, "CPU kernel {a} vs device walk {b}");
+    for (walk, other) in on_every_walk(&cfg, 21, 1.5).into_iter().skip(1) {
+        let device = other.named_tensors()[0].1.device().clone();
+        let on = |t: &Tensor| t.to_device(&device).unwrap();
+        let theirs = other
+            .kept_log_prob(&on(&kept_t), &on(&mask_t))
+            .unwrap()
+            .unwrap();
+        for (a, b) in got.model.iter().zip(&theirs.model) {
+            assert!((a - b).abs() < 1e-4, "CPU kernel {a} vs {walk} {b}");
+        }
+        for (a, b) in got.first.iter().zip(&theirs.first) {
+            assert!((a - b).abs() < 1e-4, "CPU kernel {a} vs {walk} {b}");
+        }
     }
     for (r, kept) in kept_sets.iter().enumerate() {
         // Sum over the x in {0,1}^n agreeing with `given` on the kept set.
@@ -385,9 +430,15 @@ fn kept_log_prob_is_the_sum_over_completions() {
 /// draws really change with the step.
 #[test]
 fn training_loss_is_an_unbiased_estimate_of_the_order_averaged_nll() {
+    for device in nade::device::available() {
+        training_loss_is_unbiased_on(&device);
+    }
+}
+
+fn training_loss_is_unbiased_on(device: &Device) {
     let n = 5;
     let cfg = deepnade(n, &[6], 1, Activation::Tanh);
-    let model = random_model(&cfg, 8, 1.5);
+    let model = random_model_on(&cfg, 8, 1.5, device);
     let images: [[f32; 5]; 3] = [
         [1., 0., 1., 1., 0.],
         [0., 0., 0., 1., 0.],
@@ -398,7 +449,7 @@ fn training_loss_is_an_unbiased_estimate_of_the_order_averaged_nll() {
     let repeats = 400;
     // Image-major: rows i * repeats .. (i + 1) * repeats all hold image i.
     let batch: Vec<f32> = images.iter().flat_map(|x| x.repeat(repeats)).collect();
-    let x = rows(&batch, n);
+    let x = rows_on(&batch, n, device);
     let mut draws = vec![Vec::new(); 3];
     let mut previous: Option<Vec<f32>> = None;
     for step in 0..25 {
@@ -425,7 +476,7 @@ fn training_loss_is_an_unbiased_estimate_of_the_order_averaged_nll() {
         let se = (var / d.len() as f64).sqrt();
         assert!(
             (mean - target).abs() < 4.0 * se,
-            "image {i}: estimate {mean:.4} ± {se:.4}, order-averaged NLL {target:.4}"
+            "{device:?}, image {i}: estimate {mean:.4} ± {se:.4}, order-averaged NLL {target:.4}"
         );
         assert!(
             se < 0.02 * target,
@@ -434,33 +485,37 @@ fn training_loss_is_an_unbiased_estimate_of_the_order_averaged_nll() {
     }
 }
 
-/// The device walk (what CUDA runs, one step at a time when sampling) draws the same images
-/// as the CPU kernel for the same seed, in stored and random orderings, with the same
-/// probabilities to f32 rounding: two layers of sigmoid units, past one 64-step block.
+/// The device walk (on the CPU and every other device; one step at a time when sampling)
+/// draws the same images as the CPU kernel for the same seed, in stored and random
+/// orderings, with the same probabilities to f32 rounding: two layers of sigmoid units.
 #[test]
 fn the_device_walk_samples_what_the_host_walk_samples() {
     let n = 80;
     let cfg = deepnade(n, &[9, 7], 3, Activation::Sigmoid);
-    let host = random_model(&cfg, 8, 1.5);
-    let device = random_model(&cfg, 8, 1.5).with_device_walk();
+    let walks = on_every_walk(&cfg, 8, 1.5);
     for order in [WalkOrder::Stored, WalkOrder::Random] {
         let draw = |model: &DeepNade| {
+            let device = model.named_tensors()[0].1.device().clone();
             sample_in_order(
                 model,
                 40,
                 16,
                 5,
                 order,
-                &Device::Cpu,
+                &device,
                 &nade::progress::Progress::Hidden,
             )
             .unwrap()
         };
-        let (a, b) = (draw(&host), draw(&device));
-        let (ra, rb): (Vec<_>, Vec<_>) = (a.images.rows().collect(), b.images.rows().collect());
-        assert_eq!(ra, rb, "{order}: different images");
-        for (p, q) in a.probs.iter().zip(&b.probs) {
-            assert!((p - q).abs() < 1e-5, "{order}: p {p} vs {q}");
+        let host = draw(&walks[0].1);
+        let want: Vec<_> = host.images.rows().collect();
+        for (walk, model) in &walks[1..] {
+            let got = draw(model);
+            let rows: Vec<_> = got.images.rows().collect();
+            assert_eq!(rows, want, "{walk}, {order}: different images");
+            for (p, q) in host.probs.iter().zip(&got.probs) {
+                assert!((p - q).abs() < 1e-5, "{walk}, {order}: p {p} vs {q}");
+            }
         }
     }
 }
@@ -471,10 +526,16 @@ fn the_device_walk_samples_what_the_host_walk_samples() {
 /// against another of the three (the test has power).
 #[test]
 fn samples_follow_the_ensemble_random_and_raster_orderings() {
+    for device in nade::device::available() {
+        samples_follow_on(&device);
+    }
+}
+
+fn samples_follow_on(device: &Device) {
     let (n, draws) = (6, 20_000);
     let cfg = deepnade(n, &[6, 5], 3, Activation::Tanh);
-    let model = random_model(&cfg, 30, 3.0);
-    let ensemble = exact_probs(&model, n, &Device::Cpu);
+    let model = random_model_on(&cfg, 30, 3.0, device);
+    let ensemble = exact_probs(&model, n, device);
     let mut over_all = vec![0.0; 1 << n];
     let all = permutations(n);
     for o in &all {
@@ -494,7 +555,7 @@ fn samples_follow_the_ensemble_random_and_raster_orderings() {
             4096,
             42,
             order,
-            &Device::Cpu,
+            device,
             &nade::progress::Progress::Hidden,
         )
         .unwrap();
@@ -508,9 +569,15 @@ fn samples_follow_the_ensemble_random_and_raster_orderings() {
             (stat, chi2_999(df))
         };
         let (stat, limit) = test(expected[w]);
-        assert!(stat < limit, "{order}: chi2 = {stat:.1} >= {limit:.1}");
+        assert!(
+            stat < limit,
+            "{device:?}, {order}: chi2 = {stat:.1} >= {limit:.1}"
+        );
         let (stat, limit) = test(expected[(w + 1) % 3]);
-        assert!(stat > limit, "{order}: cannot tell it from another order");
+        assert!(
+            stat > limit,
+            "{device:?}, {order}: cannot tell it from another order"
+        );
     }
 }
 
