@@ -124,22 +124,28 @@ impl BernoulliLogProb {
 
         const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/bernoulli.ptx"));
         let (rows, n) = ll.shape().dims2()?;
-        let view = |s: &'_ CudaStorage, l: &Layout, what: &str| -> Result<CudaView<'_, f32>> {
-            if l.shape() != ll.shape() {
+        /// The f32 elements of `l` (contiguous, the logits' shape `like`).
+        fn view<'a>(
+            s: &'a CudaStorage,
+            l: &Layout,
+            like: &Layout,
+            what: &str,
+        ) -> Result<CudaView<'a, f32>> {
+            if l.shape() != like.shape() {
                 candle_core::bail!(
                     "{what} {:?} differs from the logits {:?}",
                     l.shape(),
-                    ll.shape()
+                    like.shape()
                 );
             }
             let Some((start, end)) = l.contiguous_offsets() else {
                 candle_core::bail!("Bernoulli log-likelihood: {what} is not contiguous");
             };
             Ok(s.as_cuda_slice::<f32>()?.slice(start..end))
-        };
-        let (lv, xv) = (view(ls, ll, "the logits")?, view(xs, xl, "x")?);
+        }
+        let (lv, xv) = (view(ls, ll, ll, "the logits")?, view(xs, xl, ll, "x")?);
         let wv = weight
-            .map(|(ws, wl)| view(ws, wl, "the weight"))
+            .map(|(ws, wl)| view(ws, wl, ll, "the weight"))
             .transpose()?;
         let dev = &ls.device;
         let has_grad = self.gradient.is_some();

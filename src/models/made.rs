@@ -211,10 +211,10 @@ impl ModelSpec for MadeConfig {
     }
 
     /// Floats beyond the parameters one batch holds at its peak (for src/memory.rs): the cached
-    /// masks (at most MASK_CACHE_LIMIT entries), one masked copy of every weight, and per mask
-    /// the activations of each layer and the output (their gradients too in training, where one
-    /// mask is used).
-    fn working_floats(&self, batch: usize, pass: Pass, _device: &Device) -> f64 {
+    /// masks (at most [`mask_cache_limit`] entries), one masked copy of every weight, and per
+    /// mask the activations of each layer and the output (their gradients too in training,
+    /// where one mask is used).
+    fn working_floats(&self, batch: usize, pass: Pass, device: &Device) -> f64 {
         let n = self.n as f64;
         let b = batch as f64;
         let mut below = n;
@@ -226,7 +226,7 @@ impl ModelSpec for MadeConfig {
             below = h as f64;
         }
         weights += n * below + if self.direct { n * n } else { 0.0 };
-        let masks = (self.masks as f64 * weights).min(MASK_CACHE_LIMIT as f64);
+        let masks = (self.masks as f64 * weights).min(mask_cache_limit(device) as f64);
         let per_mask = b * (units + 3.0 * n);
         match pass {
             Pass::Eval => masks + weights + self.used_masks() as f64 * per_mask,
@@ -478,8 +478,15 @@ impl Weights {
 const PREPARED_LIMIT: usize = 96 << 20;
 
 /// Above this many mask entries (f32) over all K masks, the masks are rebuilt when used
-/// instead of kept on the device (K = 32 at 784-500-784 with A: 45M, 180 MB).
-const MASK_CACHE_LIMIT: usize = 64 << 20;
+/// instead of kept on the device: 64M on the CPU (K = 32 at 784-500-784 with A: 45M, 180 MB),
+/// 256M (1 GB) on a GPU, where K = 32 masks of 784-1000-1000-784 (82M, 330 MB) stay, as a
+/// PyTorch user keeps them, instead of being made again for every training step.
+fn mask_cache_limit(device: &Device) -> usize {
+    match device.is_cpu() {
+        true => 64 << 20,
+        false => 256 << 20,
+    }
+}
 
 pub struct Made {
     cfg: ModelConfig,
@@ -489,7 +496,7 @@ pub struct Made {
     connectivity: Vec<Connectivity>,
     order_tensor: Tensor,
     degree_tensors: Vec<Tensor>,
-    /// The masks' matrices when they fit [`MASK_CACHE_LIMIT`].
+    /// The masks' matrices when they fit [`mask_cache_limit`].
     cached: Option<Vec<MaskSet>>,
     device: Device,
 }
@@ -537,7 +544,7 @@ impl Made {
             let hidden: usize = sizes.windows(2).map(|w| w[0] * w[1]).sum();
             k * (hidden + n * below + if cfg.direct { n * n } else { 0 })
         };
-        let cached = if entries <= MASK_CACHE_LIMIT {
+        let cached = if entries <= mask_cache_limit(&device) {
             Some(
                 connectivity
                     .iter()
