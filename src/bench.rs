@@ -89,7 +89,16 @@ pub fn run(spec: &BenchSpec, device: &Device, mut report: impl FnMut(&BenchResul
         for &phase in &spec.phases {
             reset_peak_rss();
             let trainable = Trainable::new(&cfg, models::init_params(&cfg, 1, device)?, device)?;
-            let model = &trainable.model;
+            // Eval and sample time the model as `nade eval` and `nade sample` hold it: loaded
+            // from a checkpoint, plain tensors that nothing trains (NADE packs its fused
+            // kernel's parameters once then, not on every call); training, the trainable one.
+            let frozen = match phase {
+                Phase::Train => None,
+                Phase::Eval | Phase::Sample => {
+                    Some(models::rebuilt(trainable.model.as_ref(), &cfg, device)?)
+                }
+            };
+            let model = frozen.as_ref().unwrap_or(&trainable.model);
             let batches = data.len() / spec.batch;
             // The batches live on the device before the clock starts, as in
             // scripts/bench/bench_torch.py: the time is the model's, not the upload's.
