@@ -77,29 +77,24 @@ pub fn nll(
         .expect("static template"),
     );
     let start = Instant::now();
-    let evaluator = crate::models::evaluator(model)?;
     let (mut sum, mut sum_sq) = (0.0f64, 0.0f64);
-    for first in (0..data.len()).step_by(batch) {
-        let last = (first + batch).min(data.len());
-        let x = data.tensor_range(first, last, device)?;
-        let log_p = evaluator
-            .log_prob(&x)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec1::<f32>()?;
-        for (offset, lp) in log_p.into_iter().enumerate() {
+    let mut not_finite = None;
+    log_probs(model, data, batch, device, |first, log_p| {
+        for (offset, &lp) in log_p.iter().enumerate() {
             let v = -(lp as f64);
             if !v.is_finite() {
-                bail!(
-                    "log p(x) is not finite for image {} of the data set",
-                    first + offset
-                );
+                not_finite.get_or_insert(first + offset);
             }
             sum += v;
             sum_sq += v * v;
         }
+        let last = first + log_p.len();
         bar.set_position(last as u64);
-        lines.inc(last - first);
+        lines.inc(log_p.len());
         bar.set_message(format!("NLL {:.3}", sum / last as f64));
+    })?;
+    if let Some(image) = not_finite {
+        bail!("log p(x) is not finite for image {image} of the data set");
     }
     bar.finish_and_clear();
     let count = data.len() as f64;
@@ -116,6 +111,30 @@ pub fn nll(
         bits_per_dim: mean / (data.n() as f64 * std::f64::consts::LN_2),
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// log p(x) of every image of `data`, in order, `batch` images at a time through the model's
+/// evaluator (f32 per image, as every evaluation reports it); `batch_done` hears each batch's
+/// first row and values as they come. [`nll`] and the Python package's `Model.log_prob`.
+pub fn log_probs(
+    model: &dyn Autoregressive,
+    data: &BinaryDataset,
+    batch: usize,
+    device: &Device,
+    mut batch_done: impl FnMut(usize, &[f32]),
+) -> Result<Vec<f32>> {
+    check_inputs(model, data, batch)?;
+    let evaluator = crate::models::evaluator(model)?;
+    let mut out = Vec::with_capacity(data.len());
+    for first in (0..data.len()).step_by(batch) {
+        let last = (first + batch).min(data.len());
+        let x = data.tensor_range(first, last, device)?;
+        let log_p = evaluator.log_prob(&x)?.to_dtype(candle_core::DType::F32)?;
+        let log_p = log_p.to_vec1::<f32>()?;
+        batch_done(first, &log_p);
+        out.extend(log_p);
+    }
+    Ok(out)
 }
 
 /// -log p(x_kept) over a data set ([`kept_nll`]).

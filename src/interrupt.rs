@@ -33,6 +33,19 @@ pub fn requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// Asks the running epoch loop (or the next one) to stop between minibatches, as a first
+/// Ctrl-C does: for hosts with their own signal handling (the Python package, whose
+/// KeyboardInterrupt arrives in the interpreter, not here).
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Forgets an earlier stop request, before a new run in the same process (the CLI runs
+/// once per process; a Python session may train many times).
+pub fn reset() {
+    STOP.store(false, Ordering::SeqCst);
+}
+
 /// While the returned guard lives, Ctrl-C asks for a clean stop instead of ending the process.
 pub fn arm() -> Armed {
     ARMED.store(true, Ordering::SeqCst);

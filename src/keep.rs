@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -196,8 +196,7 @@ impl KeepSpec {
     /// where one applies), as the .amat reader words them.
     fn read_masks(&self, path: &std::path::Path, n: usize, count: usize) -> Result<BinaryDataset> {
         let origin = self.to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| anyhow!("--keep {origin}: cannot read: {e}"))?;
+        let bytes = std::fs::read(path).with_context(|| format!("--keep {origin}: cannot read"))?;
         let rows = parse_amat_bytes(&bytes, &format!("--keep {origin}"))?;
         if rows.n() != n {
             // Every row has the first row's width (the reader checks), so line 1 is wrong.

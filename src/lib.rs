@@ -28,6 +28,7 @@ pub mod sample;
 pub mod threads;
 pub mod tile_shape;
 pub mod train;
+pub mod train_overrides;
 pub mod train_progress;
 pub mod train_state;
 

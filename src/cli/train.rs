@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 
 use nade::config::Config;
-use nade::data::source::PathOrigin;
 use nade::device::DeviceChoice;
+use nade::train_overrides::{ConfigSource, TrainOverrides};
 use nade::{interrupt, threads, train};
 
 use super::{positive, threads_parser};
@@ -55,45 +55,19 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The run's config: the file's (or the interrupted run's), with the flags applied.
     fn config(&self) -> Result<Config> {
-        let mut config = match (&self.config, &self.resume) {
-            (Some(path), _) => Config::from_file(path)?,
-            (None, Some(dir)) => train::config_of_run(dir)?,
-            (None, None) => anyhow::bail!("train: give a CONFIG file, or --resume DIR"),
-        };
-        if let Some(dir) = &self.resume {
-            config.output.dir = dir.clone();
+        TrainOverrides {
+            config: self.config.clone().map(ConfigSource::File),
+            resume: self.resume.clone(),
+            epochs: self.epochs,
+            seed: self.seed,
+            valid_every: self.valid_every,
+            device: self.device,
+            out: self.out.clone(),
+            data: self.data.clone(),
+            dataset: self.dataset.clone(),
+            threads: self.threads.map(|t| t as usize),
         }
-        if let Some(epochs) = self.epochs {
-            config.train.epochs = epochs;
-        }
-        if let Some(seed) = self.seed {
-            config.train.seed = seed;
-        }
-        if let Some(k) = self.valid_every {
-            config.train.valid_every = k;
-        }
-        if let Some(device) = self.device {
-            config.train.device = device;
-        }
-        if let Some(out) = &self.out {
-            config.output.dir = out.clone();
-        }
-        if let Some(data) = &self.data {
-            config.data.dir = Some(data.clone());
-            config.data.dir_origin = PathOrigin::Flag;
-        }
-        if let Some(dataset) = &self.dataset {
-            config.data.dataset = Some(dataset.clone());
-        }
-        if let Some(threads) = self.threads {
-            config.train.threads = threads as usize;
-        }
-        if let Some(dir) = &self.resume {
-            train::record_cosine_extension(&mut config, dir);
-            train::refuse_linear_extension(&config, dir)?;
-        }
-        config.validate()?;
-        Ok(config)
+        .resolve()
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::BinaryDataset;
 
@@ -16,7 +16,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// Reads and parses an `.amat` file; errors name the file and line.
 pub fn read_amat(path: &Path) -> Result<BinaryDataset> {
-    let bytes = fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     parse_amat_bytes(&bytes, &path.display().to_string())
 }
 
