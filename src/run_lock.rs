@@ -17,6 +17,10 @@ use anyhow::{bail, Context, Result};
 /// The lock file's name inside a run folder.
 pub const LOCK_FILE: &str = ".nade-run.lock";
 
+/// How long a lock held by this very process is waited for before a run is refused
+/// ([`RunLock::acquire`]).
+const SELF_HELD_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The held lock of a run folder; released when dropped (or when the process ends).
 #[derive(Debug)]
 pub struct RunLock {
@@ -37,18 +41,31 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("{}: cannot open the run's lock file", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = read_holder(&mut file);
-                bail!(
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = read_holder(&mut file);
+                    // A lock this process has just released can look held for an instant: a
+                    // flock belongs to the open file description, and a child that another
+                    // thread is starting (a test's `nade`, Python's subprocess) holds a copy of
+                    // the descriptor from its fork until its exec closes it. So this process's
+                    // own lock is waited for a moment before a run is refused.
+                    let ours = holder.starts_with(&format!("process {} ", std::process::id()));
+                    if ours && started.elapsed() < SELF_HELD_WAIT {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    bail!(
                     "{}: a run is going on in this folder, by {holder}; wait for it to end (or stop it), or give this run another --out",
                     dir.display()
-                );
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e)
-                    .with_context(|| format!("{}: cannot lock the run folder", path.display()))
+                    );
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e)
+                        .with_context(|| format!("{}: cannot lock the run folder", path.display()))
+                }
             }
         }
         // Who holds it, for the message a second run prints. Not needed for correctness.
