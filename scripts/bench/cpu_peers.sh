@@ -12,6 +12,10 @@
 # `machine` line first in each, and prints the table (scripts/bench/cpu_table.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Synthetic images (MNIST's 13% of ones) on both sides, as the peers make theirs: `nade bench`
+# would read real batches from a NADE_DATA_DIR the caller has set, and hold the whole
+# training split in its peak memory.
+unset NADE_DATA_DIR
 nade=${NADE:-target/release/nade}
 python=${PYTHON:-.venv/bin/python}
 prefix=${1:-docs/records/cpu-peers}
