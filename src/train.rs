@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
 use rand::seq::SliceRandom;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +26,7 @@ use crate::eval::{self, NllSummary};
 use crate::interrupt::{self, Interrupted};
 use crate::io::{remove_stale_temporaries, write_atomically};
 use crate::memory;
-use crate::models::{self, Autoregressive, ModelConfig, ParamRole, RunChoices, Trainable};
+use crate::models::{self, Autoregressive, ModelConfig, RunChoices, Trainable};
 use crate::optim::{OptimConfig, Optimizer};
 use crate::plot;
 use crate::run_lock::RunLock;
@@ -163,7 +163,7 @@ fn run_locked(config: &Config, opts: &Options) -> Result<Summary> {
     } else {
         let mut params = models::init_params(&model_cfg, config.train.seed, &device)?;
         if config.train.init_bias_from_data {
-            set_output_bias_to_data_logits(&model_cfg, &mut params, &train, &device)?;
+            models::set_output_bias(&model_cfg, &mut params, &train.smoothed_logits(), &device)?;
         }
         (params, Default::default(), TrainState::fresh(config))
     };
@@ -591,44 +591,4 @@ fn write_metrics(out: &Path, history: &[EpochRecord], kind: &str) -> Result<()> 
         &points,
         &format!("{kind}: NLL per epoch"),
     )
-}
-
-/// b_i = logit of pixel i's smoothed training mean (k + 1) / (N + 2): the best model that
-/// ignores x_<i, a much better start than b = 0 (543 nats on MNIST versus ~206).
-fn set_output_bias_to_data_logits(
-    cfg: &ModelConfig,
-    params: &mut [(String, Tensor)],
-    train: &BinaryDataset,
-    device: &Device,
-) -> Result<()> {
-    let n = train.n();
-    let mut ones = vec![0u64; n];
-    for row in train.rows() {
-        for (count, &v) in ones.iter_mut().zip(row) {
-            *count += v as u64;
-        }
-    }
-    let total = train.len() as f64;
-    let logits: Vec<f32> = ones
-        .iter()
-        .map(|&k| ((k as f64 + 1.0) / (total - k as f64 + 1.0)).ln() as f32)
-        .collect();
-    for spec in cfg.param_specs() {
-        if spec.role != ParamRole::OutputBias {
-            continue;
-        }
-        if spec.shape != [n] {
-            bail!(
-                "the output bias `{}` has shape {:?}, not ({n}) as the data",
-                spec.name,
-                spec.shape
-            );
-        }
-        let slot = params
-            .iter_mut()
-            .find(|(name, _)| *name == spec.name)
-            .ok_or_else(|| anyhow!("model has no `{}`", spec.name))?;
-        slot.1 = Tensor::from_vec(logits.clone(), n, device)?;
-    }
-    Ok(())
 }

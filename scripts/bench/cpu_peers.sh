@@ -2,11 +2,11 @@
 # The CPU speed table of docs/performance.md and the README: `nade bench` for NADE-500 (fused),
 # MADE 1 x 500 (K = 1 and 32) and deep NADE 2 x 500 beside their PyTorch peers
 # (scripts/bench/bench_torch.py, bench_torch_made.py, bench_torch_deepnade.py), batch 100 and
-# 1000, 2 threads each side, in two interleaved rounds (ours, PyTorch, ours, PyTorch) so that
-# both see the same machine; the table takes each side's best round. Nothing else should run
-# meanwhile (~25 minutes on 2 cores). Run by hand, not by CI.
+# 1000, 2 threads each side, in interleaved rounds (ours, PyTorch, ours, PyTorch, ...; ROUNDS,
+# default 3) so that both see the same machine; the table takes each side's best round.
+# Nothing else should run meanwhile (~12 minutes a round on 2 cores). Run by hand, not by CI.
 #
-#   PYTHON=/path/to/python-with-torch scripts/bench/cpu_peers.sh [OUT_PREFIX]
+#   PYTHON=/path/to/python-with-torch [ROUNDS=3] scripts/bench/cpu_peers.sh [OUT_PREFIX]
 #
 # Writes OUT_PREFIX-nade.jsonl and OUT_PREFIX-torch.jsonl (default docs/records/cpu-peers), a
 # `machine` line first in each, and prints the table (scripts/bench/cpu_table.py).
@@ -20,6 +20,7 @@ nade=${NADE:-target/release/nade}
 python=${PYTHON:-.venv/bin/python}
 prefix=${1:-docs/records/cpu-peers}
 seconds=${SECONDS_EACH:-3}
+rounds=${ROUNDS:-3}
 tmp_ours=$(mktemp) tmp_torch=$(mktemp)
 trap 'rm -f "$tmp_ours" "$tmp_torch"' EXIT
 machine=$(python3 - <<'PY'
@@ -48,7 +49,7 @@ run_torch() {
   "$python" scripts/bench/bench_torch_made.py --device cpu --threads 2 --batches 100,1000 --masks 1,32 --seconds "$seconds" >> "$tmp_torch"
   "$python" scripts/bench/bench_torch_deepnade.py --device cpu --threads 2 --batches 100,1000 --seconds "$seconds" >> "$tmp_torch"
 }
-for _ in 1 2; do
+for _ in $(seq "$rounds"); do
   run_ours
   run_torch
 done

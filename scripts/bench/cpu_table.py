@@ -38,11 +38,12 @@ def main(ours_path, torch_path, readme=False):
         model = r.get("model") or ("made" if "masks" in r else "nade")
         key = (model, r.get("masks", 1), r["phase"], r["batch"])
         theirs[key].append((r["images_per_s"], r.get("peak_rss_mb"), r["formulation"]))
+    rounds = max((len(v) for v in ours.values()), default=0)
     if machine and not readme:
         print(
             f"{machine['machine']} ({machine['isa']}, {machine['cores']} cores), {machine['date']}, nade at "
             f"{machine.get('commit', '?')}; "
-            f"2 threads each side; PyTorch {version}; best of two interleaved rounds, images/s.\n"
+            f"2 threads each side; PyTorch {version}; best of {rounds} interleaved rounds, images/s.\n"
         )
     rows = [
         "| model | K | phase | batch | nade | best PyTorch | ratio | peak MB (nade / PyTorch) |",

@@ -301,8 +301,9 @@ fn image_inline<const FMA: bool>(
         let l = b[i] + s.hidden.logit::<FMA>(params, i);
         let x_i = x[i];
         // x l - softplus(l), softplus(l) = max(l, 0) + ln(1 + e^-|l|).
-        log_p += (x_i * l - l.max(0.0)) as f64 - simd::ln_1p_exp_neg_abs::<FMA>(l) as f64;
-        let g = w * (x_i - simd::sigmoid::<FMA>(l));
+        let (ln_1p, sigmoid) = simd::ln_1p_exp_neg_abs_and_sigmoid::<FMA>(l);
+        log_p += (x_i * l - l.max(0.0)) as f64 - ln_1p as f64;
+        let g = w * (x_i - sigmoid);
         d_b[i] += g;
         simd::hidden_grads::<FMA>(
             g,

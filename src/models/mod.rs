@@ -22,7 +22,7 @@ pub use evaluator::{evaluator, BatchEvaluator};
 pub use likelihood::{
     bernoulli_log_prob, log_mean_exp, mean_nll, softplus, weighted_bernoulli_log_prob,
 };
-pub use params::{init_params, Init, ParamRole, ParamSpec, Trainable};
+pub use params::{init_params, set_output_bias, Init, ParamRole, ParamSpec, Trainable};
 pub use sampler::{Evidence, Orders, SampledBatch, SamplerState};
 pub use spec::{Identity, Kind, ModelSpec};
 

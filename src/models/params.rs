@@ -131,6 +131,36 @@ pub fn init_params(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Vec<
         .collect()
 }
 
+/// Sets the output bias (the [`ParamRole::OutputBias`] parameters) to `logits`, one per pixel:
+/// `nade train` (`init_bias_from_data`) and `nade bench`'s model start at the data's
+/// smoothed logits (`BinaryDataset::smoothed_logits` in src/data).
+pub fn set_output_bias(
+    cfg: &ModelConfig,
+    params: &mut [(String, Tensor)],
+    logits: &[f32],
+    device: &Device,
+) -> Result<()> {
+    let n = logits.len();
+    for spec in cfg.param_specs() {
+        if spec.role != ParamRole::OutputBias {
+            continue;
+        }
+        if spec.shape != [n] {
+            candle_core::bail!(
+                "the output bias `{}` has shape {:?}, not ({n}) as the data",
+                spec.name,
+                spec.shape
+            );
+        }
+        let slot = params
+            .iter_mut()
+            .find(|(name, _)| *name == spec.name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("model has no `{}`", spec.name)))?;
+        slot.1 = Tensor::from_slice(logits, n, device)?;
+    }
+    Ok(())
+}
+
 /// A model whose trained parameters are Vars, and those Vars with their specs.
 pub struct Trainable {
     pub model: Box<dyn Autoregressive>,

@@ -90,6 +90,11 @@ fn dataset_accessors() {
     assert_eq!(data.row(1), &[1, 1, 0]);
     assert_eq!(data.rows().count(), 2);
     assert!((data.mean() - 0.5).abs() < 1e-12);
+    // Columns with 1, 2 and 0 ones in 2 rows: ln((k + 1) / (2 - k + 1)).
+    let want = [0f64, 3f64.ln(), -(3f64.ln())];
+    for (got, want) in data.smoothed_logits().iter().zip(want) {
+        assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+    }
     assert_eq!(
         data.sha256_hex(),
         "eaabdf1df6e204af976adb395aa28a1dbc3e13271a53ea9aa034fe80bf369584"
