@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use super::cpu_storage::f32_slice;
-use super::nade_packed::{dims, sum_over_images, Hidden, Params};
+use super::nade_packed::{dims, shared_h_run, sum_over_images, Hidden, Params};
 use super::poisoned;
 use super::simd;
 use crate::dispatch_isa;
@@ -259,6 +259,9 @@ struct Scratch {
     prefix: Vec<f32>,
     /// Pixels with x_j = 1, whose W^T rows get P_n at the end.
     ones: Vec<usize>,
+    /// The logits' hidden parts and the gradients d log p / d l of a run of pixels.
+    logits: Vec<f32>,
+    gs: Vec<f32>,
 }
 
 impl Scratch {
@@ -267,6 +270,8 @@ impl Scratch {
             hidden: Hidden::new(d),
             prefix: vec![0f32; d],
             ones: Vec::with_capacity(n),
+            logits: vec![0f32; n],
+            gs: vec![0f32; n],
         }
     }
 }
@@ -297,27 +302,41 @@ fn image_inline<const FMA: bool>(
     // The image's log-likelihood is a sum of n terms of either sign: f64 keeps it exact to
     // f32 precision whatever n is.
     let mut log_p = 0f64;
-    for i in 0..n {
-        let l = b[i] + s.hidden.logit::<FMA>(params, i);
-        let x_i = x[i];
-        // x l - softplus(l), softplus(l) = max(l, 0) + ln(1 + e^-|l|).
-        let (ln_1p, sigmoid) = simd::ln_1p_exp_neg_abs_and_sigmoid::<FMA>(l);
-        log_p += (x_i * l - l.max(0.0)) as f64 - ln_1p as f64;
-        let g = w * (x_i - sigmoid);
-        d_b[i] += g;
-        simd::hidden_grads::<FMA>(
-            g,
-            &s.hidden.h,
-            params.v_row(i),
-            &mut dv[i * d..(i + 1) * d],
-            &mut s.prefix,
-        );
-        if x_i != 0.0 {
-            // dW[:, i] = P_n - P_i: the -P_i part now, P_n below.
-            simd::axpy::<FMA>(&mut dwt[i * d..(i + 1) * d], -1.0, &s.prefix);
-            s.ones.push(i);
-            s.hidden.add_one::<FMA>(params, i);
+    // Pixel by pixel, a chain of dependent steps: the logit's dot product, then exp and ln,
+    // then the gradient passes over d. Over a run of pixels that share h the logits do not
+    // depend on the gradients, so the run's logits and scalar terms come first (their chains
+    // overlap), then its gradient passes; every sum is taken in the same order as pixel by
+    // pixel, so the values are the same to the bit.
+    let mut start = 0;
+    while start < n {
+        let run = shared_h_run(x, start);
+        let (logits, gs) = (&mut s.logits[..run.len()], &mut s.gs[..run.len()]);
+        s.hidden.logits_into::<FMA>(params, run.start, logits);
+        for ((i, &l_h), g) in run.clone().zip(logits.iter()).zip(gs.iter_mut()) {
+            let (l, x_i) = (b[i] + l_h, x[i]);
+            // x l - softplus(l), softplus(l) = max(l, 0) + ln(1 + e^-|l|).
+            let (ln_1p, sigmoid) = simd::ln_1p_exp_neg_abs_and_sigmoid::<FMA>(l);
+            log_p += (x_i * l - l.max(0.0)) as f64 - ln_1p as f64;
+            *g = w * (x_i - sigmoid);
+            d_b[i] += *g;
         }
+        for (i, &g) in run.clone().zip(gs.iter()) {
+            simd::hidden_grads::<FMA>(
+                g,
+                &s.hidden.h,
+                params.v_row(i),
+                &mut dv[i * d..(i + 1) * d],
+                &mut s.prefix,
+            );
+        }
+        let last = run.end - 1;
+        if x[last] != 0.0 {
+            // dW[:, i] = P_n - P_i: the -P_i part now, P_n below.
+            simd::axpy::<FMA>(&mut dwt[last * d..(last + 1) * d], -1.0, &s.prefix);
+            s.ones.push(last);
+            s.hidden.add_one::<FMA>(params, last);
+        }
+        start = run.end;
     }
     for &j in &s.ones {
         simd::add_assign(&mut dwt[j * d..(j + 1) * d], &s.prefix);

@@ -84,6 +84,41 @@ impl Hidden {
     pub(crate) fn logit<const FMA: bool>(&self, params: &Params, i: usize) -> f32 {
         simd::dot::<FMA>(params.v_row(i), &self.h)
     }
+
+    /// [`Hidden::logit`] of the pixels `first..first + out.len()` into `out`, with h as it is
+    /// now: for a run of pixels that share h ([`shared_h_run`]). Four dots at a time overlap
+    /// their chains of dependent FMAs; each value is the one `logit` gives, to the bit.
+    #[inline(always)]
+    pub(crate) fn logits_into<const FMA: bool>(
+        &self,
+        params: &Params,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let mut fours = out.chunks_exact_mut(4);
+        let mut i = first;
+        for four in &mut fours {
+            let rows = [i, i + 1, i + 2, i + 3].map(|j| params.v_row(j));
+            four.copy_from_slice(&simd::dot4::<FMA>(rows, &self.h));
+            i += 4;
+        }
+        for one in fours.into_remainder() {
+            *one = self.logit::<FMA>(params, i);
+            i += 1;
+        }
+    }
+}
+
+/// The pixels from `start` up to and including the next one with x_i = 1 (or to the end): h
+/// is the same at all of them, and changes after the last. When x is known (evaluation,
+/// training) their logits are independent dot products with one h, computed together.
+#[inline(always)]
+pub(crate) fn shared_h_run(x: &[f32], start: usize) -> std::ops::Range<usize> {
+    let end = x[start..]
+        .iter()
+        .position(|&x_i| x_i != 0.0)
+        .map_or(x.len(), |k| start + k + 1);
+    start..end
 }
 
 /// Runs `per_image(r, sums, scratch)` for every image r < batch, one chunk of images per

@@ -174,6 +174,47 @@ pub fn dot<const FMA: bool>(u: &[f32], v: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// [u_r . v for each of the four rows u_r], each summed exactly as [`dot`] sums it (the same
+/// lanes in the same order, so the same value to the bit), interleaved: one dot is a chain
+/// of len / 16 dependent FMAs, bound by their latency, while four independent chains overlap.
+/// (Spelled out per row: written generically over the row count, LLVM kept the partial sums
+/// on the stack and went scalar.)
+#[inline(always)]
+pub fn dot4<const FMA: bool>(u: [&[f32]; 4], v: &[f32]) -> [f32; 4] {
+    let len = v.len();
+    let [u0, u1, u2, u3] = u.map(|row| &row[..len]);
+    let (mut a0, mut a1, mut a2, mut a3) =
+        ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+    let chunks = v
+        .chunks_exact(LANES)
+        .zip(u0.chunks_exact(LANES))
+        .zip(u1.chunks_exact(LANES))
+        .zip(u2.chunks_exact(LANES))
+        .zip(u3.chunks_exact(LANES));
+    for ((((vc, c0), c1), c2), c3) in chunks {
+        for k in 0..LANES {
+            a0[k] = madd::<FMA>(c0[k], vc[k], a0[k]);
+            a1[k] = madd::<FMA>(c1[k], vc[k], a1[k]);
+            a2[k] = madd::<FMA>(c2[k], vc[k], a2[k]);
+            a3[k] = madd::<FMA>(c3[k], vc[k], a3[k]);
+        }
+    }
+    let done = len - len % LANES;
+    let finish = |acc: &[f32; LANES], row: &[f32]| {
+        let mut tail = 0f32;
+        for (&uk, &vk) in row[done..].iter().zip(&v[done..]) {
+            tail = madd::<FMA>(uk, vk, tail);
+        }
+        acc.iter().sum::<f32>() + tail
+    };
+    [
+        finish(&a0, u0),
+        finish(&a1, u1),
+        finish(&a2, u2),
+        finish(&a3, u3),
+    ]
+}
+
 /// The backward step of one NADE conditional l = v . h with upstream gradient g:
 /// dv[k] += g h[k], and s[k] += g v[k] h[k] (1 - h[k]) (the gradient reaching a[k]).
 #[inline(always)]
@@ -369,6 +410,26 @@ mod tests {
                     "{a}"
                 );
                 assert_eq!(s.to_bits(), sigmoid::<FMA>(a).to_bits(), "{a}");
+            }
+        }
+        check::<false>();
+        check::<true>();
+    }
+
+    #[test]
+    fn interleaved_dots_equal_single_dots_to_the_bit() {
+        fn check<const FMA: bool>() {
+            for len in [0, 1, 15, 16, 17, 33, 500] {
+                let row = |r: usize| -> Vec<f32> {
+                    (0..len)
+                        .map(|k| ((k * 7 + r * 3) % 13) as f32 / 7.0 - 0.9)
+                        .collect()
+                };
+                let (u0, u1, u2, u3) = (row(0), row(1), row(2), row(3));
+                let v: Vec<f32> = (0..len).map(|k| ((k * 5 % 11) as f32).sin()).collect();
+                let single = [&u0, &u1, &u2, &u3].map(|u| dot::<FMA>(u, &v).to_bits());
+                let four = dot4::<FMA>([&u0, &u1, &u2, &u3], &v).map(f32::to_bits);
+                assert_eq!(four, single, "len {len}");
             }
         }
         check::<false>();
