@@ -320,7 +320,16 @@ fn image_inline<const FMA: bool>(
             *g = w * (x_i - sigmoid);
             d_b[i] += *g;
         }
-        for (i, &g) in run.clone().zip(gs.iter()) {
+        let mut i = run.start;
+        let mut fours = gs.chunks_exact(4);
+        for g in &mut fours {
+            let rows = [i, i + 1, i + 2, i + 3].map(|j| params.v_row(j));
+            let g = [g[0], g[1], g[2], g[3]];
+            let dv_rows = &mut dv[i * d..(i + 4) * d];
+            simd::hidden_grads4::<FMA>(g, &s.hidden.h, rows, dv_rows, &mut s.prefix);
+            i += 4;
+        }
+        for &g in fours.remainder() {
             simd::hidden_grads::<FMA>(
                 g,
                 &s.hidden.h,
@@ -328,6 +337,7 @@ fn image_inline<const FMA: bool>(
                 &mut dv[i * d..(i + 1) * d],
                 &mut s.prefix,
             );
+            i += 1;
         }
         let last = run.end - 1;
         if x[last] != 0.0 {

@@ -229,6 +229,40 @@ pub fn hidden_grads<const FMA: bool>(g: f32, h: &[f32], v: &[f32], dv: &mut [f32
     }
 }
 
+/// [`hidden_grads`] of four consecutive conditionals that share h, in one pass: h, its slope
+/// and the running sum s are loaded and stored once for the four instead of four times, and
+/// each value gets the same operations in the same order as four calls would give it (s takes
+/// the four terms one after the other), so the results are the same to the bit. `dv` holds
+/// the four rows dv_0..dv_3, d values each, one after the other.
+#[inline(always)]
+pub fn hidden_grads4<const FMA: bool>(
+    g: [f32; 4],
+    h: &[f32],
+    v: [&[f32]; 4],
+    dv: &mut [f32],
+    s: &mut [f32],
+) {
+    let d = h.len();
+    let [v0, v1, v2, v3] = v.map(|row| &row[..d]);
+    let s = &mut s[..d];
+    let (dv0, rest) = dv.split_at_mut(d);
+    let (dv1, rest) = rest.split_at_mut(d);
+    let (dv2, dv3) = rest.split_at_mut(d);
+    let dv3 = &mut dv3[..d];
+    for k in 0..d {
+        let h_k = h[k];
+        let slope = h_k - h_k * h_k;
+        dv0[k] = madd::<FMA>(g[0], h_k, dv0[k]);
+        dv1[k] = madd::<FMA>(g[1], h_k, dv1[k]);
+        dv2[k] = madd::<FMA>(g[2], h_k, dv2[k]);
+        dv3[k] = madd::<FMA>(g[3], h_k, dv3[k]);
+        let mut s_k = madd::<FMA>(g[0] * v0[k], slope, s[k]);
+        s_k = madd::<FMA>(g[1] * v1[k], slope, s_k);
+        s_k = madd::<FMA>(g[2] * v2[k], slope, s_k);
+        s[k] = madd::<FMA>(g[3] * v3[k], slope, s_k);
+    }
+}
+
 /// y[k] += x[k].
 #[inline(always)]
 pub fn add_assign(y: &mut [f32], x: &[f32]) {
@@ -430,6 +464,37 @@ mod tests {
                 let single = [&u0, &u1, &u2, &u3].map(|u| dot::<FMA>(u, &v).to_bits());
                 let four = dot4::<FMA>([&u0, &u1, &u2, &u3], &v).map(f32::to_bits);
                 assert_eq!(four, single, "len {len}");
+            }
+        }
+        check::<false>();
+        check::<true>();
+    }
+
+    #[test]
+    fn four_hidden_grads_in_one_pass_equal_four_calls_to_the_bit() {
+        fn check<const FMA: bool>() {
+            for d in [1, 15, 16, 17, 500] {
+                let h: Vec<f32> = (0..d).map(|k| ((k * 7 % 13) as f32 / 13.0)).collect();
+                let v: Vec<Vec<f32>> = (0..4)
+                    .map(|r| {
+                        (0..d)
+                            .map(|k| ((k * 5 + r) % 11) as f32 / 3.0 - 1.7)
+                            .collect()
+                    })
+                    .collect();
+                let g = [0.3f32, -0.71, 0.0, 1.13];
+                let start: Vec<f32> = (0..4 * d).map(|k| (k % 9) as f32 * 0.1).collect();
+                let (mut dv_one, mut s_one) = (start.clone(), vec![0.25f32; d]);
+                for r in 0..4 {
+                    let dv_r = &mut dv_one[r * d..(r + 1) * d];
+                    hidden_grads::<FMA>(g[r], &h, &v[r], dv_r, &mut s_one);
+                }
+                let (mut dv_four, mut s_four) = (start, vec![0.25f32; d]);
+                let rows = [&v[0][..], &v[1][..], &v[2][..], &v[3][..]];
+                hidden_grads4::<FMA>(g, &h, rows, &mut dv_four, &mut s_four);
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&dv_four), bits(&dv_one), "d {d}");
+                assert_eq!(bits(&s_four), bits(&s_one), "d {d}");
             }
         }
         check::<false>();
