@@ -474,7 +474,7 @@ mod tests {
     fn four_hidden_grads_in_one_pass_equal_four_calls_to_the_bit() {
         fn check<const FMA: bool>() {
             for d in [1, 15, 16, 17, 500] {
-                let h: Vec<f32> = (0..d).map(|k| ((k * 7 % 13) as f32 / 13.0)).collect();
+                let h: Vec<f32> = (0..d).map(|k| (k * 7 % 13) as f32 / 13.0).collect();
                 let v: Vec<Vec<f32>> = (0..4)
                     .map(|r| {
                         (0..d)
