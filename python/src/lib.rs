@@ -265,6 +265,29 @@ impl Checkpoint {
     fn eval_batches(&self, rows: usize) -> usize {
         rows.div_ceil(self.loaded.model.config().eval_batch().max(1))
     }
+
+    /// Runs `pass(model, data, batch)` over the `rows` rows of `x` as `nade eval` would: the
+    /// model with those masks / orderings, its evaluation batch, the memory check first.
+    fn evaluate<T>(
+        &self,
+        x: &[u8],
+        rows: usize,
+        masks: Option<usize>,
+        orders: Option<usize>,
+        pass: impl FnOnce(&dyn nade::models::Autoregressive, &BinaryDataset, usize) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let loaded = self.with_choices(masks, orders)?;
+        let model = loaded.model.as_ref();
+        let data = dataset(x, rows, self.n())?;
+        let batch = model.config().eval_batch();
+        check_memory(memory::evaluation(
+            model.config(),
+            batch,
+            rows,
+            &self.device,
+        ))?;
+        pass(model, &data, batch)
+    }
 }
 
 #[pymethods]
@@ -330,20 +353,11 @@ impl Checkpoint {
         masks: Option<usize>,
         orders: Option<usize>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let n = self.n();
         let values = released_batches(py, self.eval_batches(rows), || {
-            let loaded = self.with_choices(masks, orders)?;
-            let model = loaded.model.as_ref();
-            let data = dataset(x, rows, n)?;
-            let batch = model.config().eval_batch();
-            check_memory(memory::evaluation(
-                model.config(),
-                batch,
-                rows,
-                &self.device,
-            ))?;
-            let log_p = nade::eval::log_probs(model, &data, batch, &self.device, |_, _| ())?;
-            Ok(log_p.into_iter().map(f64::from).collect::<Vec<f64>>())
+            self.evaluate(x, rows, masks, orders, |model, data, batch| {
+                let log_p = nade::eval::log_probs(model, data, batch, &self.device, |_, _| ())?;
+                Ok(log_p.into_iter().map(f64::from).collect::<Vec<f64>>())
+            })
         })?;
         Ok(PyByteArray::new(py, &f64_bytes(&values)))
     }
@@ -358,20 +372,11 @@ impl Checkpoint {
         masks: Option<usize>,
         orders: Option<usize>,
     ) -> PyResult<(f64, f64)> {
-        let n = self.n();
         released_batches(py, self.eval_batches(rows), || {
-            let loaded = self.with_choices(masks, orders)?;
-            let model = loaded.model.as_ref();
-            let data = dataset(x, rows, n)?;
-            let batch = model.config().eval_batch();
-            check_memory(memory::evaluation(
-                model.config(),
-                batch,
-                rows,
-                &self.device,
-            ))?;
-            let summary = nade::eval::nll(model, &data, batch, &self.device, false)?;
-            Ok((summary.nll_nats, summary.std_err))
+            self.evaluate(x, rows, masks, orders, |model, data, batch| {
+                let summary = nade::eval::nll(model, data, batch, &self.device, false)?;
+                Ok((summary.nll_nats, summary.std_err))
+            })
         })
     }
 
