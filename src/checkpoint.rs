@@ -23,6 +23,10 @@ use crate::optim::STATE_PREFIX;
 /// The metadata key of the model config (JSON).
 pub const CONFIG_KEY: &str = "config";
 
+/// The metadata key of the data set a file's model belongs to, where it has no run config
+/// (a mixture).
+pub const DATASET_KEY: &str = "dataset";
+
 /// A model read back from disk, with all the metadata the file carried.
 pub struct Loaded {
     pub model: Box<dyn Autoregressive>,
@@ -39,6 +43,10 @@ impl Loaded {
     /// metadata), where the file says: the data a bare `nade eval` of it means. None for a
     /// file without a run config, or one that trained on the default data set implicitly.
     pub fn trained_dataset(&self) -> Option<String> {
+        // A mixture (`nade mix`) names the data its weights were fit on.
+        if let Some(dataset) = self.metadata.get(DATASET_KEY) {
+            return Some(dataset.clone());
+        }
         let run: toml::Table = self
             .metadata
             .get(crate::train_state::RUN_CONFIG)?

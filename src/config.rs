@@ -219,6 +219,9 @@ impl Config {
             }
             Ok(())
         };
+        if let crate::models::ModelConfig::Mixture(_) = self.model {
+            bail!("model.kind = \"mixture\": a mixture is made from trained checkpoints by `nade mix`, not trained; train its components");
+        }
         self.model.validate()?;
         positive_u("epochs", t.epochs)?;
         positive_u("batch_size", t.batch_size)?;

@@ -301,7 +301,7 @@ pub fn mixture_curve(
         let x = data.tensor_range(first, last, device)?;
         let Some(rows) = evaluator.component_log_probs(&x)? else {
             bail!(
-                "a {} model is not a mixture: the curve over components is for made (masks) and deepnade (orderings)",
+                "the curve over components is for made (masks) and deepnade (orderings), uniform mixtures: a {} model is neither",
                 model.config().kind()
             );
         };

@@ -18,6 +18,7 @@ pub mod io;
 pub mod keep;
 pub mod kernels;
 pub mod memory;
+pub mod mix;
 pub mod models;
 pub mod optim;
 pub mod plot;

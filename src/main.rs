@@ -37,6 +37,8 @@ enum Command {
     Info(cli::info::InfoArgs),
     /// The models this build knows: kind, summary, what they condition on, bench's layers.
     Kinds(cli::kinds::KindsArgs),
+    /// Mix trained checkpoints of the same n into one: weights fit by EM on the validation split.
+    Mix(cli::mix::MixArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => cli::bench::run(args),
         Command::Info(args) => cli::info::run(args),
         Command::Kinds(args) => cli::kinds::run(args),
+        Command::Mix(args) => cli::mix::run(args),
     }
 }
 

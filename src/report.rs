@@ -369,3 +369,56 @@ pub fn layers_text(layers: &[usize]) -> String {
             .join("x"),
     }
 }
+
+/// `nade mix`: the components, their NLL on the split the weights were chosen on, the
+/// weights, and the mixture's NLL there.
+#[derive(Clone, Debug, Serialize)]
+pub struct MixReport {
+    pub out: String,
+    /// How the weights were chosen: fit (EM), uniform or given.
+    pub weights: String,
+    pub split: Option<String>,
+    pub data: String,
+    pub images: usize,
+    pub components: Vec<MixedComponent>,
+    /// EM's iterations (0 where nothing was fit).
+    pub em_iterations: usize,
+    /// Mean -log p(x) of the mixture on the split, in f64 from the components' values.
+    pub nll_nats: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MixedComponent {
+    pub checkpoint: String,
+    pub model: String,
+    /// Its own mean -log p(x) on the split.
+    pub nll_nats: f64,
+    /// Its weight in the mixture; None where EM dropped it.
+    pub weight: Option<f64>,
+}
+
+impl Report for MixReport {
+    fn text(&self) -> String {
+        let split = self.split.as_deref().unwrap_or("file");
+        let mut out = format!(
+            "{} images of {} ({split}), weights {}:\n",
+            self.images, self.data, self.weights
+        );
+        for c in &self.components {
+            let weight = match c.weight {
+                Some(w) => format!("weight {w:.4}"),
+                None => "dropped (weight below --min-weight)".into(),
+            };
+            out += &format!(
+                "  NLL {:.4}  {weight}  {} ({})\n",
+                c.nll_nats, c.checkpoint, c.model
+            );
+        }
+        out += &format!(
+            "mixture NLL {:.4} on {split} ({} EM iterations, {:.1} s): {}\n",
+            self.nll_nats, self.em_iterations, self.seconds, self.out
+        );
+        out
+    }
+}

@@ -317,7 +317,10 @@ pub fn check_conditioning(model: &dyn Autoregressive, masks: &BinaryDataset) -> 
         let observed: Vec<bool> = mask.iter().map(|&v| v != 0).collect();
         if !own.conditions_on(&observed) {
             let order_name = if orders.len() > 1 {
-                format!("the pixel order of every one of its {} masks", orders.len())
+                format!(
+                    "the pixel order of every one of its {} components (masks, models)",
+                    orders.len()
+                )
             } else if natural {
                 "its pixel order 0..n-1 (--keep first:K, or whole rows from the top: --keep top:R or --rows R)"
                     .to_string()

@@ -7,6 +7,7 @@ pub mod complete;
 pub mod eval;
 pub mod info;
 pub mod kinds;
+pub mod mix;
 pub mod sample;
 pub mod train;
 

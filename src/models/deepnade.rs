@@ -47,9 +47,8 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::made::pick;
 use super::masks::read_orderings;
-use super::sampler::check_step;
+use super::sampler::{check_step, choose_components};
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
@@ -940,14 +939,8 @@ impl Autoregressive for DeepNade {
         } else {
             vec![vec![0.0; used.len()]; rows]
         };
-        let mut u = evidence.uniforms.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let mut walks = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let (k, rescaled) = pick(&log_w[r], u[r][0] as f64);
-            u[r][0] = rescaled as f32;
-            walks.push(used[k].clone());
-        }
-        let uniforms = Tensor::from_vec(u.concat(), (rows, n), &self.device)?;
+        let (choice, uniforms) = choose_components(&log_w, evidence.uniforms)?;
+        let walks: Vec<Vec<usize>> = choice.iter().map(|&k| used[k].clone()).collect();
         self.sample_walks(
             &Evidence {
                 uniforms: &uniforms,

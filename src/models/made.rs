@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::masks::read_orderings;
-use super::sampler::check_step;
+use super::sampler::{check_step, choose_components, index_tensor, sample_by_component};
 pub use super::stack::Activation;
 use super::stack::{dense_stack_specs, read_stack, validate_ensemble, validate_hidden};
 use super::{
@@ -818,12 +818,6 @@ fn read_connectivity(
         .collect()
 }
 
-fn index_tensor(ids: &[usize], device: &Device) -> Result<Tensor> {
-    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-    let len = ids.len();
-    Tensor::from_vec(ids, len, device)
-}
-
 /// log (1/K) sum_k p_k(x) per row from each used mask's log p_k(x), in a stable log-sum-exp.
 fn mixture(per_mask: Vec<Tensor>) -> Result<Tensor> {
     let used = per_mask.len();
@@ -1051,65 +1045,26 @@ impl Autoregressive for Made {
         }
         let (batch, _) = evidence.uniforms.dims2()?;
         let observed_host = evidence.observed.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        let mut choice = vec![0usize; batch];
-        let mut uniforms = evidence.uniforms.clone();
-        if used > 1 {
+        let (choice, uniforms) = if used > 1 {
             let log_w = self.prefix_log_likelihoods(evidence.kept, &observed_host)?;
-            let mut u = evidence.uniforms.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-            for r in 0..batch {
-                let (k, rescaled) = pick(&log_w[r], u[r][0] as f64);
-                choice[r] = k;
-                u[r][0] = rescaled as f32;
-            }
-            uniforms = Tensor::new(u, &self.device)?;
-        }
-        let n = self.made.n;
-        let mut values = Tensor::zeros((batch, n), super::DTYPE, &self.device)?;
-        let mut probs = values.clone();
-        for k in 0..used {
-            let rows: Vec<usize> = (0..batch).filter(|&r| choice[r] == k).collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let ids = index_tensor(&rows, &self.device)?;
-            let pick_rows = |t: &Tensor| t.index_select(&ids, 0);
+            choose_components(&log_w, evidence.uniforms)?
+        } else {
+            (vec![0; batch], evidence.uniforms.clone())
+        };
+        sample_by_component(&choice, used, self.made.n, &self.device, |k, rows, ids| {
+            let pick_rows = |t: &Tensor| t.index_select(ids, 0)?.contiguous();
             let group_observed: Vec<Vec<f32>> =
                 rows.iter().map(|&r| observed_host[r].clone()).collect();
-            let (v, p) = self.sample_mask(
+            let (values, probs) = self.sample_mask(
                 k,
-                &pick_rows(evidence.kept)?.contiguous()?,
-                &pick_rows(evidence.observed)?.contiguous()?,
+                &pick_rows(evidence.kept)?,
+                &pick_rows(evidence.observed)?,
                 &group_observed,
-                &pick_rows(&uniforms)?.contiguous()?,
+                &pick_rows(&uniforms)?,
             )?;
-            if rows.len() == batch {
-                values = v;
-                probs = p;
-            } else {
-                values = values.index_add(&ids, &v, 0)?;
-                probs = probs.index_add(&ids, &p, 0)?;
-            }
-        }
-        Ok(SampledBatch { values, probs })
+            Ok(SampledBatch { values, probs })
+        })
     }
-}
-
-/// The mask of one image by inverse CDF of the weights softmax(log_w) at u, and u rescaled
-/// within the chosen interval (uniform on [0, 1) again, independent of the choice).
-pub(crate) fn pick(log_w: &[f64], u: f64) -> (usize, f64) {
-    let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let w: Vec<f64> = log_w.iter().map(|l| (l - top).exp()).collect();
-    let total: f64 = w.iter().sum();
-    let mut below = 0.0;
-    for (k, &wk) in w.iter().enumerate() {
-        let p = wk / total;
-        if u < below + p || k + 1 == w.len() {
-            let rescaled = if p > 0.0 { (u - below) / p } else { 0.0 };
-            return (k, rescaled.clamp(0.0, 1.0 - f64::EPSILON));
-        }
-        below += p;
-    }
-    unreachable!("the loop returns at the last mask")
 }
 
 /// Walks one mask's order: a1 = b1 + (W1 * M1)[:, fed] x_fed grows by one column per value

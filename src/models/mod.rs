@@ -28,10 +28,16 @@ pub use spec::{Identity, Kind, ModelSpec};
 
 /// Declares the models: the `pub mod` of each, the [`ModelConfig`] enum (one variant per
 /// model, tagged by `kind` in run files and checkpoints), its one dispatch to the models'
-/// [`ModelSpec`], and [`REGISTRY`]. A new model is one line here.
+/// [`ModelSpec`], and [`REGISTRY`] of the trained ones (the models made of trained models,
+/// after `made_of_models:`, are not in it). A new model is one line here.
 macro_rules! models {
-    ($( $(#[$doc:meta])* $variant:ident => $module:ident::$config:ident ),* $(,)?) => {
+    (
+        $( $(#[$doc:meta])* $variant:ident => $module:ident::$config:ident ),* $(,)?
+        ; made_of_models:
+        $( $(#[$cdoc:meta])* $cvariant:ident => $cmodule:ident::$cconfig:ident ),* $(,)?
+    ) => {
         $( pub mod $module; )*
+        $( pub mod $cmodule; )*
 
         /// A model's structure: which model, and its hyperparameters (the weights come from
         /// elsewhere). The `[model]` table of a run file and the `config` JSON of a
@@ -40,6 +46,7 @@ macro_rules! models {
         #[serde(tag = "kind", rename_all = "lowercase")]
         pub enum ModelConfig {
             $( $(#[$doc])* $variant($module::$config), )*
+            $( $(#[$cdoc])* $cvariant($cmodule::$cconfig), )*
         }
 
         impl ModelConfig {
@@ -47,15 +54,35 @@ macro_rules! models {
             pub fn spec(&self) -> &dyn ModelSpec {
                 match self {
                     $( ModelConfig::$variant(c) => c, )*
+                    $( ModelConfig::$cvariant(c) => c, )*
                 }
             }
 
             pub fn spec_mut(&mut self) -> &mut dyn ModelSpec {
                 match self {
                     $( ModelConfig::$variant(c) => c, )*
+                    $( ModelConfig::$cvariant(c) => c, )*
                 }
             }
         }
+
+        $(
+            impl From<$cmodule::$cconfig> for ModelConfig {
+                fn from(c: $cmodule::$cconfig) -> Self {
+                    ModelConfig::$cvariant(c)
+                }
+            }
+
+            impl spec::Identity for $cmodule::$cconfig {
+                fn kind(&self) -> &'static Kind {
+                    &$cmodule::KIND
+                }
+
+                fn to_config(&self) -> ModelConfig {
+                    ModelConfig::$cvariant(self.clone())
+                }
+            }
+        )*
 
         $(
             impl From<$module::$config> for ModelConfig {
@@ -92,6 +119,12 @@ models! {
     Made => made::MadeConfig,
     /// Order-agnostic deep NADE: one deep network for every ordering, K-ordering ensembles.
     DeepNade => deepnade::DeepNadeConfig,
+    ;
+    // Models made of trained models, not trained themselves: in the config enum (checkpoints
+    // hold them), not in REGISTRY (nothing trains or benches them).
+    made_of_models:
+    /// A weighted mixture of trained models of any kinds (`nade mix`).
+    Mixture => mixture::MixtureConfig,
 }
 
 impl ModelConfig {

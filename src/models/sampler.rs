@@ -1,6 +1,6 @@
 //! Sequential sampling state, the batched sampler entry and what a model can condition on.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::ops::sigmoid;
 
 use super::Autoregressive;
@@ -159,4 +159,76 @@ pub fn sample_sequentially<M: Autoregressive + ?Sized>(
         values: Tensor::cat(&values, 1)?,
         probs: Tensor::cat(&probs, 1)?,
     })
+}
+
+/// The component of one image (a mask, an ordering, a model of a mixture) by inverse CDF of
+/// the weights softmax(log_w) at u, and u rescaled within the chosen interval (uniform on
+/// [0, 1) again, independent of the choice).
+pub(crate) fn pick(log_w: &[f64], u: f64) -> (usize, f64) {
+    let top = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let w: Vec<f64> = log_w.iter().map(|l| (l - top).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut below = 0.0;
+    for (k, &wk) in w.iter().enumerate() {
+        let p = wk / total;
+        if u < below + p || k + 1 == w.len() {
+            let rescaled = if p > 0.0 { (u - below) / p } else { 0.0 };
+            return (k, rescaled.clamp(0.0, 1.0 - f64::EPSILON));
+        }
+        below += p;
+    }
+    unreachable!("the loop returns at the last component")
+}
+
+/// Each row's component ([`pick`] with the row's unnormalised log-weights `log_w[row]` at its
+/// uniform of dimension 0) and the uniforms to walk with, that uniform rescaled: one seeded
+/// uniform per pixel suffices, and a one-component model draws what a plain sampler draws.
+pub(crate) fn choose_components(
+    log_w: &[Vec<f64>],
+    uniforms: &Tensor,
+) -> Result<(Vec<usize>, Tensor)> {
+    let mut u = uniforms.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut choice = Vec::with_capacity(u.len());
+    for (row, log_w) in u.iter_mut().zip(log_w) {
+        let (k, rescaled) = pick(log_w, row[0] as f64);
+        choice.push(k);
+        row[0] = rescaled as f32;
+    }
+    Ok((choice, Tensor::new(u, uniforms.device())?))
+}
+
+/// A U32 index tensor of `ids` on `device`, for `index_select` / `index_add`.
+pub(crate) fn index_tensor(ids: &[usize], device: &Device) -> Result<Tensor> {
+    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let len = ids.len();
+    Tensor::from_vec(ids, len, device)
+}
+
+/// Samples the rows that chose each component together: `sample_group(k, rows, ids)` gets
+/// component k's rows (as indices and as an index tensor) and returns their (rows, n) values
+/// and probabilities, which go back to their places among all `choice.len()` rows.
+pub(crate) fn sample_by_component(
+    choice: &[usize],
+    components: usize,
+    n: usize,
+    device: &Device,
+    mut sample_group: impl FnMut(usize, &[usize], &Tensor) -> Result<SampledBatch>,
+) -> Result<SampledBatch> {
+    let batch = choice.len();
+    let mut values = Tensor::zeros((batch, n), super::DTYPE, device)?;
+    let mut probs = values.clone();
+    for k in 0..components {
+        let rows: Vec<usize> = (0..batch).filter(|&r| choice[r] == k).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let ids = index_tensor(&rows, device)?;
+        let group = sample_group(k, &rows, &ids)?;
+        if rows.len() == batch {
+            return Ok(group);
+        }
+        values = values.index_add(&ids, &group.values, 0)?;
+        probs = probs.index_add(&ids, &group.probs, 0)?;
+    }
+    Ok(SampledBatch { values, probs })
 }

@@ -70,5 +70,6 @@ pub fn naive_logits(cfg: &ModelConfig, p: &HashMap<String, Vec<f32>>, x: &[f32])
             }
             logits
         }
+        ModelConfig::Mixture(_) => panic!("a mixture has no single set of conditionals"),
     }
 }

@@ -590,7 +590,7 @@ fn completions_follow_the_mixture_posterior() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("every one of its 3 masks") && e.contains("image 0"),
+        e.contains("every one of its 3 components") && e.contains("image 0"),
         "{e}"
     );
 }
@@ -685,7 +685,7 @@ fn the_curve_over_masks_equals_evaluating_the_first_k_masks() {
     assert!(
         !out.status.success()
             && err.trim_end().lines().count() == 1
-            && err.contains("not a mixture"),
+            && err.contains("a nade model is neither"),
         "{err}"
     );
 }

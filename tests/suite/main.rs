@@ -13,6 +13,7 @@ mod data_paths;
 mod deepnade;
 mod keep;
 mod made;
+mod mixture;
 mod models;
 #[cfg(feature = "cuda")]
 mod nade_cuda;
