@@ -29,6 +29,8 @@ pub struct TrainOverrides {
     pub resume: Option<PathBuf>,
     pub epochs: Option<usize>,
     pub seed: Option<u64>,
+    /// model.seed: what MADE's masks and deep NADE's orderings are drawn from.
+    pub model_seed: Option<u64>,
     pub valid_every: Option<usize>,
     pub device: Option<DeviceChoice>,
     pub out: Option<PathBuf>,
@@ -57,6 +59,9 @@ impl TrainOverrides {
         }
         if let Some(seed) = self.seed {
             config.train.seed = seed;
+        }
+        if let Some(seed) = self.model_seed {
+            config.model = config.model.with_seed(seed)?;
         }
         if let Some(k) = self.valid_every {
             config.train.valid_every = k;

@@ -25,6 +25,10 @@ pub struct TrainArgs {
     /// Override train.seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override model.seed: the seed of MADE's masks and deep NADE's orderings (an
+    /// independently drawn copy of the model, e.g. for `nade mix`).
+    #[arg(long, value_name = "SEED", conflicts_with = "resume")]
+    model_seed: Option<u64>,
     /// Override train.valid_every: validate after every N-th epoch (and the last).
     #[arg(long, value_name = "N", value_parser = positive)]
     valid_every: Option<usize>,
@@ -60,6 +64,7 @@ impl TrainArgs {
             resume: self.resume.clone(),
             epochs: self.epochs,
             seed: self.seed,
+            model_seed: self.model_seed,
             valid_every: self.valid_every,
             device: self.device,
             out: self.out.clone(),

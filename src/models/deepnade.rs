@@ -207,6 +207,13 @@ impl ModelSpec for DeepNadeConfig {
         WALK_ROWS
     }
 
+    fn with_seed(&self, seed: u64) -> anyhow::Result<ModelConfig> {
+        Ok(ModelConfig::DeepNade(Self {
+            seed,
+            ..self.clone()
+        }))
+    }
+
     fn with_orders(&self, k: usize) -> anyhow::Result<ModelConfig> {
         let cfg = DeepNadeConfig {
             eval_orders: Some(k),

@@ -169,6 +169,13 @@ impl ModelSpec for MadeConfig {
         vec![("activation", self.activation.to_string())]
     }
 
+    fn with_seed(&self, seed: u64) -> anyhow::Result<ModelConfig> {
+        Ok(ModelConfig::Made(Self {
+            seed,
+            ..self.clone()
+        }))
+    }
+
     fn with_masks(&self, k: usize) -> anyhow::Result<ModelConfig> {
         let cfg = MadeConfig {
             eval_masks: Some(k),

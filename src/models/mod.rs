@@ -227,6 +227,11 @@ impl ModelConfig {
         self.spec().with_orders(k)
     }
 
+    /// The same structure drawing its masks / orderings from `seed` (`--model-seed`).
+    pub fn with_seed(&self, seed: u64) -> anyhow::Result<Self> {
+        self.spec().with_seed(seed)
+    }
+
     /// The orderings density uses (None for models that are not ensembles of orderings).
     pub fn orders_used(&self) -> Option<usize> {
         self.spec().orders_used()

@@ -170,6 +170,16 @@ pub trait ModelSpec: Identity {
         ))
     }
 
+    /// The same structure with `seed` as the seed of what it draws at construction
+    /// (`nade train --model-seed`: MADE's masks, deep NADE's orderings); refused by a model
+    /// that draws nothing.
+    fn with_seed(&self, seed: u64) -> anyhow::Result<ModelConfig> {
+        Err(anyhow::anyhow!(
+            "--model-seed {seed}: a {} model draws nothing from a seed of its own (made's masks and deepnade's orderings do; --seed seeds the weights)",
+            self.kind().name
+        ))
+    }
+
     /// The same model evaluated with its first `k` stored orderings (`--orders`).
     fn with_orders(&self, k: usize) -> anyhow::Result<ModelConfig> {
         Err(anyhow::anyhow!(

@@ -926,3 +926,37 @@ fn the_threads_key_takes_zero_or_a_count_and_names_itself_otherwise() {
     let e = format!("{:#}", parse("threads = 5000").unwrap_err());
     assert!(e.contains("train.threads = 5000"), "{e}");
 }
+
+/// `--model-seed` sets model.seed (what MADE's masks and deep NADE's orderings are drawn
+/// from: an independently drawn copy of a model) and leaves train.seed alone; a model that
+/// draws nothing refuses it by name.
+#[test]
+fn model_seed_overrides_the_models_own_seed_only() {
+    use nade::models::ModelConfig;
+    use nade::train_overrides::{ConfigSource, TrainOverrides};
+    let dir = tempfile::tempdir().unwrap();
+    let resolve = |kind: &str, hidden: &str| {
+        let mut text = config(dir.path(), "fvsbn", 0, 1, "").to_toml();
+        text = text.replace("kind = \"fvsbn\"", &format!("kind = \"{kind}\"\n{hidden}"));
+        TrainOverrides {
+            config: Some(ConfigSource::Toml(text)),
+            model_seed: Some(5),
+            ..Default::default()
+        }
+        .resolve()
+    };
+    for (kind, hidden) in [("made", "hidden = [8]"), ("deepnade", "hidden = [8]")] {
+        let cfg = resolve(kind, hidden).unwrap();
+        let seed = match &cfg.model {
+            ModelConfig::Made(c) => c.seed,
+            ModelConfig::DeepNade(c) => c.seed,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((seed, cfg.train.seed), (5, 7), "{kind}");
+    }
+    let err = resolve("nade", "hidden = 8").unwrap_err().to_string();
+    assert!(
+        err.contains("--model-seed 5") && err.contains("nade model draws nothing"),
+        "{err}"
+    );
+}
