@@ -523,7 +523,8 @@ fn real_uci_dna_test_split(dir: &Path) {
 /// The UCI table's shipped checkpoints (issue 33) give, over each set's whole test split, the
 /// numbers of their records (docs/records/uci/SET-MODEL-test.json, from which
 /// scripts/uci/table.py writes the README's table), reading the data set each checkpoint names
-/// (its run's `[data] dataset`): deep NADE's first ordering and its whole ensemble.
+/// (its run's `[data] dataset`, a mixture's `dataset`): deep NADE's first ordering and its whole
+/// ensemble, and each set's mixture of them (`nade mix`).
 fn shipped_uci_checkpoints_reproduce_their_records(data: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
@@ -535,6 +536,7 @@ fn shipped_uci_checkpoints_reproduce_their_records(data: &Path) {
             ("made-ens", "made-ens", &[]),
             ("deepnade", "deepnade", &["--orders", "1"]),
             ("deepnade", "deepnade-ensemble", &[]),
+            ("mix", "mix", &[]),
         ] {
             let ckpt = root.join(format!("checkpoints/uci/{set}-{model}.safetensors"));
             let file = root.join(format!("docs/records/uci/{set}-{record}-test.json"));

@@ -15,7 +15,8 @@ the same files and fails if any pair differs by more than 1e-4 relative.
 
 With --checkpoint (repeatable) it checks trained checkpoints instead, each on the data set its
 training run read (the `[data] dataset` of its `run_config` metadata, else --dataset): the
-shipped UCI models, for instance (a deep NADE on its first --orders orderings):
+shipped UCI models, for instance (a deep NADE on its first --orders orderings; a mixture of
+`nade mix` with every component whole):
 
     python3 scripts/ci/reference_nll.py --data ../shared/data/uci_binary \
         --checkpoint checkpoints/uci/dna-nade.safetensors
@@ -161,10 +162,38 @@ def random_checkpoint(kind, n, hidden, rng):
 REFERENCES = {"fvsbn": nll_fvsbn, "mlp": nll_mlp, "nade": nll_nade, "made": nll_made, "deepnade": nll_deepnade}
 
 
+def reference_nll(cfg, params, x, orders=None):
+    """Per-image float64 NLL of the model `cfg` (a checkpoint's `config` JSON) holding
+    `params`: a deep NADE on its first `orders` orderings, a MADE on its `eval_masks`; a
+    mixture (`nade mix`) as -log sum_j w_j p_j(x), component j holding the tensors named
+    `component{j}.` + its own names and evaluated whole (all its orderings and masks)."""
+    kind = cfg["kind"]
+    if kind == "mixture":
+        per = []
+        for j, component in enumerate(cfg["components"]):
+            prefix = f"component{j}."
+            own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+            per.append(np.log(component["weight"]) - reference_nll(component["model"], own, x))
+        per = np.array(per)
+        top = per.max(0)
+        return -(top + np.log(np.exp(per - top).sum(0)))
+    if kind == "deepnade" and orders:
+        params = dict(params, order=params["order"][:orders])
+    if kind == "made" and cfg.get("eval_masks"):
+        used = int(cfg["eval_masks"])
+        params = {k: (v[:used] if k == "order" or k.startswith("degrees") else v) for k, v in params.items()}
+    if kind in ("made", "deepnade"):
+        return REFERENCES[kind](params, x, cfg.get("activation", "relu"))
+    return REFERENCES[kind](params, x)
+
+
 def trained_dataset(meta):
-    """The `[data] dataset` of a checkpoint's run config, if it names one."""
+    """The data set of a checkpoint: a mixture's `dataset` metadata, else the `[data] dataset`
+    of its run config, if it names one."""
     import tomllib
 
+    if meta.get("dataset"):
+        return meta["dataset"]
     try:
         return tomllib.loads(meta.get("run_config", "")).get("data", {}).get("dataset")
     except tomllib.TOMLDecodeError:
@@ -189,15 +218,8 @@ def check_checkpoint(args, path):
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     if kind == "deepnade":
-        params["order"] = params["order"][: args.orders]
         cmd += ["--orders", str(args.orders)]
-    if kind == "made" and cfg.get("eval_masks"):
-        used = int(cfg["eval_masks"])
-        params = {k: (v[:used] if k == "order" or k.startswith("degrees") else v) for k, v in params.items()}
-    if kind in ("made", "deepnade"):
-        want = REFERENCES[kind](params, x, cfg.get("activation", "relu")).mean()
-    else:
-        want = REFERENCES[kind](params, x).mean()
+    want = reference_nll(cfg, params, x, args.orders).mean()
     got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     rel = abs(got["nll_nats"] - want) / abs(want)
     ok = rel <= args.tolerance and got["count"] == x.shape[0]

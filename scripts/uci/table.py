@@ -3,7 +3,8 @@
 docs/records/uci/SET-MODEL-test.json (`nade eval --json` of checkpoints/uci/SET-MODEL.safetensors;
 deep NADE also SET-deepnade-ensemble-test.json, all its orderings), SET-MODEL-valid.json,
 SET-MODEL-metrics.jsonl (training and validation time) and the used parameters from
-`nade info --json`. Published rows are the papers' (see PUBLISHED). A model or set without
+`nade info --json`; the mixture row also SET-mix-fit.json (`nade mix --json`) and
+SET-mix-copies.jsonl (the extra copies it mixes). Published rows are the papers' (see PUBLISHED). A model or set without
 records is left out (its cells say so). Every number of ours comes from a file `nade` wrote.
 
   python3 scripts/uci/table.py [--write]
@@ -39,7 +40,10 @@ OURS = [
     ("made-ens", "MADE, ensemble of its masks (random orders)"),
     ("deepnade", "deep NADE, 1 ordering"),
     ("deepnade-ensemble", "deep NADE, ensemble of its orderings"),
+    ("mix", "mixture of our models (`nade mix`)"),
 ]
+# The trained models a set's mixture row starts from (the copies are in SET-mix-copies.jsonl).
+SHIPPED = ["fvsbn", "nade", "made", "made-ens", "deepnade"]
 BEGIN = "<!-- uci-table: scripts/uci/table.py -->"
 END = "<!-- /uci-table -->"
 SWEEPS_BEGIN = "<!-- uci-sweeps: scripts/uci/table.py -->"
@@ -91,6 +95,27 @@ def sweeps_table():
     return "\n".join(lines) + "\n"
 
 
+def mix_details(set_name, label, used, valid, test):
+    """The details row of a set's mixture: what it mixes (docs/records/uci/SET-mix-fit.json,
+    SET-mix-copies.jsonl) and the training time of every model it needed."""
+    fit = load(f"docs/records/uci/{set_name}-mix-fit.json")
+    try:
+        with open(path(f"docs/records/uci/{set_name}-mix-copies.jsonl")) as f:
+            copies = [json.loads(line) for line in f]
+    except FileNotFoundError:
+        copies = []
+    kept = sum(c["weight"] is not None for c in fit["components"])
+    made_of = f"`nade mix` of the {len(SHIPPED)} rows above"
+    if copies:
+        model = copies[0]["run"].rsplit("-seed", 1)[0].split(f"{set_name}-", 1)[1]
+        made_of += f" and {len(copies)} copies of {model} (`--model-seed` 1..{len(copies)})"
+    made_of += f"; {kept} kept ([scripts/uci/reproduce.sh](scripts/uci/reproduce.sh))"
+    seconds = sum(c["seconds"] for c in copies) + fit["seconds"]
+    m = sum(minutes(f"{set_name}-{k}") or 0 for k in SHIPPED) + seconds / 60
+    return (f"| {set_name} | {label} | {made_of} | {used:,} | {valid['nll_nats']:.2f} "
+            f"| {test['nll_nats']:.2f} ± {test['nll_std_err']:.2f} | - | {m:.1f} min (all its models) |")
+
+
 def replace_between(rel, begin, end, text):
     with open(path(rel)) as f:
         doc = f.read()
@@ -125,6 +150,9 @@ def main():
             summary = load(f"docs/records/uci/{set_name}-{key}-summary.json")
             ckpt = path(f"checkpoints/uci/{set_name}-{key}.safetensors")
             used = info(ckpt)["parameters_used"] if os.path.exists(ckpt) else None
+            if key == "mix":
+                details.append(mix_details(set_name, label, used, valid, test))
+                continue
             m = minutes(f"{set_name}-{key}")
             details.append(
                 f"| {set_name} | {label} | [configs/uci/{set_name}-{key}.toml](configs/uci/{set_name}-{key}.toml) "
@@ -157,7 +185,7 @@ def main():
     if "--write" in sys.argv[1:]:
         tmp = path("docs/records/uci/results.md.tmp")
         with open(tmp, "w") as f:
-            f.write(text.replace("](configs/", "](../../../configs/"))
+            f.write(text.replace("](configs/", "](../../../configs/").replace("](scripts/", "](../../../scripts/"))
         os.replace(tmp, path("docs/records/uci/results.md"))
         replace_between("README.md", BEGIN, END, text)
         replace_between("docs/experiments.md", SWEEPS_BEGIN, SWEEPS_END,
