@@ -83,6 +83,19 @@ def test_nll_and_log_prob_equal_nade_eval(name, limit, choices, test_images):
     assert -log_p.sum() / limit == pytest.approx(record["nll_nats"], rel=1e-12)
 
 
+def test_a_mixture_of_nade_mix_evaluates_as_nade_eval_and_has_no_conditionals():
+    """The UCI Mushrooms mixture (kind `mixture`, scripts/uci/reproduce.sh) through the package."""
+    uci = REPO.parent / "shared" / "data" / "uci_binary"
+    need(uci / "mushrooms_valid.amat", "the UCI binary data")
+    path = CHECKPOINTS / "uci" / "mushrooms-mix.safetensors"
+    record = json.loads(cli("eval", str(path), "--data", str(uci), "--split", "valid", "--json"))
+    model = nade.load(path)
+    mean, std_err = model.nll(nade.read_amat(uci / "mushrooms_valid.amat"))
+    assert (mean, std_err) == (record["nll_nats"], record["nll_std_err"])
+    with pytest.raises(RuntimeError, match="no single set of conditionals"):
+        model.conditionals(np.zeros((2, 112), np.uint8))
+
+
 def test_log_prob_accepts_every_dtype_and_layout(nade500, test_images):
     x = test_images[:50]
     want = nade500.log_prob(x)
