@@ -54,3 +54,17 @@ pub fn exact_probs(model: &dyn Autoregressive, n: usize, device: &Device) -> Vec
         .map(|&lp| (lp as f64).exp())
         .collect()
 }
+
+/// The counts `draws` samples of `model` would have per x of {0,1}^n ([`exact_probs`] times
+/// draws): what a chi-square test of a sampler compares its counts with.
+pub fn expected_counts(
+    model: &dyn Autoregressive,
+    n: usize,
+    device: &Device,
+    draws: usize,
+) -> Vec<f64> {
+    exact_probs(model, n, device)
+        .iter()
+        .map(|p| p * draws as f64)
+        .collect()
+}

@@ -485,10 +485,7 @@ fn sample_frequencies_match_the_mixture() {
         for row in samples.images.rows() {
             counts[index_of(row)] += 1;
         }
-        let expected: Vec<f64> = exact_probs(m.as_ref(), n, &Device::Cpu)
-            .iter()
-            .map(|p| p * draws as f64)
-            .collect();
+        let expected = expected_counts(m.as_ref(), n, &Device::Cpu, draws);
         let (stat, df) = chi_square(&counts, &expected);
         assert!(stat < chi2_999(df), "{cfg:?}: chi2 = {stat:.1} (df {df})");
         let other = model(
@@ -496,10 +493,7 @@ fn sample_frequencies_match_the_mixture() {
             &random_params(&model_cfg, 999, 1.5),
             &Device::Cpu,
         );
-        let wrong: Vec<f64> = exact_probs(other.as_ref(), n, &Device::Cpu)
-            .iter()
-            .map(|p| p * draws as f64)
-            .collect();
+        let wrong = expected_counts(other.as_ref(), n, &Device::Cpu, draws);
         let (stat, df) = chi_square(&counts, &wrong);
         assert!(
             stat > chi2_999(df),

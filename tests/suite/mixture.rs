@@ -143,20 +143,14 @@ fn samples_follow_the_mixture() {
         for row in samples.images.rows() {
             counts[index_of(row)] += 1;
         }
-        let expected: Vec<f64> = exact_probs(&mixture, n, &device)
-            .iter()
-            .map(|p| p * draws as f64)
-            .collect();
+        let expected = expected_counts(&mixture, n, &device, draws);
         let (stat, df) = chi_square(&counts, &expected);
         assert!(
             stat < chi2_999(df),
             "{device:?}: chi2 = {stat:.1} (df {df})"
         );
         let (other, _) = mixture_of(&configs, &[0.6, 0.1, 0.1, 0.1, 0.1], 50, &device);
-        let wrong: Vec<f64> = exact_probs(&other, n, &device)
-            .iter()
-            .map(|p| p * draws as f64)
-            .collect();
+        let wrong = expected_counts(&other, n, &device, draws);
         let (stat, df) = chi_square(&counts, &wrong);
         assert!(
             stat > chi2_999(df),

@@ -141,10 +141,7 @@ fn sample_frequencies_match_exact_probabilities() {
             for row in samples.images.rows() {
                 counts[index_of(row)] += 1;
             }
-            let expected: Vec<f64> = exact_probs(model.as_ref(), n, &device)
-                .iter()
-                .map(|p| p * draws as f64)
-                .collect();
+            let expected = expected_counts(model.as_ref(), n, &device, draws);
             let (stat, df) = chi_square(&counts, &expected);
             let limit = chi2_999(df);
             assert!(
@@ -153,10 +150,7 @@ fn sample_frequencies_match_exact_probabilities() {
             );
 
             let other = common::model(&cfg, &random_params(&cfg, 999, 1.5), &device);
-            let wrong: Vec<f64> = exact_probs(other.as_ref(), n, &device)
-                .iter()
-                .map(|p| p * draws as f64)
-                .collect();
+            let wrong = expected_counts(other.as_ref(), n, &device, draws);
             let (stat, df) = chi_square(&counts, &wrong);
             assert!(
                 stat > chi2_999(df),
