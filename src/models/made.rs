@@ -77,9 +77,14 @@ pub struct MadeConfig {
     /// Which mask a training minibatch uses: cycle through the K, or a fresh one every step.
     #[serde(default)]
     pub resample: Resample,
-    /// Seed of the masks (not of the weights, which come from train.seed).
+    /// Seed of the masks (not of the weights, which come from train.seed) and of dropout.
     #[serde(default)]
     pub seed: u64,
+    /// Dropout of the hidden units in training: each unit of each hidden layer is zeroed with
+    /// this probability, per row and step, and the kept ones scaled by 1 / (1 - p) (inverted
+    /// dropout, so evaluation uses the weights as they are). 0 = none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropout: f64,
     /// Evaluate (and sample) with the first K' masks only (`nade eval --masks`); a run-time
     /// choice, not part of the stored structure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +93,10 @@ pub struct MadeConfig {
 
 fn one() -> usize {
     1
+}
+
+fn is_zero(p: &f64) -> bool {
+    *p == 0.0
 }
 
 impl MadeConfig {
@@ -102,6 +111,7 @@ impl MadeConfig {
             order: OrderChoice::default(),
             resample: Resample::default(),
             seed: 0,
+            dropout: 0.0,
             eval_masks: None,
         }
     }
@@ -126,6 +136,28 @@ impl MadeConfig {
         Connectivity::draw(&mut rng, self.n, &self.hidden, self.order)
     }
 
+    /// The dropout keep-masks of optimizer step `step`, one (batch, h) 0 / (1 - p)^-1 matrix per
+    /// hidden layer: ChaCha8(seed) with the stream's high bit set, apart from the masks' streams.
+    pub fn dropout_masks(&self, step: u64, batch: usize, device: &Device) -> Result<Vec<Tensor>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream((1 << 63) | step);
+        let scale = (1.0 / (1.0 - self.dropout)) as f32;
+        self.hidden
+            .iter()
+            .map(|&h| {
+                let keep: Vec<f32> = (0..batch * h)
+                    .map(|_| {
+                        if rng.random::<f64>() < self.dropout {
+                            0.0
+                        } else {
+                            scale
+                        }
+                    })
+                    .collect();
+                Tensor::from_vec(keep, (batch, h), device)
+            })
+            .collect()
+    }
 }
 
 /// The registry entry of MADE.
@@ -157,11 +189,16 @@ impl ModelSpec for MadeConfig {
 
     fn describe(&self) -> String {
         format!(
-            "made (n = {}, hidden = {:?}, masks = {}{})",
+            "made (n = {}, hidden = {:?}, masks = {}{}{})",
             self.n,
             self.hidden,
             self.masks,
-            if self.direct { ", direct" } else { "" }
+            if self.direct { ", direct" } else { "" },
+            if self.dropout > 0.0 {
+                format!(", dropout {}", self.dropout)
+            } else {
+                String::new()
+            }
         )
     }
 
@@ -214,6 +251,9 @@ impl ModelSpec for MadeConfig {
 
     fn validate(&self) -> anyhow::Result<()> {
         validate_hidden("made", &self.hidden)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            anyhow::bail!("model.dropout = {}: must be in [0, 1)", self.dropout);
+        }
         validate_ensemble("made", "masks", self.masks, self.eval_masks)
     }
 
@@ -588,8 +628,14 @@ impl Made {
 
     /// The logits of x under one mask's matrices.
     fn forward(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Tensor> {
+        self.forward_dropped(w, m, x, &[])
+    }
+
+    /// [`Made::forward`] with each hidden layer's activations multiplied by its keep-mask
+    /// (training with dropout; none: every unit kept).
+    fn forward_dropped(&self, w: &Weights, m: &MaskSet, x: &Tensor, keep: &[Tensor]) -> Result<Tensor> {
         let x = x.to_dtype(super::DTYPE)?.contiguous()?;
-        let out = self.through_hidden(w, m, &x)?;
+        let out = self.through_hidden(w, m, &x, keep)?;
         match self.direct_term(w, m, &x)? {
             Some(direct) => out + direct,
             None => Ok(out),
@@ -597,19 +643,22 @@ impl Made {
     }
 
     /// c + (V * M_V) h_L of f32 contiguous x: the logits without the direct connection.
-    fn through_hidden(&self, w: &Weights, m: &MaskSet, x: &Tensor) -> Result<Tensor> {
+    fn through_hidden(&self, w: &Weights, m: &MaskSet, x: &Tensor, keep: &[Tensor]) -> Result<Tensor> {
         let mut h = x.clone();
         // The data takes no gradient; every layer above it does.
         let mut input_grad = false;
-        for ((weight, bias), mask) in w.layers.iter().zip(&m.layers) {
+        for (l, ((weight, bias), mask)) in w.layers.iter().zip(&m.layers).enumerate() {
             h = self
                 .made
                 .activation
                 .apply(&bias_add(
                     &masked_linear(&h, weight, mask, input_grad)?,
                     bias,
-                )?)?
-                .contiguous()?;
+                )?)?;
+            if let Some(keep) = keep.get(l) {
+                h = (h * keep)?;
+            }
+            h = h.contiguous()?;
             input_grad = true;
         }
         bias_add(&masked_linear(&h, &w.v, &m.v, input_grad)?, &w.c)
@@ -642,7 +691,7 @@ impl Made {
         (0..self.made.used_masks())
             .map(|k| {
                 let logits = self.with_mask(k, |m| match &shared {
-                    Some(direct) => self.through_hidden(&w, m, &x32)? + direct,
+                    Some(direct) => self.through_hidden(&w, m, &x32, &[])? + direct,
                     None => self.forward(&w, m, &x32),
                 })?;
                 bernoulli_log_prob(&logits, x)
@@ -958,17 +1007,22 @@ impl Autoregressive for Made {
     fn log_prob(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         match pass {
             Pass::Train { step } => {
+                let keep = if self.made.dropout > 0.0 {
+                    self.made.dropout_masks(step, x.dim(0)?, &self.device)?
+                } else {
+                    Vec::new()
+                };
                 let logits = match self.made.resample {
                     Resample::Cycle => {
                         let k = (step % self.made.masks as u64) as usize;
-                        self.with_mask(k, |m| self.forward(&self.weights, m, x))?
+                        self.with_mask(k, |m| self.forward_dropped(&self.weights, m, x, &keep))?
                     }
                     Resample::Fresh => {
                         let m = self
                             .made
                             .fresh_mask(step)
                             .masks(self.made.direct, &self.device)?;
-                        self.forward(&self.weights, &m, x)?
+                        self.forward_dropped(&self.weights, &m, x, &keep)?
                     }
                 };
                 bernoulli_log_prob(&logits, x)

@@ -50,6 +50,12 @@ impl MadeReference {
 
     /// The n logits of x under mask k, one dimension at a time.
     pub fn logits(&self, k: usize, x: &[f64]) -> Vec<f64> {
+        self.logits_with_dropout(k, x, &[])
+    }
+
+    /// [`MadeReference::logits`] with unit u of hidden layer l multiplied by keep[l][u] after
+    /// its activation (dropout in training; no entry for a layer: all kept).
+    pub fn logits_with_dropout(&self, k: usize, x: &[f64], keep: &[Vec<f64>]) -> Vec<f64> {
         let n = self.n;
         let (m0, degrees) = self.degrees(k);
         (0..n)
@@ -67,7 +73,7 @@ impl MadeReference {
                                     a += self.at(&w, u * width + j) * below[j];
                                 }
                             }
-                            self.g(a)
+                            self.g(a) * keep.get(l).map_or(1.0, |keep| keep[u])
                         })
                         .collect();
                     below = layer;

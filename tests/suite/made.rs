@@ -172,6 +172,95 @@ fn parallel_logits_and_mixture_equal_the_f64_reference() {
     }
 }
 
+/// Dropout in training (`model.dropout`): the training pass of step s is the f64 reference
+/// with every hidden unit multiplied by step s's keep-mask (0, or 1 / (1 - p) for about a
+/// fraction 1 - p of them, drawn anew per step and the same for the same step), under the
+/// mask that step cycles to; evaluation keeps every unit; p outside [0, 1) is refused.
+#[test]
+fn dropout_trains_the_reference_with_the_steps_keep_masks() {
+    let (n, count, p) = (10, 6, 0.5);
+    let cfg = MadeConfig {
+        dropout: p,
+        ..made(n, &[40, 30], 3, true, Activation::Relu)
+    };
+    let params = random_params(&ModelConfig::Made(cfg.clone()), 4, 1.0);
+    let m = build(&cfg, &params);
+    let reference = made_reference(&cfg, &params);
+    let x = random_binary(count, n, 0.4, 2);
+    let mut dropped = 0;
+    for step in 0..4u64 {
+        let keep = cfg.dropout_masks(step, count, &Device::Cpu).unwrap();
+        let again = cfg.dropout_masks(step, count, &Device::Cpu).unwrap();
+        let keep: Vec<Vec<f32>> = keep.iter().map(host).collect();
+        assert_eq!(
+            keep,
+            again.iter().map(host).collect::<Vec<_>>(),
+            "step {step}"
+        );
+        let next = cfg.dropout_masks(step + 1, count, &Device::Cpu).unwrap();
+        assert_ne!(
+            keep[0],
+            host(&next[0]),
+            "step {step}: the same mask as the next step"
+        );
+        for layer in &keep {
+            assert!(layer.iter().all(|&v| v == 0.0 || v == 2.0), "{layer:?}");
+            dropped += layer.iter().filter(|&&v| v == 0.0).count();
+        }
+        let got = host(&m.log_prob(&rows(&x, n), Pass::Train { step }).unwrap());
+        for (r, &got) in got.iter().enumerate() {
+            let row: Vec<f64> = x[r * n..(r + 1) * n].iter().map(|&v| v as f64).collect();
+            let keep_r: Vec<Vec<f64>> = keep
+                .iter()
+                .zip(&cfg.hidden)
+                .map(|(layer, &h)| {
+                    layer[r * h..(r + 1) * h]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect()
+                })
+                .collect();
+            let logits = reference.logits_with_dropout((step % 3) as usize, &row, &keep_r);
+            let want: f64 = logits
+                .iter()
+                .zip(&row)
+                .map(|(&l, &v)| v * l - (l.max(0.0) + (-l.abs()).exp().ln_1p()))
+                .sum();
+            let err = (got as f64 - want).abs();
+            assert!(
+                err < 1e-4 * (1.0 + want.abs()),
+                "step {step} row {r}: {got} vs {want}"
+            );
+        }
+    }
+    // 4 steps of 6 rows of 70 units, each dropped with probability 1/2: 840 +- 5 sd (20.5).
+    let units = 4 * count * 70;
+    assert!(
+        dropped.abs_diff(units / 2) < 103,
+        "{dropped} of {units} dropped"
+    );
+    // Evaluation keeps every unit: the plain mixture.
+    let eval = host(&m.log_prob(&rows(&x, n), Pass::Eval).unwrap());
+    for (r, &got) in eval.iter().enumerate() {
+        let row: Vec<f64> = x[r * n..(r + 1) * n].iter().map(|&v| v as f64).collect();
+        let want = reference.log_prob(&row, 3);
+        assert!(
+            (got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+            "row {r}"
+        );
+    }
+    for bad in [1.0, -0.1, f64::NAN] {
+        let e = ModelConfig::Made(MadeConfig {
+            dropout: bad,
+            ..cfg.clone()
+        })
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("model.dropout"), "{e}");
+    }
+}
+
 /// The K-mask model's density is log mean_k p_k(x), where p_k is a one-mask model holding
 /// the same weights and row k of the orders and degrees; --masks K' takes the first K'.
 #[test]
