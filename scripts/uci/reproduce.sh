@@ -28,7 +28,7 @@ mkdir -p runs/uci docs/records/uci checkpoints/uci
 # s = 1..COUNT. Chosen on the validation split (docs/experiments.md, "A mixture of our models").
 copies() {
   case "$1" in
-    mushrooms) echo "made-ens 15" ;;
+    mushrooms) echo "made-ens 10" ;;
     *) echo "- 0" ;;
   esac
 }
